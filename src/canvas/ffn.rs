@@ -1,0 +1,457 @@
+//! The FFN canvas (spec A.2–A.5), in closed form.
+//!
+//! Layer k's neurons are the **inputs** of Linear layer k (the Fourier features for k = 1). With
+//! x_i(p) the input unit i at pixel p, W the layer's weight `[fan_out, fan_in]` and b its bias,
+//! the official maps are
+//! - last layer L, per channel (`layerL_rgb`): `x_i(p)·W[c,i] + b[c]/fan_in` — exact: summed over
+//!   i they give the output;
+//! - last layer L, summed (`layerL`): `x_i(p)·Σ_c W[c,i] + Σ_c b[c]/fan_in` (no activation);
+//! - inner layers k < L (`layerk`): `ReLU(x_i(p)·Σ_j W[j,i] + Σ_j b[j]/fan_in)` — the official
+//!   ReLU is applied to the neuron's aggregate, so these maps are not an exact decomposition.
+//!
+//! The official code materialises `[fan_in, fan_out, P]` temporaries (4.2 GB); these closed forms
+//! cost O(fan_in·P) per layer and nothing more.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use super::{unknown_layer, Canvas, CanvasFileWriter, CanvasSummary, ContributionMap, SummaryAccumulator};
+use crate::error::{Result, XincError};
+use crate::tensor::{transpose, with_f32_slice};
+use crate::models::ffn::{Ffn, FfnActivations, FfnConfig};
+
+/// One layer of the FFN canvas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FfnLayer {
+    /// The inputs of Linear layer k (1-based), each summed over the layer's outputs: `layer{k}`.
+    Summed(usize),
+    /// The inputs of the last Linear layer, one map per output channel: `layer{L}_rgb`.
+    PerChannel(usize),
+}
+
+impl fmt::Display for FfnLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FfnLayer::Summed(k) => write!(f, "layer{k}"),
+            FfnLayer::PerChannel(k) => write!(f, "layer{k}_rgb"),
+        }
+    }
+}
+
+impl FromStr for FfnLayer {
+    type Err = XincError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || XincError::InvalidArgument(format!("`{s}` is not an FFN layer name (layer<k> or layer<k>_rgb)"));
+        let rest = s.strip_prefix("layer").ok_or_else(bad)?;
+        let (digits, per_channel) = match rest.strip_suffix("_rgb") {
+            Some(d) => (d, true),
+            None => (rest, false),
+        };
+        let k: usize = digits.parse().map_err(|_| bad())?;
+        Ok(if per_channel { FfnLayer::PerChannel(k) } else { FfnLayer::Summed(k) })
+    }
+}
+
+impl FfnLayer {
+    /// Every layer of a model: `layer1..layerL`, then `layerL_rgb`.
+    pub fn all(config: &FfnConfig) -> Vec<FfnLayer> {
+        let mut v: Vec<_> = (1..=config.num_layers).map(FfnLayer::Summed).collect();
+        v.push(FfnLayer::PerChannel(config.num_layers));
+        v
+    }
+
+    /// Parses a comma-separated list and checks each name against the model.
+    pub fn parse_list(list: &str, config: &FfnConfig) -> Result<Vec<FfnLayer>> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| FfnLayer::from_str(s).and_then(|l| l.check(config)))
+            .collect()
+    }
+
+    fn check(self, config: &FfnConfig) -> Result<Self> {
+        let ok = match self {
+            FfnLayer::Summed(k) => (1..=config.num_layers).contains(&k),
+            FfnLayer::PerChannel(k) => k == config.num_layers,
+        };
+        if ok {
+            Ok(self)
+        } else {
+            let known: Vec<String> = FfnLayer::all(config).iter().map(|l| l.to_string()).collect();
+            Err(unknown_layer(&self.to_string(), &known))
+        }
+    }
+
+    /// The Linear layer (1-based) whose inputs are this layer's neurons.
+    pub fn linear_index(&self) -> usize {
+        match *self {
+            FfnLayer::Summed(k) | FfnLayer::PerChannel(k) => k,
+        }
+    }
+
+    /// `[fan_in]` or `[fan_in, dim_out]`.
+    pub fn neuron_shape(&self, config: &FfnConfig) -> Vec<usize> {
+        let fan_in = config.layer_dims(self.linear_index() - 1).0;
+        match self {
+            FfnLayer::Summed(_) => vec![fan_in],
+            FfnLayer::PerChannel(_) => vec![fan_in, config.dim_out],
+        }
+    }
+}
+
+/// Neurons handled together: one 64-byte cache line of a pixel's input row.
+const NEURON_BLOCK: usize = 16;
+
+/// The closed-form rule of one layer: `map[i, r](p) = act(x_i(p)·scale[r][i] + offset[r])`.
+struct LayerRule {
+    layer: FfnLayer,
+    fan_in: usize,
+    scales: Vec<Vec<f32>>,
+    offsets: Vec<f32>,
+    relu: bool,
+}
+
+impl LayerRule {
+    fn new(model: &Ffn, layer: FfnLayer) -> Result<Self> {
+        let config = model.config();
+        let layer = layer.check(config)?;
+        let k = layer.linear_index();
+        let linear = &model.layers()[k - 1];
+        let weight = linear.weight().to_dtype(DType::F64)?.to_vec2::<f64>()?; // [fan_out, fan_in]
+        let bias = match linear.bias() {
+            Some(b) => b.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+            None => vec![0.0; weight.len()],
+        };
+        let fan_in = config.layer_dims(k - 1).0;
+        let share = |b: f64| (b / fan_in as f64) as f32;
+        let (scales, offsets) = match layer {
+            FfnLayer::Summed(_) => {
+                let colsum = (0..fan_in).map(|i| weight.iter().map(|row| row[i]).sum::<f64>() as f32).collect();
+                (vec![colsum], vec![share(bias.iter().sum())])
+            }
+            FfnLayer::PerChannel(_) => (
+                weight.iter().map(|row| row.iter().map(|&w| w as f32).collect()).collect(),
+                bias.iter().map(|&b| share(b)).collect(),
+            ),
+        };
+        Ok(LayerRule {
+            layer,
+            fan_in,
+            scales,
+            offsets,
+            relu: matches!(layer, FfnLayer::Summed(k) if k < config.num_layers),
+        })
+    }
+
+    fn rows(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Writes the `[fan_in·rows, t]` maps of a tile whose layer input is `x` (`[t, fan_in]`,
+    /// pixel-major). Neurons are processed in cache-line blocks, in parallel.
+    fn write_maps(&self, x: &[f32], t: usize, out: &mut [f32]) {
+        let rows = self.rows();
+        out.par_chunks_mut(NEURON_BLOCK * rows * t).enumerate().for_each(|(b, block)| {
+            let i0 = b * NEURON_BLOCK;
+            let nb = block.len() / (rows * t);
+            for (p, xrow) in x.chunks_exact(self.fan_in).enumerate() {
+                for (k, &xv) in xrow[i0..i0 + nb].iter().enumerate() {
+                    for r in 0..rows {
+                        let v = xv * self.scales[r][i0 + k] + self.offsets[r];
+                        block[(k * rows + r) * t + p] = if self.relu { v.max(0.0) } else { v };
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The canvas of the requested layers from a forward pass over the model's whole image.
+/// The maps are computed in parallel straight from the activations (no temporaries).
+pub fn ffn_canvas(model: &Ffn, acts: &FfnActivations, layers: &[FfnLayer]) -> Result<Canvas> {
+    let config = model.config();
+    let [height, width] = config.data_shape;
+    let p = config.num_pixels();
+    if acts.features.dims()[0] != p {
+        return Err(XincError::InvalidArgument(format!(
+            "activations cover {} pixels, the model's image has {p}",
+            acts.features.dims()[0]
+        )));
+    }
+    let mut maps = Vec::with_capacity(layers.len());
+    for &layer in layers {
+        let rule = LayerRule::new(model, layer)?;
+        let mut data = vec![0.0f32; rule.fan_in * rule.rows() * p];
+        with_f32_slice(acts.layer_input(layer.linear_index())?, |x| rule.write_maps(x, p, &mut data))?;
+        maps.push(ContributionMap {
+            layer: layer.to_string(),
+            neuron_shape: layer.neuron_shape(config),
+            height,
+            width,
+            data,
+        });
+    }
+    let output = with_f32_slice(&acts.pre_output, |y| transpose(y, p, config.dim_out))?;
+    Ok(Canvas { height, width, layers: maps, output })
+}
+
+/// One tile of a streamed canvas: pixels `p0..p0 + len`.
+pub struct CanvasTile<'a> {
+    pub p0: usize,
+    pub len: usize,
+    /// The output the maps explain, `[C, len]`.
+    pub output: &'a [f32],
+    /// Per requested layer, its maps `[maps, len]`.
+    pub maps: &'a [Vec<f32>],
+}
+
+/// Default number of pixels per streamed tile.
+pub const DEFAULT_TILE: usize = 4096;
+
+/// Streams the canvas over pixel tiles: each tile runs the forward pass on its own coordinates
+/// and computes every requested layer's maps, so memory stays at one tile whatever the image
+/// size. `sink` sees the tiles in pixel order.
+pub fn for_each_ffn_tile(
+    model: &Ffn,
+    device: &Device,
+    layers: &[FfnLayer],
+    tile: usize,
+    mut sink: impl FnMut(&CanvasTile) -> Result<()>,
+) -> Result<()> {
+    let config = model.config();
+    let rules = layers.iter().map(|&l| LayerRule::new(model, l)).collect::<Result<Vec<_>>>()?;
+    let coords = crate::data::coords::coordinate_grid(config.height(), config.width());
+    let p = config.num_pixels();
+    let tile = tile.max(1);
+    let mut buffers: Vec<Vec<f32>> = rules.iter().map(|r| vec![0.0; r.fan_in * r.rows() * tile]).collect();
+    for p0 in (0..p).step_by(tile) {
+        let t = tile.min(p - p0);
+        let xy = Tensor::from_slice(&coords[2 * p0..2 * (p0 + t)], (t, 2), device)?;
+        let acts = model.forward(&xy)?;
+        for (rule, buf) in rules.iter().zip(buffers.iter_mut()) {
+            buf.truncate(rule.fan_in * rule.rows() * t);
+            with_f32_slice(acts.layer_input(rule.layer.linear_index())?, |x| rule.write_maps(x, t, buf))?;
+        }
+        let output = with_f32_slice(&acts.pre_output, |y| transpose(y, t, config.dim_out))?;
+        sink(&CanvasTile {
+            p0,
+            len: t,
+            output: &output,
+            maps: &buffers,
+        })?;
+    }
+    Ok(())
+}
+
+/// Per-layer reductions (`sum_hw`, `abssum_hw`, `sum_neurons`) and the output, streamed tile by
+/// tile: the canvas itself is never held.
+pub fn ffn_canvas_summary(model: &Ffn, device: &Device, layers: &[FfnLayer], tile: usize) -> Result<CanvasSummary> {
+    let config = model.config();
+    let [height, width] = config.data_shape;
+    let p = config.num_pixels();
+    let mut accs: Vec<_> = layers
+        .iter()
+        .map(|l| SummaryAccumulator::new(&l.to_string(), &l.neuron_shape(config), height, width))
+        .collect();
+    let mut output = vec![0.0f32; config.dim_out * p];
+    for_each_ffn_tile(model, device, layers, tile, |tile| {
+        for (acc, maps) in accs.iter_mut().zip(tile.maps) {
+            acc.add_tile(tile.p0, tile.len, maps);
+        }
+        scatter_rows(&mut output, p, tile.p0, tile.len, tile.output);
+        Ok(())
+    })?;
+    Ok(CanvasSummary {
+        height,
+        width,
+        layers: accs.into_iter().map(SummaryAccumulator::finish).collect(),
+        output,
+    })
+}
+
+/// Writes the full canvas of the requested layers to a safetensors file, streamed tile by tile
+/// (memory: one tile), named by layer, plus `output`.
+pub fn write_ffn_canvas(model: &Ffn, device: &Device, layers: &[FfnLayer], path: &std::path::Path, tile: usize) -> Result<()> {
+    let config = model.config();
+    let [height, width] = config.data_shape;
+    let specs: Vec<(String, Vec<usize>)> = layers
+        .iter()
+        .map(|l| {
+            let mut shape = l.neuron_shape(config);
+            shape.extend([height, width]);
+            (l.to_string(), shape)
+        })
+        .collect();
+    let mut writer = CanvasFileWriter::create(path, &specs, config.dim_out, height, width)?;
+    for_each_ffn_tile(model, device, layers, tile, |tile| {
+        for ((name, _), maps) in specs.iter().zip(tile.maps) {
+            writer.write_tile(name, tile.p0, tile.len, maps)?;
+        }
+        writer.write_tile("output", tile.p0, tile.len, tile.output)
+    })?;
+    writer.finish()
+}
+
+/// Copies a `[rows, t]` tile into columns `p0..p0+t` of a `[rows, p]` buffer.
+fn scatter_rows(dst: &mut [f32], p: usize, p0: usize, t: usize, tile: &[f32]) {
+    for (r, row) in tile.chunks_exact(t).enumerate() {
+        dst[r * p + p0..r * p + p0 + t].copy_from_slice(row);
+    }
+}
+
+/// Pixel reductions of the official per-(input, output) contribution tensor of Linear layer `k`
+/// (`layer_k_output_contrib_to_layer{k+1}infeat`): `Z[i, j, p] = x_i(p)·W[j, i] + b[j]/fan_in`.
+/// Returns `(sum_hw, abssum_hw)`, each `[fan_in, fan_out]` row-major, exactly and without
+/// materialising Z: with each input column sorted and prefix-summed, the absolute sum of an
+/// affine function splits at its root into two same-signed partial sums.
+pub fn unit_pair_reductions(model: &Ffn, acts: &FfnActivations, k: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (w, b, fan_in) = layer_weights(model, k)?;
+    let fan_out = b.len();
+    let x = with_f32_slice(acts.layer_input(k)?, |x| x.to_vec())?;
+    let p = x.len() / fan_in;
+    let per_input: Vec<(Vec<f32>, Vec<f32>)> = (0..fan_in)
+        .into_par_iter()
+        .map(|i| {
+            let mut col: Vec<f64> = x.iter().skip(i).step_by(fan_in).map(|&v| v as f64).collect();
+            col.sort_by(f64::total_cmp);
+            let mut prefix = Vec::with_capacity(p + 1);
+            prefix.push(0.0f64);
+            for v in &col {
+                prefix.push(prefix.last().unwrap() + v);
+            }
+            (0..fan_out)
+                .map(|j| {
+                    let (a, c) = (w[j][i], b[j] / fan_in as f64);
+                    let n = if a == 0.0 { p } else { col.partition_point(|&v| v < -c / a) };
+                    let (lo, hi) = (prefix[n], prefix[p] - prefix[n]);
+                    let below = a * lo + c * n as f64;
+                    let above = a * hi + c * (p - n) as f64;
+                    ((below + above) as f32, (below.abs() + above.abs()) as f32)
+                })
+                .unzip()
+        })
+        .collect();
+    let (sum, abs): (Vec<Vec<f32>>, Vec<Vec<f32>>) = per_input.into_iter().unzip();
+    Ok((sum.concat(), abs.concat()))
+}
+
+/// The official per-pixel contribution of input unit `i` of Linear layer `k` to its output unit
+/// `j`: `x_i(p)·W[j, i] + b[j]/fan_in`, `[P]`.
+pub fn unit_pair_map(model: &Ffn, acts: &FfnActivations, k: usize, i: usize, j: usize) -> Result<Vec<f32>> {
+    let (w, b, fan_in) = layer_weights(model, k)?;
+    if i >= fan_in || j >= b.len() {
+        return Err(XincError::InvalidArgument(format!("unit pair ({i}, {j}) out of range for layer {k}")));
+    }
+    let (wji, share) = (w[j][i] as f32, (b[j] / fan_in as f64) as f32);
+    with_f32_slice(acts.layer_input(k)?, |x| x.iter().skip(i).step_by(fan_in).map(|&v| v * wji + share).collect())
+}
+
+/// Weight rows, bias and fan-in of Linear layer `k` (1-based), in f64.
+fn layer_weights(model: &Ffn, k: usize) -> Result<(Vec<Vec<f64>>, Vec<f64>, usize)> {
+    let linear = model
+        .layers()
+        .get(k.wrapping_sub(1))
+        .ok_or_else(|| XincError::InvalidArgument(format!("FFN has no layer {k}")))?;
+    let w = linear.weight().to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let b = match linear.bias() {
+        Some(b) => b.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+        None => vec![0.0; w.len()],
+    };
+    let fan_in = w.first().map_or(0, Vec::len);
+    Ok((w, b, fan_in))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn small_model(final_act: bool) -> Ffn {
+        let mut cfg = FfnConfig::with_width(20, 6, 10);
+        if final_act {
+            cfg.final_act = Some(crate::models::ffn::FinalActivation::Sigmoid);
+        }
+        let t: HashMap<_, _> = cfg.init_tensors(3, &Device::Cpu).unwrap().into_iter().collect();
+        Ffn::from_tensors(cfg, t, "test", &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn layer_names_round_trip_and_are_checked() {
+        let cfg = FfnConfig::paper(8, 8);
+        let all = FfnLayer::all(&cfg);
+        let names: Vec<String> = all.iter().map(|l| l.to_string()).collect();
+        assert_eq!(names, ["layer1", "layer2", "layer3", "layer3_rgb"]);
+        assert_eq!(FfnLayer::parse_list("layer3_rgb, layer1", &cfg).unwrap(), vec![all[3], all[0]]);
+        assert!(FfnLayer::parse_list("layer4", &cfg).is_err());
+        assert!(FfnLayer::parse_list("layer2_rgb", &cfg).is_err());
+        assert!(FfnLayer::parse_list("conv1", &cfg).is_err());
+    }
+
+    #[test]
+    fn rgb_maps_sum_to_the_pre_activation_output() {
+        let m = small_model(true);
+        let acts = m.forward_image(&Device::Cpu).unwrap();
+        let c = ffn_canvas(&m, &acts, &FfnLayer::all(m.config())).unwrap();
+        let rgb = c.layer("layer3_rgb").unwrap().summarise();
+        let max_err = rgb.sum_neurons.iter().zip(&c.output).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(max_err < 1e-5, "conservation error {max_err}");
+        // The summed layer-3 map is the channel sum of the per-channel maps.
+        let l3 = c.layer("layer3").unwrap();
+        let l3rgb = c.layer("layer3_rgb").unwrap();
+        let p = 60;
+        for i in [0, 7, 19] {
+            for q in [0, 33, 59] {
+                let s: f32 = (0..3).map(|ch| l3rgb.map(i * 3 + ch)[q]).sum();
+                assert!((s - l3.map(i)[q]).abs() < 1e-5);
+            }
+        }
+        assert_eq!(l3.data.len(), 20 * p);
+        // Inner layers are ReLU'd aggregates: never negative.
+        assert!(c.layer("layer1").unwrap().data.iter().all(|&v| v >= 0.0));
+    }
+
+    #[test]
+    fn streamed_summary_and_file_match_the_in_memory_canvas() {
+        let m = small_model(false);
+        let dev = Device::Cpu;
+        let layers = FfnLayer::all(m.config());
+        let c = ffn_canvas(&m, &m.forward_image(&dev).unwrap(), &layers).unwrap();
+        let s = ffn_canvas_summary(&m, &dev, &layers, 7).unwrap();
+        for (full, streamed) in c.layers.iter().zip(&s.layers) {
+            let direct = full.summarise();
+            for (a, b) in direct.abssum_hw.iter().zip(&streamed.abssum_hw) {
+                assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{} {a} vs {b}", full.layer);
+            }
+            for (a, b) in direct.sum_neurons.iter().zip(&streamed.sum_neurons) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        write_ffn_canvas(&m, &dev, &layers, &path, 13).unwrap();
+        let t = crate::io::load_safetensors(&path, &dev).unwrap();
+        let l2 = t["layer2"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let max_err = l2.iter().zip(&c.layer("layer2").unwrap().data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(max_err < 1e-5);
+        assert_eq!(t["layer3_rgb"].dims(), &[20, 3, 6, 10]);
+        assert_eq!(t["output"].dims(), &[3, 6, 10]);
+    }
+
+    #[test]
+    fn unit_pair_reductions_match_brute_force() {
+        let m = small_model(false);
+        let acts = m.forward_image(&Device::Cpu).unwrap();
+        let (sum, abs) = unit_pair_reductions(&m, &acts, 2).unwrap();
+        for (i, j) in [(0, 0), (3, 17), (19, 5)] {
+            let z = unit_pair_map(&m, &acts, 2, i, j).unwrap();
+            let s: f32 = z.iter().sum();
+            let a: f32 = z.iter().map(|v| v.abs()).sum();
+            assert!((sum[i * 20 + j] - s).abs() < 1e-4, "{} vs {s}", sum[i * 20 + j]);
+            assert!((abs[i * 20 + j] - a).abs() < 1e-4, "{} vs {a}", abs[i * 20 + j]);
+        }
+    }
+}

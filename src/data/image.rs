@@ -1,0 +1,236 @@
+//! Images: decoding (PNG, JPEG), resizing exactly as the official FFN pipeline does, and writing
+//! predictions back to PNG.
+//!
+//! The FFN pipeline resizes with `torchvision.transforms.Resize` on a PIL image, i.e. Pillow's
+//! separable *bilinear* resampling with a support that grows with the reduction factor
+//! (antialiasing), computed in 8-bit fixed point with an 8-bit intermediate after the horizontal
+//! pass. [`resize_bilinear_antialias`] reproduces that arithmetic bit for bit.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{ImageReader, RgbImage};
+
+use crate::error::{Result, XincError};
+
+/// An RGB image as f32 values in [0, 1], stored row-major and pixel-interleaved (`[H, W, 3]`),
+/// which is also the `[P, 3]` layout of an image INR's output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageTensor {
+    pub height: usize,
+    pub width: usize,
+    /// `height·width·3` values, pixel p = h·W + w, channel c at `3p + c`.
+    pub data: Vec<f32>,
+}
+
+impl ImageTensor {
+    /// Converts an 8-bit RGB image with the official `ToTensor` scaling (v / 255).
+    pub fn from_rgb8(img: &RgbImage) -> Self {
+        ImageTensor {
+            height: img.height() as usize,
+            width: img.width() as usize,
+            data: img.as_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+        }
+    }
+
+    /// The same values as a planar `[3, H, W]` buffer.
+    pub fn to_chw(&self) -> Vec<f32> {
+        let p = self.height * self.width;
+        let mut out = vec![0.0; 3 * p];
+        for (i, px) in self.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * p + i] = px[c];
+            }
+        }
+        out
+    }
+
+    /// Quantises to 8 bits as the official `save_tensor_img` does: clamp to [0, 1], multiply by
+    /// 255 and truncate.
+    pub fn to_rgb8(&self) -> RgbImage {
+        let raw = self.data.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0) as u8).collect();
+        RgbImage::from_raw(self.width as u32, self.height as u32, raw).expect("buffer length is H·W·3 by construction")
+    }
+}
+
+/// Decodes a PNG or JPEG file into 8-bit RGB (alpha is dropped, grey is expanded, 16-bit is
+/// rounded to 8 bits). A truncated or corrupt file is an [`XincError::Image`] naming the file.
+pub fn read_rgb8(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| XincError::io(path, e))?;
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| XincError::image(path, e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(XincError::image(path, "unknown image format (expected PNG or JPEG)"));
+    }
+    let img = reader.decode().map_err(|e| XincError::image(path, e.to_string()))?;
+    Ok(img.to_rgb8())
+}
+
+/// Reads an image and resizes it to `height`×`width` as the official FFN pipeline does.
+pub fn load_rgb_resized(path: &Path, height: usize, width: usize) -> Result<ImageTensor> {
+    if height == 0 || width == 0 {
+        return Err(XincError::InvalidArgument(format!("image size {height}x{width} must be positive")));
+    }
+    let img = read_rgb8(path)?;
+    Ok(ImageTensor::from_rgb8(&resize_bilinear_antialias(&img, height, width)))
+}
+
+/// Writes an image as PNG (8-bit RGB), atomically.
+pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| XincError::image(path, e.to_string()))?;
+    crate::io::write_atomic(path, |w| w.write_all(&bytes))
+}
+
+/// Fixed-point precision of Pillow's 8-bit resampling (`PRECISION_BITS = 32 − 8 − 2`).
+const PRECISION_BITS: u32 = 22;
+
+/// The resampling weights of one axis, as Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`.
+struct AxisCoeffs {
+    /// (first input index, number of taps) per output index.
+    bounds: Vec<(usize, usize)>,
+    /// `ksize` fixed-point weights per output index.
+    weights: Vec<i32>,
+    ksize: usize,
+}
+
+impl AxisCoeffs {
+    fn bilinear(in_size: usize, out_size: usize) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // the bilinear filter has support 1
+        let ksize = support.ceil() as usize * 2 + 1;
+        let mut bounds = Vec::with_capacity(out_size);
+        let mut weights = vec![0i32; out_size * ksize];
+        for (xx, k) in weights.chunks_exact_mut(ksize).enumerate() {
+            let center = (xx as f64 + 0.5) * scale;
+            // C casts truncate toward zero, as `as` does.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+            let taps: Vec<f64> = (0..xmax)
+                .map(|x| {
+                    let t = ((x + xmin) as f64 - center + 0.5) / filterscale;
+                    (1.0 - t.abs()).max(0.0)
+                })
+                .collect();
+            let total: f64 = taps.iter().sum();
+            for (slot, w) in k.iter_mut().zip(&taps) {
+                let w = if total != 0.0 { w / total } else { *w };
+                let fixed = w * (1u32 << PRECISION_BITS) as f64;
+                *slot = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+            }
+            bounds.push((xmin, xmax));
+        }
+        AxisCoeffs { bounds, weights, ksize }
+    }
+
+    /// Applies the weights of output index `o` to the samples `at(i)` of one channel.
+    fn apply(&self, o: usize, at: impl Fn(usize) -> u8) -> u8 {
+        let (xmin, n) = self.bounds[o];
+        let k = &self.weights[o * self.ksize..o * self.ksize + n];
+        let mut acc: i64 = 1 << (PRECISION_BITS - 1);
+        for (x, &w) in k.iter().enumerate() {
+            acc += at(xmin + x) as i64 * w as i64;
+        }
+        clip8(acc)
+    }
+}
+
+fn clip8(v: i64) -> u8 {
+    if v >= (1i64 << PRECISION_BITS << 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PRECISION_BITS) as u8
+    }
+}
+
+/// Pillow's `Image.resize((width, height), BILINEAR)` for 8-bit RGB: horizontal pass first, then
+/// vertical, each only when that axis changes size.
+pub fn resize_bilinear_antialias(img: &RgbImage, height: usize, width: usize) -> RgbImage {
+    let (in_w, in_h) = (img.width() as usize, img.height() as usize);
+    let mut cur = img.clone();
+    if width != in_w {
+        let coeffs = AxisCoeffs::bilinear(in_w, width);
+        cur = RgbImage::from_fn(width as u32, in_h as u32, |x, y| {
+            image::Rgb(std::array::from_fn(|c| {
+                coeffs.apply(x as usize, |i| img.get_pixel(i as u32, y)[c])
+            }))
+        });
+    }
+    if height != in_h {
+        let src = cur;
+        let coeffs = AxisCoeffs::bilinear(in_h, height);
+        cur = RgbImage::from_fn(width as u32, height as u32, |x, y| {
+            image::Rgb(std::array::from_fn(|c| {
+                coeffs.apply(y as usize, |i| src.get_pixel(x, i as u32)[c])
+            }))
+        });
+    }
+    cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grey_row(values: &[u8]) -> RgbImage {
+        RgbImage::from_fn(values.len() as u32, 1, |x, _| image::Rgb([values[x as usize]; 3]))
+    }
+
+    #[test]
+    fn halving_averages_pairs_with_a_triangle_of_support_two() {
+        // Reduction by 2: support 2, taps at input centres weighted 1/4, 3/4, 3/4, 1/4 (normalised),
+        // clipped at the borders. Output 0: inputs 0..2 with weights 0.75, 0.25 over 1.0 -> computed by
+        // hand: centre 1.0; taps x=0: 1-|0-1+0.5|/2 = 0.75, x=1: 0.75, x=2: 0.25 -> 0.75+0.75+0.25 = 1.75.
+        let img = grey_row(&[0, 100, 200, 40]);
+        let out = resize_bilinear_antialias(&img, 1, 2);
+        // (0·0.75 + 100·0.75 + 200·0.25) / 1.75 = 71.43 -> 71
+        assert_eq!(out.get_pixel(0, 0)[0], 71);
+        // Output 1: centre 3.0; taps x=1: 0.25, x=2: 0.75, x=3: 0.75 -> (25 + 150 + 30) / 1.75 = 117.14 -> 117
+        assert_eq!(out.get_pixel(1, 0)[0], 117);
+    }
+
+    #[test]
+    fn identity_size_is_a_no_op_and_constant_images_stay_constant() {
+        let img = RgbImage::from_fn(16, 8, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 7]));
+        assert_eq!(resize_bilinear_antialias(&img, 8, 16), img);
+        let flat = RgbImage::from_pixel(40, 24, image::Rgb([13, 200, 255]));
+        let out = resize_bilinear_antialias(&flat, 5, 9);
+        assert!(out.pixels().all(|p| p.0 == [13, 200, 255]));
+    }
+
+    #[test]
+    fn upsampling_interpolates_linearly_between_centres() {
+        // 2 -> 4: scale 0.5, support 1; output 1 has centre 0.75: taps x=0: 1-|0-0.75+0.5| = 0.75,
+        // x=1: 1-|1-0.75+0.5| = 0.25 -> 0.75·0 + 0.25·200 = 50.
+        let out = resize_bilinear_antialias(&grey_row(&[0, 200]), 1, 4);
+        let row: Vec<u8> = (0..4).map(|x| out.get_pixel(x, 0)[0]).collect();
+        assert_eq!(row, vec![0, 50, 150, 200]);
+    }
+
+    #[test]
+    fn official_quantisation_truncates() {
+        let t = ImageTensor { height: 1, width: 1, data: vec![0.999, 1.5, -0.2] };
+        assert_eq!(t.to_rgb8().get_pixel(0, 0).0, [254, 255, 0]);
+    }
+
+    #[test]
+    fn corrupt_files_are_typed_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.png");
+        let mut png = Vec::new();
+        RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        std::fs::write(&path, &png[..png.len() / 2]).unwrap();
+        let err = read_rgb8(&path).unwrap_err();
+        assert!(matches!(err, XincError::Image { .. }), "{err}");
+        assert!(err.to_string().contains("broken.png"));
+        std::fs::write(&path, b"not an image at all").unwrap();
+        assert!(matches!(read_rgb8(&path), Err(XincError::Image { .. })));
+    }
+}

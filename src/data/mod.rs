@@ -1,0 +1,6 @@
+//! The data layer: images read and resized exactly as the official pipelines do, and the
+//! coordinate grids that image INRs take as input. Nothing here knows about models.
+
+pub mod coords;
+pub mod image;
+pub mod synthetic;

@@ -1,0 +1,35 @@
+//! # xinc: explaining implicit neural representations
+//!
+//! xinc rebuilds the method of *Explaining the Implicit Neural Canvas* (XINC, CVPR 2024). A model
+//! that has learned an image (FFN, a Fourier-feature MLP) is taken apart neuron by neuron: each
+//! neuron gets a contribution map of how much it adds to every output pixel, and the stack of those
+//! maps is the model's *canvas*.
+//!
+//! The crate is layered so that data flows one way:
+//! [`data`] → [`models`] → [`canvas`] → [`plot`], with [`io`] (file formats) below the models
+//! and [`train`] beside the canvas. A lower layer never imports a higher one.
+//!
+//! Most users want the [`prelude`].
+
+pub mod canvas;
+pub mod data;
+pub mod error;
+pub mod io;
+pub mod models;
+pub mod plot;
+pub mod tensor;
+pub mod train;
+
+pub use error::{Result, XincError};
+
+/// The types and functions a notebook or program usually needs.
+pub mod prelude {
+    pub use crate::canvas::ffn::{ffn_canvas, ffn_canvas_summary, FfnLayer};
+    pub use crate::canvas::{Canvas, CanvasSummary, ContributionMap};
+    pub use crate::data::coords::coordinate_grid;
+    pub use crate::data::image::{load_rgb_resized, ImageTensor};
+    pub use crate::error::{Result, XincError};
+    pub use crate::models::ffn::{Ffn, FfnActivations, FfnConfig};
+    pub use crate::models::ModelDir;
+    pub use crate::train::ffn::{train_ffn, FfnTrainParams, TrainReport};
+}

@@ -1,0 +1,336 @@
+//! The `xinc` command-line tool: train or import INRs, compute their canvas, render, and run the
+//! demo main job. Each subcommand is a thin layer over the library.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_summary, write_ffn_canvas, FfnLayer, DEFAULT_TILE};
+use xinc::data::image::{load_rgb_resized, write_png, ImageTensor};
+use xinc::data::synthetic::street_scene;
+use xinc::models::ffn::{Ffn, FfnConfig};
+use xinc::models::import::{ffn_config_from_tensors, ffn_config_from_yaml, read_official_tensors};
+use xinc::models::{Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord};
+use xinc::train::ffn::{train_ffn, FfnTrainParams, TrainReport};
+use xinc::XincError;
+
+/// Explain implicit neural representations: per-neuron contribution maps (XINC).
+#[derive(Parser)]
+#[command(name = "xinc", version, about)]
+struct Cli {
+    /// Compute device: `cpu`, or `cuda` (needs a build with the `cuda` feature).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Import an official checkpoint into a model folder.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Compute a model's canvas (contribution maps) and write it to a safetensors file.
+    Canvas(CanvasArgs),
+    /// Write a model's reconstruction as PNG.
+    Render(RenderArgs),
+    /// The main job: train an FFN on a generated (or given) image and write its canvas and a grid
+    /// of maps.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Train an FFN on one image (full-batch Adam, MSE, best PSNR kept).
+    Ffn(TrainFfnArgs),
+}
+
+#[derive(Args)]
+struct TrainFfnArgs {
+    /// Input image (PNG or JPEG).
+    #[arg(long)]
+    image: PathBuf,
+    /// Working size HxW; the image is resized as the official pipeline does.
+    #[arg(long, default_value = "128x256", value_parser = parse_size)]
+    size: [usize; 2],
+    /// Hidden width (and Fourier mapping size).
+    #[arg(long, default_value_t = 104)]
+    width: usize,
+    #[arg(long, default_value_t = 1000)]
+    iters: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 9e-4)]
+    lr: f64,
+    /// Evaluate the PSNR every K iterations and keep the best model.
+    #[arg(long, default_value_t = 50)]
+    eval_every: usize,
+    /// Output model folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Import an official FFN (Lightning .ckpt, .pth, or safetensors with the official names).
+    Ffn(ImportFfnArgs),
+}
+
+#[derive(Args)]
+struct ImportFfnArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The official `exp_config.yaml` (architecture and data shape). Without it the architecture
+    /// is inferred from the tensor shapes and the image size comes from `--size`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "128x256", value_parser = parse_size)]
+    size: [usize; 2],
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct CanvasArgs {
+    /// Model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Comma-separated layers (default: all, e.g. layer1,layer2,layer3,layer3_rgb).
+    #[arg(long)]
+    layers: Option<String>,
+    /// Write per-layer reductions (sum_hw, abssum_hw, sum_neurons) instead of the maps.
+    #[arg(long)]
+    summary: bool,
+    /// Pixels per streamed tile.
+    #[arg(long, default_value_t = DEFAULT_TILE)]
+    tile: usize,
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Output folder.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Train on this image instead of the generated street scene.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    #[arg(long, default_value = "128x256", value_parser = parse_size)]
+    size: [usize; 2],
+    #[arg(long, default_value_t = 104)]
+    width: usize,
+    #[arg(long, default_value_t = 500)]
+    iters: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+type CliResult<T = ()> = xinc::Result<T>;
+
+fn fail<T>(msg: impl Into<String>) -> CliResult<T> {
+    Err(XincError::InvalidArgument(msg.into()))
+}
+
+fn parse_size(s: &str) -> Result<[usize; 2], String> {
+    let (h, w) = s.split_once(['x', 'X']).ok_or_else(|| format!("`{s}` is not HxW"))?;
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("`{s}` is not HxW with positive sizes"));
+    Ok([parse(h)?, parse(w)?])
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    let device = device(&cli.device)?;
+    match cli.command {
+        Command::Train(TrainCommand::Ffn(a)) => train_cmd(a, &device),
+        Command::Import(ImportCommand::Ffn(a)) => import_cmd(a, &device),
+        Command::Canvas(a) => canvas_cmd(a, &device),
+        Command::Render(a) => render_cmd(a, &device),
+        Command::Demo(a) => demo_cmd(a, &device),
+    }
+}
+
+fn device(name: &str) -> CliResult<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(0)?),
+        other => fail(format!("unknown device `{other}` (cpu or cuda)")),
+    }
+}
+
+fn train_cmd(a: TrainFfnArgs, device: &Device) -> CliResult {
+    let [h, w] = a.size;
+    let target = load_rgb_resized(&a.image, h, w)?;
+    let params = FfnTrainParams {
+        iters: a.iters,
+        lr: a.lr,
+        eval_every: a.eval_every,
+        seed: a.seed,
+        ..FfnTrainParams::default()
+    };
+    let (model, report) = train_ffn(FfnConfig::with_width(a.width, h, w), &target, &params, device)?;
+    save_trained(&a.out, &model, &report, &params, &a.image.display().to_string())
+}
+
+fn save_trained(out: &Path, model: &Ffn, report: &TrainReport, params: &FfnTrainParams, input: &str) -> CliResult {
+    let config = ModelConfig {
+        format_version: ModelDir::FORMAT_VERSION,
+        architecture: Architecture::Ffn(model.config().clone()),
+        provenance: Provenance::Trained(TrainingRecord {
+            input: input.to_string(),
+            iters: params.iters,
+            seed: params.seed,
+            lr: params.lr,
+            eval_every: params.eval_every,
+            best_iter: report.best_iter,
+            best_psnr: report.best_psnr,
+            seconds: report.seconds,
+        }),
+    };
+    ModelDir::new(out).save(&model.named_tensors(), &config)?;
+    println!(
+        "trained FFN ({} params): best PSNR {:.2} dB at iteration {} in {:.1} s -> {}",
+        model.config().num_params(),
+        report.best_psnr,
+        report.best_iter,
+        report.seconds,
+        out.display()
+    );
+    Ok(())
+}
+
+fn import_cmd(a: ImportFfnArgs, device: &Device) -> CliResult {
+    let tensors = read_official_tensors(&a.checkpoint, device)?;
+    let origin = a.checkpoint.display().to_string();
+    let config = match &a.config {
+        Some(yaml) => ffn_config_from_yaml(yaml)?,
+        None => ffn_config_from_tensors(&origin, &tensors, a.size)?,
+    };
+    let model = Ffn::from_tensors(config, tensors, &origin, device)?;
+    let cfg = ModelConfig {
+        format_version: ModelDir::FORMAT_VERSION,
+        architecture: Architecture::Ffn(model.config().clone()),
+        provenance: Provenance::Imported {
+            checkpoint: a.checkpoint.clone(),
+            config: a.config.clone(),
+        },
+    };
+    ModelDir::new(&a.out).save(&model.named_tensors(), &cfg)?;
+    println!("imported FFN {:?} from {} -> {}", model.config().data_shape, origin, a.out.display());
+    Ok(())
+}
+
+fn canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
+    let (model, _) = ModelDir::new(&a.model).load_ffn(device)?;
+    let layers = match &a.layers {
+        Some(list) => FfnLayer::parse_list(list, model.config())?,
+        None => FfnLayer::all(model.config()),
+    };
+    let start = Instant::now();
+    if a.summary {
+        ffn_canvas_summary(&model, device, &layers, a.tile)?.save(&a.out)?;
+    } else {
+        write_ffn_canvas(&model, device, &layers, &a.out, a.tile)?;
+    }
+    let names: Vec<String> = layers.iter().map(ToString::to_string).collect();
+    println!("canvas [{}] in {:.3} s -> {}", names.join(", "), start.elapsed().as_secs_f64(), a.out.display());
+    Ok(())
+}
+
+fn render_cmd(a: RenderArgs, device: &Device) -> CliResult {
+    let (model, _) = ModelDir::new(&a.model).load_ffn(device)?;
+    write_png(&a.out, &prediction(&model, device)?.to_rgb8())?;
+    println!("rendered -> {}", a.out.display());
+    Ok(())
+}
+
+/// The model's prediction over its image (after the final activation), as an image tensor.
+fn prediction(model: &Ffn, device: &Device) -> CliResult<ImageTensor> {
+    let [height, width] = model.config().data_shape;
+    let acts = model.forward_image(device)?;
+    Ok(ImageTensor {
+        height,
+        width,
+        data: acts.output.flatten_all()?.to_vec1::<f32>()?,
+    })
+}
+
+fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
+    let [h, w] = a.size;
+    std::fs::create_dir_all(&a.out).map_err(|e| XincError::io(&a.out, e))?;
+    let (target, input) = match &a.image {
+        Some(path) => (load_rgb_resized(path, h, w)?, path.display().to_string()),
+        None => {
+            let scene = street_scene(h, w);
+            write_png(&a.out.join("input.png"), &scene)?;
+            (ImageTensor::from_rgb8(&scene), format!("generated street scene {h}x{w}"))
+        }
+    };
+    let params = FfnTrainParams {
+        iters: a.iters,
+        seed: a.seed,
+        ..FfnTrainParams::default()
+    };
+    let (model, report) = train_ffn(FfnConfig::with_width(a.width, h, w), &target, &params, device)?;
+    let model_dir = a.out.join("ffn");
+    save_trained(&model_dir, &model, &report, &params, &input)?;
+    write_png(&a.out.join("reconstruction.png"), &prediction(&model, device)?.to_rgb8())?;
+
+    let start = Instant::now();
+    let acts = model.forward_image(device)?;
+    let layers = FfnLayer::all(model.config());
+    let canvas = ffn_canvas(&model, &acts, &layers)?;
+    let seconds = start.elapsed().as_secs_f64();
+    canvas.save(&a.out.join("canvas.safetensors"))?;
+    ffn_canvas_summary(&model, device, &layers, DEFAULT_TILE)?.save(&a.out.join("canvas_summary.safetensors"))?;
+
+    let grid = demo_grid(&canvas, 6);
+    write_png(&a.out.join("canvas_grid.png"), &grid)?;
+    let rgb = canvas.layer(&layers[layers.len() - 1].to_string()).expect("requested").summarise();
+    let conservation = rgb.sum_neurons.iter().zip(&canvas.output).map(|(s, y)| (s - y).abs()).fold(0.0f32, f32::max);
+    println!("canvas of {} layers (forward + maps) in {:.3} s", layers.len(), seconds);
+    println!("conservation: max |sum of layer{}_rgb maps - output| = {conservation:.2e}", model.config().num_layers);
+    for m in &canvas.layers {
+        let s = m.summarise();
+        let dead = s.abssum_hw.iter().filter(|&&v| v == 0.0).count();
+        println!("  {:<11} {:>4} maps, {:>3} all-zero, sum |C| = {:.1}", m.layer, m.num_maps(), dead, s.abssum_hw.iter().sum::<f32>());
+    }
+    println!("wrote {}/{{input.png, reconstruction.png, canvas.safetensors, canvas_summary.safetensors, canvas_grid.png, ffn/}}", a.out.display());
+    Ok(())
+}
+
+/// One row per summed layer: its `per_row` maps with the largest absolute contribution.
+fn demo_grid(canvas: &xinc::canvas::Canvas, per_row: usize) -> image::RgbImage {
+    let mut maps: Vec<&[f32]> = Vec::new();
+    for m in canvas.layers.iter().filter(|m| m.neuron_shape.len() == 1) {
+        let s = m.summarise();
+        let mut order: Vec<usize> = (0..m.num_maps()).collect();
+        order.sort_by(|&a, &b| s.abssum_hw[b].total_cmp(&s.abssum_hw[a]));
+        maps.extend(order.iter().take(per_row).map(|&i| m.map(i)));
+    }
+    xinc::plot::map_grid(&maps, canvas.height, canvas.width, per_row, 4)
+}

@@ -1,0 +1,382 @@
+//! FFN: the Fourier-feature MLP that represents one image (official `image_inr/models/ffn.py`).
+//!
+//! γ(x) = [sin(2π·x·Bᵀ), cos(2π·x·Bᵀ)] with a stored `B` (`positional_encoding.B`, already scaled
+//! by the noise scale), then `num_layers` Linear layers (`net.{i}.linear`), ReLU after every layer
+//! but the last, and an optional final activation. [`Ffn::forward`] returns every intermediate
+//! activation, since candle has no hooks.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::WeightSpec;
+use crate::error::{Result, XincError};
+
+/// The activation after the last layer (`final_act` in the official config; `null` = identity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalActivation {
+    Sigmoid,
+    Tanh,
+    Relu,
+}
+
+/// The FFN architecture and the image shape it represents. Field names follow the official
+/// Hydra config (`network.*`, `data.data_shape`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FfnConfig {
+    /// Input coordinate dimensions (2 for images).
+    pub dim_in: usize,
+    /// Output channels (3 for RGB).
+    pub dim_out: usize,
+    /// Width of every hidden layer.
+    pub layer_size: usize,
+    /// Number of Linear layers, the output layer included.
+    pub num_layers: usize,
+    /// Number of Fourier frequencies (rows of `B`); γ has twice as many features.
+    pub fourier_mapping_size: usize,
+    /// Standard deviation of the Gaussian `B` at initialisation.
+    pub fourier_noise_scale: f64,
+    /// Activation after the last layer; `None` is the identity (official default).
+    pub final_act: Option<FinalActivation>,
+    /// `[height, width]` of the represented image.
+    pub data_shape: [usize; 2],
+}
+
+impl FfnConfig {
+    /// The configuration of the paper and of the released checkpoint, for an image of `height`×`width`.
+    pub fn paper(height: usize, width: usize) -> Self {
+        Self::with_width(104, height, width)
+    }
+
+    /// The official architecture with hidden width (and Fourier mapping size) `layer_size`.
+    pub fn with_width(layer_size: usize, height: usize, width: usize) -> Self {
+        FfnConfig {
+            dim_in: 2,
+            dim_out: 3,
+            layer_size,
+            num_layers: 3,
+            fourier_mapping_size: layer_size,
+            fourier_noise_scale: 10.0,
+            final_act: None,
+            data_shape: [height, width],
+        }
+    }
+
+    /// Checks that the numbers describe a buildable model.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(XincError::InvalidArgument(m));
+        if self.dim_in != 2 {
+            return fail(format!("FFN dim_in must be 2 (image coordinates), got {}", self.dim_in));
+        }
+        if self.num_layers < 2 {
+            return fail(format!("FFN needs at least 2 layers, got {}", self.num_layers));
+        }
+        if self.dim_out == 0 || self.layer_size == 0 || self.fourier_mapping_size == 0 {
+            return fail("FFN widths must be positive".into());
+        }
+        if self.data_shape.contains(&0) {
+            return fail(format!("image shape {:?} must be positive", self.data_shape));
+        }
+        Ok(())
+    }
+
+    pub fn height(&self) -> usize {
+        self.data_shape[0]
+    }
+
+    pub fn width(&self) -> usize {
+        self.data_shape[1]
+    }
+
+    pub fn num_pixels(&self) -> usize {
+        self.height() * self.width()
+    }
+
+    /// (fan-in, fan-out) of Linear layer `i` (0-based).
+    pub fn layer_dims(&self, i: usize) -> (usize, usize) {
+        let fan_in = if i == 0 { 2 * self.fourier_mapping_size } else { self.layer_size };
+        let fan_out = if i + 1 == self.num_layers { self.dim_out } else { self.layer_size };
+        (fan_in, fan_out)
+    }
+
+    /// Every tensor of the model, with the official names.
+    pub fn weight_specs(&self) -> Vec<WeightSpec> {
+        let mut specs = vec![WeightSpec::new("positional_encoding.B", &[self.fourier_mapping_size, self.dim_in])];
+        for i in 0..self.num_layers {
+            let (fan_in, fan_out) = self.layer_dims(i);
+            specs.push(WeightSpec::new(format!("net.{i}.linear.weight"), &[fan_out, fan_in]));
+            specs.push(WeightSpec::new(format!("net.{i}.linear.bias"), &[fan_out]));
+        }
+        specs
+    }
+
+    /// Number of trainable parameters (`B` is a buffer and not counted, as officially).
+    pub fn num_params(&self) -> usize {
+        (0..self.num_layers)
+            .map(|i| {
+                let (a, b) = self.layer_dims(i);
+                a * b + b
+            })
+            .sum()
+    }
+
+    /// Fresh weights, initialised as PyTorch does (`B ~ N(0,1)·scale`; Linear weights and biases
+    /// `U(−1/√fan_in, 1/√fan_in)`), from a seeded ChaCha8 generator: the same seed gives the same
+    /// weights on every machine.
+    pub fn init_tensors(&self, seed: u64, device: &Device) -> Result<Vec<(String, Tensor)>> {
+        self.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut out = Vec::new();
+        for spec in self.weight_specs() {
+            let n: usize = spec.shape.iter().product();
+            let values: Vec<f32> = if spec.name == "positional_encoding.B" {
+                (0..n)
+                    .map(|_| (rng.sample::<f64, _>(StandardNormal) * self.fourier_noise_scale) as f32)
+                    .collect()
+            } else {
+                let fan_in = self.layer_dims(layer_index(&spec.name)).0;
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+            };
+            out.push((spec.name, Tensor::from_vec(values, spec.shape, device)?));
+        }
+        Ok(out)
+    }
+}
+
+/// The layer index `i` of a tensor named `net.{i}.linear.*`.
+fn layer_index(name: &str) -> usize {
+    name.split('.').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Random Fourier features: γ(x) = [sin(2π·x·Bᵀ), cos(2π·x·Bᵀ)].
+#[derive(Clone, Debug)]
+pub struct FourierFeatures {
+    b: Tensor,
+}
+
+impl FourierFeatures {
+    /// `b`: `[mapping_size, dim_in]`, already multiplied by the noise scale.
+    pub fn new(b: Tensor) -> Self {
+        FourierFeatures { b }
+    }
+
+    pub fn b(&self) -> &Tensor {
+        &self.b
+    }
+}
+
+impl Module for FourierFeatures {
+    /// `[P, dim_in]` → `[P, 2·mapping_size]`; features `0..m` are sines, `m..2m` cosines.
+    ///
+    /// On the CPU the projection reproduces torch's f32 arithmetic: `2π·x` rounded to f32, then
+    /// the dot product with `B` accumulated as MKL does (`x₀·b₀`, then fused multiply-adds). With
+    /// |x·B| up to ~200, a different rounding order alone moves the features by 1.5e-5.
+    fn forward(&self, coords: &Tensor) -> candle_core::Result<Tensor> {
+        if !coords.device().is_cpu() {
+            let proj = coords.affine(2.0 * std::f64::consts::PI, 0.0)?.matmul(&self.b.t()?)?;
+            return Tensor::cat(&[proj.sin()?, proj.cos()?], D::Minus1);
+        }
+        let (m, dim_in) = self.b.dims2()?;
+        let b = self.b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let x = coords.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let two_pi = (2.0 * std::f64::consts::PI) as f32;
+        let mut out = vec![0.0f32; x.len() / dim_in * 2 * m];
+        out.par_chunks_mut(2 * m).zip(x.par_chunks(dim_in)).for_each(|(row, xs)| {
+            let xs: Vec<f32> = xs.iter().map(|&v| two_pi * v).collect();
+            for (i, bi) in b.chunks_exact(dim_in).enumerate() {
+                let proj = xs[1..].iter().zip(&bi[1..]).fold(xs[0] * bi[0], |acc, (&x, &w)| x.mul_add(w, acc));
+                row[i] = proj.sin();
+                row[m + i] = proj.cos();
+            }
+        });
+        let p = out.len() / (2 * m);
+        Tensor::from_vec(out, (p, 2 * m), coords.device())
+    }
+}
+
+/// Every activation of one forward pass, each `[P, features]` with pixel p = h·W + w.
+#[derive(Clone, Debug)]
+pub struct FfnActivations {
+    /// The input coordinates, `[P, 2]`.
+    pub coords: Tensor,
+    /// The Fourier features γ, `[P, 2m]`: the input of Linear layer 1.
+    pub features: Tensor,
+    /// The outputs of the hidden layers after ReLU: `hidden[k]` is the input of Linear layer k + 2.
+    pub hidden: Vec<Tensor>,
+    /// The output of the last Linear layer, before the final activation, `[P, dim_out]`.
+    pub pre_output: Tensor,
+    /// The prediction, `[P, dim_out]` (unclamped).
+    pub output: Tensor,
+}
+
+impl FfnActivations {
+    /// The input of Linear layer `layer` (1-based): the units whose contributions form that
+    /// layer's canvas.
+    pub fn layer_input(&self, layer: usize) -> Result<&Tensor> {
+        match layer {
+            1 => Ok(&self.features),
+            k if k >= 2 && k - 2 < self.hidden.len() => Ok(&self.hidden[k - 2]),
+            k => Err(XincError::InvalidArgument(format!("FFN has no layer {k}"))),
+        }
+    }
+}
+
+/// The FFN model: a plain struct of layers; weights come from [`ffn`] (a `VarBuilder`) or
+/// [`Ffn::from_tensors`].
+#[derive(Clone, Debug)]
+pub struct Ffn {
+    config: FfnConfig,
+    encoding: FourierFeatures,
+    layers: Vec<Linear>,
+}
+
+/// Reads an FFN from a `VarBuilder` whose names are the official `state_dict` keys.
+pub fn ffn(config: FfnConfig, vb: VarBuilder) -> Result<Ffn> {
+    config.validate()?;
+    let b = vb.get((config.fourier_mapping_size, config.dim_in), "positional_encoding.B")?;
+    let layers = (0..config.num_layers)
+        .map(|i| {
+            let (fan_in, fan_out) = config.layer_dims(i);
+            candle_nn::linear(fan_in, fan_out, vb.pp(format!("net.{i}.linear")))
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Ffn::new(config, FourierFeatures::new(b), layers))
+}
+
+impl Ffn {
+    pub fn new(config: FfnConfig, encoding: FourierFeatures, layers: Vec<Linear>) -> Self {
+        Ffn { config, encoding, layers }
+    }
+
+    /// Builds the model from named tensors after checking them (missing, extra, shapes, NaN).
+    pub fn from_tensors(config: FfnConfig, tensors: HashMap<String, Tensor>, origin: &str, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let tensors = super::validate_weights(origin, tensors, &config.weight_specs(), device)?;
+        ffn(config, VarBuilder::from_tensors(tensors, DType::F32, device))
+    }
+
+    pub fn config(&self) -> &FfnConfig {
+        &self.config
+    }
+
+    pub fn encoding(&self) -> &FourierFeatures {
+        &self.encoding
+    }
+
+    pub fn layers(&self) -> &[Linear] {
+        &self.layers
+    }
+
+    /// The weights with their official names (for saving).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("positional_encoding.B".to_string(), self.encoding.b.clone())];
+        for (i, l) in self.layers.iter().enumerate() {
+            out.push((format!("net.{i}.linear.weight"), l.weight().clone()));
+            if let Some(b) = l.bias() {
+                out.push((format!("net.{i}.linear.bias"), b.clone()));
+            }
+        }
+        out
+    }
+
+    /// The official coordinate grid of the model's image, `[P, 2]`, on `device`.
+    pub fn coordinates(&self, device: &Device) -> Result<Tensor> {
+        let [h, w] = self.config.data_shape;
+        Ok(Tensor::from_vec(crate::data::coords::coordinate_grid(h, w), (h * w, 2), device)?)
+    }
+
+    /// Runs the MLP part on precomputed Fourier features, returning the hidden activations and
+    /// the pre-activation output.
+    pub fn forward_features(&self, features: &Tensor) -> Result<(Vec<Tensor>, Tensor)> {
+        let (last, hidden_layers) = self.layers.split_last().expect("validated: at least 2 layers");
+        let mut hidden = Vec::with_capacity(hidden_layers.len());
+        let mut x = features.clone();
+        for layer in hidden_layers {
+            x = layer.forward(&x)?.relu()?;
+            hidden.push(x.clone());
+        }
+        Ok((hidden, last.forward(&x)?))
+    }
+
+    /// Applies the final activation.
+    pub fn final_activation(&self, pre: &Tensor) -> Result<Tensor> {
+        Ok(match self.config.final_act {
+            None => pre.clone(),
+            Some(FinalActivation::Sigmoid) => candle_nn::ops::sigmoid(pre)?,
+            Some(FinalActivation::Tanh) => pre.tanh()?,
+            Some(FinalActivation::Relu) => pre.relu()?,
+        })
+    }
+
+    /// The full forward pass on `coords` (`[P, 2]`), keeping every activation.
+    pub fn forward(&self, coords: &Tensor) -> Result<FfnActivations> {
+        let features = self.encoding.forward(coords)?;
+        let (hidden, pre_output) = self.forward_features(&features)?;
+        let output = self.final_activation(&pre_output)?;
+        Ok(FfnActivations {
+            coords: coords.clone(),
+            features,
+            hidden,
+            pre_output,
+            output,
+        })
+    }
+
+    /// The forward pass over the model's own image grid.
+    pub fn forward_image(&self, device: &Device) -> Result<FfnActivations> {
+        self.forward(&self.coordinates(device)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_config_has_the_official_parameter_count() {
+        let cfg = FfnConfig::paper(128, 256);
+        assert_eq!(cfg.num_params(), 32_971);
+        assert_eq!(cfg.weight_specs().len(), 7);
+        assert_eq!(cfg.layer_dims(0), (208, 104));
+        assert_eq!(cfg.layer_dims(2), (104, 3));
+    }
+
+    #[test]
+    fn seeded_init_is_reproducible_and_in_range() {
+        let cfg = FfnConfig::with_width(8, 4, 4);
+        let a = cfg.init_tensors(7, &Device::Cpu).unwrap();
+        let b = cfg.init_tensors(7, &Device::Cpu).unwrap();
+        let c = cfg.init_tensors(8, &Device::Cpu).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&a[1].1), flat(&b[1].1));
+        assert_ne!(flat(&a[1].1), flat(&c[1].1));
+        let w0 = flat(&a[1].1); // net.0.linear.weight, fan_in 16
+        assert!(w0.iter().all(|v| v.abs() <= 0.25));
+        let bmat = flat(&a[0].1);
+        let std = (bmat.iter().map(|v| v * v).sum::<f32>() / bmat.len() as f32).sqrt();
+        assert!(std > 3.0 && std < 20.0, "B std {std} should be near the noise scale 10");
+    }
+
+    #[test]
+    fn forward_shapes_and_relu() {
+        let dev = Device::Cpu;
+        let cfg = FfnConfig::with_width(8, 4, 6);
+        let t: HashMap<_, _> = cfg.init_tensors(1, &dev).unwrap().into_iter().collect();
+        let m = Ffn::from_tensors(cfg, t, "test", &dev).unwrap();
+        let a = m.forward_image(&dev).unwrap();
+        assert_eq!(a.features.dims(), &[24, 16]);
+        assert_eq!(a.hidden.len(), 2);
+        assert_eq!(a.hidden[1].dims(), &[24, 8]);
+        assert_eq!(a.output.dims(), &[24, 3]);
+        let min = a.hidden[0].flatten_all().unwrap().min(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(min >= 0.0);
+    }
+}
