@@ -29,3 +29,94 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     }
     out
 }
+
+/// A read-only view of a strided f32 matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows`×`cols` matrix. Panics if `data` is too short (a programming error).
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert!(data.len() >= rows * cols, "matrix buffer too short");
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// `out = a·b` (or `out += a·b` with `accumulate`), `out` row-major `[a.rows, b.cols]`, with
+/// the `gemm` kernels candle uses on the CPU, parallel over rayon's threads. Deterministic: the
+/// reduction order of each output element does not depend on the thread count.
+pub fn matmul(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    assert!(out.len() >= a.rows * b.cols, "output buffer too short");
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: every pointer stays inside its slice: the asserts above and in `MatRef` bound the
+    // largest offset, (rows−1)·row_stride + (cols−1)·col_stride, by the slice length.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            out.as_mut_ptr(),
+            1,
+            b.cols as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_handles_transposed_views_and_accumulation() {
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2x3
+        let b = [1.0, 0.0, -1.0, 2.0, 0.5, 1.0]; // 3x2
+        let mut out = [0.0; 4];
+        matmul(&mut out, MatRef::row_major(&a, 2, 3), MatRef::row_major(&b, 3, 2), false);
+        assert_eq!(out, [0.5, 7.0, 3.5, 16.0]);
+        // (bᵀ·aᵀ) = (a·b)ᵀ, through transposed views.
+        let mut t = [0.0; 4];
+        matmul(&mut t, MatRef::row_major(&b, 3, 2).t(), MatRef::row_major(&a, 2, 3).t(), false);
+        assert_eq!(t, [0.5, 3.5, 7.0, 16.0]);
+        matmul(&mut t, MatRef::row_major(&b, 3, 2).t(), MatRef::row_major(&a, 2, 3).t(), true);
+        assert_eq!(t, [1.0, 7.0, 14.0, 32.0]);
+        assert_eq!(transpose(&a, 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+}

@@ -6,7 +6,7 @@ use xinc::data::image::ImageTensor;
 use xinc::data::synthetic::street_scene;
 use xinc::models::ffn::FfnConfig;
 use xinc::tensor::with_f32_slice;
-use xinc::train::ffn::{train_ffn, FfnTrainParams};
+use xinc::train::ffn::{train_ffn, FfnTrainParams, TrainEngine};
 use xinc::train::psnr_quantised;
 
 fn params(seed: u64) -> FfnTrainParams {
@@ -45,4 +45,26 @@ fn training_rejects_a_mismatched_image() {
     let target = ImageTensor::from_rgb8(&street_scene(16, 16));
     let err = train_ffn(FfnConfig::with_width(8, 32, 64), &target, &params(0), &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("16x16"), "{err}");
+}
+
+#[test]
+fn fused_cpu_trainer_matches_candle_autograd() {
+    let target = ImageTensor::from_rgb8(&street_scene(24, 40));
+    for final_act in [None, Some(xinc::models::ffn::FinalActivation::Sigmoid)] {
+        let mut config = FfnConfig::with_width(16, 24, 40);
+        config.final_act = final_act;
+        let run = |engine| {
+            let p = FfnTrainParams { iters: 25, eval_every: 5, engine, ..params(4) };
+            train_ffn(config.clone(), &target, &p, &Device::Cpu).unwrap()
+        };
+        let (fused, rf) = run(TrainEngine::Fused);
+        let (auto, ra) = run(TrainEngine::Autograd);
+        for (a, b) in rf.history.iter().zip(&ra.history) {
+            assert!((a.loss - b.loss).abs() <= 1e-5 * b.loss, "{final_act:?} loss {} vs {} at {}", a.loss, b.loss, a.iter);
+        }
+        let pf = fused.forward_image(&Device::Cpu).unwrap().output;
+        let pa = auto.forward_image(&Device::Cpu).unwrap().output;
+        let err = (pf - pa).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err < 1e-4, "{final_act:?}: predictions differ by {err}");
+    }
 }

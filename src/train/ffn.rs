@@ -9,6 +9,7 @@ use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{AdamW, Linear, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::fused::{AdamParams, FusedFfn};
 use super::psnr_quantised;
 use crate::tensor::with_f32_slice;
 use crate::data::image::ImageTensor;
@@ -27,6 +28,19 @@ pub struct FfnTrainParams {
     pub seed: u64,
     /// Show an indicatif progress bar.
     pub progress: bool,
+    pub engine: TrainEngine,
+}
+
+/// How the optimisation steps are computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrainEngine {
+    /// The fused CPU trainer on the CPU, candle autograd elsewhere.
+    #[default]
+    Auto,
+    /// Hand-written forward/backward over preallocated buffers (CPU only).
+    Fused,
+    /// candle's autograd and AdamW, on any device.
+    Autograd,
 }
 
 impl Default for FfnTrainParams {
@@ -39,6 +53,7 @@ impl Default for FfnTrainParams {
             eval_every: 50,
             seed: 0,
             progress: true,
+            engine: TrainEngine::Auto,
         }
     }
 }
@@ -61,7 +76,59 @@ pub struct TrainReport {
 }
 
 /// Trains a fresh FFN of `config` on `target` and returns the best-PSNR model.
+///
+/// On the CPU the steps run in the fused trainer (no allocation per step); on other devices
+/// through candle's autograd. Both compute the same update from the same seeded initialisation.
 pub fn train_ffn(config: FfnConfig, target: &ImageTensor, params: &FfnTrainParams, device: &Device) -> Result<(Ffn, TrainReport)> {
+    check_inputs(&config, target, params)?;
+    let start = Instant::now();
+    let init: HashMap<String, Tensor> = config.init_tensors(params.seed, &Device::Cpu)?.into_iter().collect();
+    let fused = match params.engine {
+        TrainEngine::Auto => device.is_cpu(),
+        TrainEngine::Fused if !device.is_cpu() => {
+            return Err(XincError::InvalidArgument("the fused FFN trainer runs on the CPU only".into()))
+        }
+        TrainEngine::Fused => true,
+        TrainEngine::Autograd => false,
+    };
+    let mut stepper: Box<dyn FfnStepper> = if fused {
+        Box::new(FusedStepper::new(&config, &init, target, params)?)
+    } else {
+        Box::new(AutogradStepper::new(&config, &init, target, params, device)?)
+    };
+    let bar = progress_bar(params);
+    let mut report = TrainReport {
+        best_iter: 0,
+        best_psnr: f64::NEG_INFINITY,
+        history: Vec::new(),
+        seconds: 0.0,
+    };
+    let mut best = init;
+    for iter in 1..=params.iters {
+        let loss = stepper.step()?;
+        bar.inc(1);
+        if iter % params.eval_every == 0 || iter == params.iters {
+            if !loss.is_finite() {
+                return Err(XincError::InvalidArgument(format!("training diverged at iteration {iter} (loss {loss})")));
+            }
+            let psnr = psnr_quantised(&stepper.predict()?, &target.data);
+            bar.set_message(format!("loss {loss:.6}  psnr {psnr:.2} dB"));
+            tracing::info!(iter, loss, psnr, "ffn eval");
+            report.history.push(EvalPoint { iter, loss, psnr });
+            if psnr > report.best_psnr {
+                report.best_psnr = psnr;
+                report.best_iter = iter;
+                best = stepper.weights()?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    report.seconds = start.elapsed().as_secs_f64();
+    let model = Ffn::from_tensors(config, best, "training snapshot", device)?;
+    Ok((model, report))
+}
+
+fn check_inputs(config: &FfnConfig, target: &ImageTensor, params: &FfnTrainParams) -> Result<()> {
     config.validate()?;
     if [target.height, target.width] != config.data_shape {
         return Err(XincError::InvalidArgument(format!(
@@ -72,97 +139,141 @@ pub fn train_ffn(config: FfnConfig, target: &ImageTensor, params: &FfnTrainParam
     if params.iters == 0 || params.eval_every == 0 {
         return Err(XincError::InvalidArgument("iters and eval_every must be positive".into()));
     }
-    let start = Instant::now();
-    let init = config.init_tensors(params.seed, device)?;
-    let (b, vars) = split_trainable(init)?;
-    let model = model_from_vars(&config, &b, &vars);
-    let features = model.encoding().forward(&model.coordinates(device)?)?;
-    let gt = Tensor::from_slice(&target.data, (config.num_pixels(), config.dim_out), device)?;
-    let mut opt = AdamW::new(
-        vars.iter().map(|(_, v)| v.clone()).collect(),
-        ParamsAdamW {
-            lr: params.lr,
-            beta1: params.betas.0,
-            beta2: params.betas.1,
-            eps: params.eps,
-            weight_decay: 0.0,
-        },
-    )?;
-    let bar = progress_bar(params);
-    let mut report = TrainReport {
-        best_iter: 0,
-        best_psnr: f64::NEG_INFINITY,
-        history: Vec::new(),
-        seconds: 0.0,
-    };
-    let mut best = snapshot(&model)?;
-    for iter in 1..=params.iters {
-        let pred = predict(&model, &features)?;
-        let loss = (&pred - &gt)?.sqr()?.mean_all()?;
-        opt.backward_step(&loss)?;
-        bar.inc(1);
-        if iter % params.eval_every == 0 || iter == params.iters {
-            let loss = loss.to_scalar::<f32>()?;
-            let psnr = with_f32_slice(&predict(&model, &features)?, |p| psnr_quantised(p, &target.data))?;
-            if !loss.is_finite() {
-                return Err(XincError::InvalidArgument(format!("training diverged at iteration {iter} (loss {loss})")));
-            }
-            bar.set_message(format!("loss {loss:.6}  psnr {psnr:.2} dB"));
-            tracing::info!(iter, loss, psnr, "ffn eval");
-            report.history.push(EvalPoint { iter, loss, psnr });
-            if psnr > report.best_psnr {
-                report.best_psnr = psnr;
-                report.best_iter = iter;
-                best = snapshot(&model)?;
-            }
-        }
-    }
-    bar.finish_and_clear();
-    report.seconds = start.elapsed().as_secs_f64();
-    let model = Ffn::from_tensors(config, best, "training snapshot", device)?;
-    Ok((model, report))
+    Ok(())
 }
 
-/// The fixed Fourier matrix, and the trainable Linear parameters as candle variables.
-fn split_trainable(init: Vec<(String, Tensor)>) -> Result<(Tensor, Vec<(String, Var)>)> {
-    let mut b = None;
-    let mut vars = Vec::new();
-    for (name, t) in init {
-        if name == "positional_encoding.B" {
-            b = Some(t);
-        } else {
-            vars.push((name, Var::from_tensor(&t)?));
-        }
-    }
-    let b = b.ok_or_else(|| XincError::InvalidArgument("initial weights lack positional_encoding.B".into()))?;
-    Ok((b, vars))
+/// One way of running the optimisation.
+trait FfnStepper {
+    /// One full-batch Adam step; returns the loss before it.
+    fn step(&mut self) -> Result<f32>;
+    /// The current prediction after the final activation, `[P, C]`.
+    fn predict(&mut self) -> Result<Vec<f32>>;
+    /// A copy of the current weights, with the official names.
+    fn weights(&self) -> Result<HashMap<String, Tensor>>;
 }
 
-/// A model whose Linear layers share storage with the optimiser's variables.
-fn model_from_vars(config: &FfnConfig, b: &Tensor, vars: &[(String, Var)]) -> Ffn {
-    let by_name: HashMap<&str, &Var> = vars.iter().map(|(n, v)| (n.as_str(), v)).collect();
-    let layers = (0..config.num_layers)
-        .map(|i| {
-            let w = by_name[format!("net.{i}.linear.weight").as_str()].as_tensor().clone();
-            let bias = by_name[format!("net.{i}.linear.bias").as_str()].as_tensor().clone();
-            Linear::new(w, Some(bias))
+/// The Fourier features of the model's image grid, computed once: `B` is not trained.
+fn fixed_features(config: &FfnConfig, b: &Tensor) -> Result<Tensor> {
+    let grid = crate::data::coords::coordinate_grid(config.height(), config.width());
+    let coords = Tensor::from_vec(grid, (config.num_pixels(), 2), &Device::Cpu)?;
+    Ok(FourierFeatures::new(b.clone()).forward(&coords)?)
+}
+
+fn b_matrix(init: &HashMap<String, Tensor>) -> Result<&Tensor> {
+    init.get("positional_encoding.B")
+        .ok_or_else(|| XincError::InvalidArgument("initial weights lack positional_encoding.B".into()))
+}
+
+fn adam(params: &FfnTrainParams) -> AdamParams {
+    AdamParams {
+        lr: params.lr,
+        beta1: params.betas.0,
+        beta2: params.betas.1,
+        eps: params.eps,
+    }
+}
+
+/// The CPU path: [`FusedFfn`].
+struct FusedStepper {
+    inner: FusedFfn,
+    b: Tensor,
+}
+
+impl FusedStepper {
+    fn new(config: &FfnConfig, init: &HashMap<String, Tensor>, target: &ImageTensor, params: &FfnTrainParams) -> Result<Self> {
+        let b = b_matrix(init)?.clone();
+        let features = with_f32_slice(&fixed_features(config, &b)?, <[f32]>::to_vec)?;
+        let vec = |name: String| with_f32_slice(&init[&name], <[f32]>::to_vec);
+        let weights = (0..config.num_layers).map(|i| vec(format!("net.{i}.linear.weight"))).collect::<Result<_>>()?;
+        let biases = (0..config.num_layers).map(|i| vec(format!("net.{i}.linear.bias"))).collect::<Result<_>>()?;
+        let inner = FusedFfn::new(config, features, target.data.clone(), weights, biases, adam(params));
+        Ok(FusedStepper { inner, b })
+    }
+}
+
+impl FfnStepper for FusedStepper {
+    fn step(&mut self) -> Result<f32> {
+        Ok(self.inner.step())
+    }
+
+    fn predict(&mut self) -> Result<Vec<f32>> {
+        Ok(self.inner.predict())
+    }
+
+    fn weights(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::from([("positional_encoding.B".to_string(), self.b.clone())]);
+        for (i, (w, b)) in self.inner.weights.iter().zip(&self.inner.biases).enumerate() {
+            out.insert(format!("net.{i}.linear.weight"), Tensor::from_slice(w, (b.len(), w.len() / b.len()), &Device::Cpu)?);
+            out.insert(format!("net.{i}.linear.bias"), Tensor::from_slice(b, b.len(), &Device::Cpu)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The generic path: candle autograd and candle's AdamW (weight decay 0 = Adam), on any device.
+struct AutogradStepper {
+    model: Ffn,
+    features: Tensor,
+    target: Tensor,
+    opt: AdamW,
+}
+
+impl AutogradStepper {
+    fn new(config: &FfnConfig, init: &HashMap<String, Tensor>, target: &ImageTensor, params: &FfnTrainParams, device: &Device) -> Result<Self> {
+        let b = b_matrix(init)?.to_device(device)?;
+        let var = |name: String| -> Result<Var> { Ok(Var::from_tensor(&init[&name].to_device(device)?)?) };
+        let mut vars = Vec::new();
+        let mut layers = Vec::new();
+        for i in 0..config.num_layers {
+            let (w, bias) = (var(format!("net.{i}.linear.weight"))?, var(format!("net.{i}.linear.bias"))?);
+            // The layer shares storage with the variables that the optimiser updates in place.
+            layers.push(Linear::new(w.as_tensor().clone(), Some(bias.as_tensor().clone())));
+            vars.extend([w, bias]);
+        }
+        let model = Ffn::new(config.clone(), FourierFeatures::new(b.clone()), layers);
+        let h = adam(params);
+        let opt = AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr: h.lr,
+                beta1: h.beta1,
+                beta2: h.beta2,
+                eps: h.eps,
+                weight_decay: 0.0,
+            },
+        )?;
+        Ok(AutogradStepper {
+            features: fixed_features(config, b_matrix(init)?)?.to_device(device)?,
+            target: Tensor::from_slice(&target.data, (config.num_pixels(), config.dim_out), device)?,
+            model,
+            opt,
         })
-        .collect();
-    Ffn::new(config.clone(), FourierFeatures::new(b.clone()), layers)
+    }
+
+    fn forward(&self) -> Result<Tensor> {
+        let (_, pre) = self.model.forward_features(&self.features)?;
+        self.model.final_activation(&pre)
+    }
 }
 
-fn predict(model: &Ffn, features: &Tensor) -> Result<Tensor> {
-    let (_, pre) = model.forward_features(features)?;
-    model.final_activation(&pre)
-}
+impl FfnStepper for AutogradStepper {
+    fn step(&mut self) -> Result<f32> {
+        let loss = (&self.forward()? - &self.target)?.sqr()?.mean_all()?;
+        self.opt.backward_step(&loss)?;
+        Ok(loss.to_scalar::<f32>()?)
+    }
 
-/// A detached copy of the current weights.
-fn snapshot(model: &Ffn) -> Result<HashMap<String, Tensor>> {
-    model
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.detach().copy()?)))
-        .collect()
+    fn predict(&mut self) -> Result<Vec<f32>> {
+        with_f32_slice(&self.forward()?, <[f32]>::to_vec)
+    }
+
+    fn weights(&self) -> Result<HashMap<String, Tensor>> {
+        self.model
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.detach().copy()?)))
+            .collect()
+    }
 }
 
 fn progress_bar(params: &FfnTrainParams) -> ProgressBar {

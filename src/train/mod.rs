@@ -1,6 +1,7 @@
 //! Training of INRs with candle, and the official quality metrics.
 
 pub mod ffn;
+mod fused;
 
 /// The official FFN PSNR (`image_inr`): the prediction is clamped to [0, 1] and rounded to 8 bits
 /// before the MSE against the ground truth, `−10·log10(MSE)`.
