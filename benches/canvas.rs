@@ -14,7 +14,11 @@ use xinc::models::ffn::{Ffn, FfnConfig};
 
 fn paper_model() -> Ffn {
     let config = FfnConfig::paper(128, 256);
-    let tensors: HashMap<_, _> = config.init_tensors(0, &Device::Cpu).unwrap().into_iter().collect();
+    let tensors: HashMap<_, _> = config
+        .init_tensors(0, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .collect();
     Ffn::from_tensors(config, tensors, "bench", &Device::Cpu).unwrap()
 }
 
@@ -28,7 +32,9 @@ fn ffn_canvas_bench(c: &mut Criterion) {
     group.bench_function("maps_from_activations", |b| {
         b.iter(|| black_box(ffn_canvas(&model, &acts, &layers).unwrap()))
     });
-    group.bench_function("forward_pass", |b| b.iter(|| black_box(model.forward_image(&dev).unwrap())));
+    group.bench_function("forward_pass", |b| {
+        b.iter(|| black_box(model.forward_image(&dev).unwrap()))
+    });
     group.bench_function("forward_and_maps", |b| {
         b.iter(|| {
             let acts = model.forward_image(&dev).unwrap();

@@ -133,7 +133,7 @@ struct DemoArgs {
     size: [usize; 2],
     #[arg(long, default_value_t = 104)]
     width: usize,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     iters: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -146,14 +146,24 @@ fn fail<T>(msg: impl Into<String>) -> CliResult<T> {
 }
 
 fn parse_size(s: &str) -> Result<[usize; 2], String> {
-    let (h, w) = s.split_once(['x', 'X']).ok_or_else(|| format!("`{s}` is not HxW"))?;
-    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("`{s}` is not HxW with positive sizes"));
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}` is not HxW"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("`{s}` is not HxW with positive sizes"))
+    };
     Ok([parse(h)?, parse(w)?])
 }
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -192,11 +202,28 @@ fn train_cmd(a: TrainFfnArgs, device: &Device) -> CliResult {
         seed: a.seed,
         ..FfnTrainParams::default()
     };
-    let (model, report) = train_ffn(FfnConfig::with_width(a.width, h, w), &target, &params, device)?;
-    save_trained(&a.out, &model, &report, &params, &a.image.display().to_string())
+    let (model, report) = train_ffn(
+        FfnConfig::with_width(a.width, h, w),
+        &target,
+        &params,
+        device,
+    )?;
+    save_trained(
+        &a.out,
+        &model,
+        &report,
+        &params,
+        &a.image.display().to_string(),
+    )
 }
 
-fn save_trained(out: &Path, model: &Ffn, report: &TrainReport, params: &FfnTrainParams, input: &str) -> CliResult {
+fn save_trained(
+    out: &Path,
+    model: &Ffn,
+    report: &TrainReport,
+    params: &FfnTrainParams,
+    input: &str,
+) -> CliResult {
     let config = ModelConfig {
         format_version: ModelDir::FORMAT_VERSION,
         architecture: Architecture::Ffn(model.config().clone()),
@@ -240,7 +267,12 @@ fn import_cmd(a: ImportFfnArgs, device: &Device) -> CliResult {
         },
     };
     ModelDir::new(&a.out).save(&model.named_tensors(), &cfg)?;
-    println!("imported FFN {:?} from {} -> {}", model.config().data_shape, origin, a.out.display());
+    println!(
+        "imported FFN {:?} from {} -> {}",
+        model.config().data_shape,
+        origin,
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -257,7 +289,12 @@ fn canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
         write_ffn_canvas(&model, device, &layers, &a.out, a.tile)?;
     }
     let names: Vec<String> = layers.iter().map(ToString::to_string).collect();
-    println!("canvas [{}] in {:.3} s -> {}", names.join(", "), start.elapsed().as_secs_f64(), a.out.display());
+    println!(
+        "canvas [{}] in {:.3} s -> {}",
+        names.join(", "),
+        start.elapsed().as_secs_f64(),
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -287,7 +324,10 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
         None => {
             let scene = street_scene(h, w);
             write_png(&a.out.join("input.png"), &scene)?;
-            (ImageTensor::from_rgb8(&scene), format!("generated street scene {h}x{w}"))
+            (
+                ImageTensor::from_rgb8(&scene),
+                format!("generated street scene {h}x{w}"),
+            )
         }
     };
     let params = FfnTrainParams {
@@ -295,10 +335,18 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
         seed: a.seed,
         ..FfnTrainParams::default()
     };
-    let (model, report) = train_ffn(FfnConfig::with_width(a.width, h, w), &target, &params, device)?;
+    let (model, report) = train_ffn(
+        FfnConfig::with_width(a.width, h, w),
+        &target,
+        &params,
+        device,
+    )?;
     let model_dir = a.out.join("ffn");
     save_trained(&model_dir, &model, &report, &params, &input)?;
-    write_png(&a.out.join("reconstruction.png"), &prediction(&model, device)?.to_rgb8())?;
+    write_png(
+        &a.out.join("reconstruction.png"),
+        &prediction(&model, device)?.to_rgb8(),
+    )?;
 
     let start = Instant::now();
     let acts = model.forward_image(device)?;
@@ -306,18 +354,40 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
     let canvas = ffn_canvas(&model, &acts, &layers)?;
     let seconds = start.elapsed().as_secs_f64();
     canvas.save(&a.out.join("canvas.safetensors"))?;
-    ffn_canvas_summary(&model, device, &layers, DEFAULT_TILE)?.save(&a.out.join("canvas_summary.safetensors"))?;
+    ffn_canvas_summary(&model, device, &layers, DEFAULT_TILE)?
+        .save(&a.out.join("canvas_summary.safetensors"))?;
 
     let grid = demo_grid(&canvas, 6);
     write_png(&a.out.join("canvas_grid.png"), &grid)?;
-    let rgb = canvas.layer(&layers[layers.len() - 1].to_string()).expect("requested").summarise();
-    let conservation = rgb.sum_neurons.iter().zip(&canvas.output).map(|(s, y)| (s - y).abs()).fold(0.0f32, f32::max);
-    println!("canvas of {} layers (forward + maps) in {:.3} s", layers.len(), seconds);
-    println!("conservation: max |sum of layer{}_rgb maps - output| = {conservation:.2e}", model.config().num_layers);
+    let rgb = canvas
+        .layer(&layers[layers.len() - 1].to_string())
+        .expect("requested")
+        .summarise();
+    let conservation = rgb
+        .sum_neurons
+        .iter()
+        .zip(&canvas.output)
+        .map(|(s, y)| (s - y).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "canvas of {} layers (forward + maps) in {:.3} s",
+        layers.len(),
+        seconds
+    );
+    println!(
+        "conservation: max |sum of layer{}_rgb maps - output| = {conservation:.2e}",
+        model.config().num_layers
+    );
     for m in &canvas.layers {
         let s = m.summarise();
         let dead = s.abssum_hw.iter().filter(|&&v| v == 0.0).count();
-        println!("  {:<11} {:>4} maps, {:>3} all-zero, sum |C| = {:.1}", m.layer, m.num_maps(), dead, s.abssum_hw.iter().sum::<f32>());
+        println!(
+            "  {:<11} {:>4} maps, {:>3} all-zero, sum |C| = {:.1}",
+            m.layer,
+            m.num_maps(),
+            dead,
+            s.abssum_hw.iter().sum::<f32>()
+        );
     }
     println!("wrote {}/{{input.png, reconstruction.png, canvas.safetensors, canvas_summary.safetensors, canvas_grid.png, ffn/}}", a.out.display());
     Ok(())

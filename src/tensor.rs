@@ -7,7 +7,10 @@ use crate::error::{Result, XincError};
 /// Runs `f` on the values of a tensor as a contiguous f32 slice, without a copy when the tensor
 /// already is a contiguous f32 CPU tensor.
 pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?;
+    let t = t
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         Storage::Cpu(cpu) => {
@@ -15,7 +18,9 @@ pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
             let start = layout.start_offset();
             Ok(f(&all[start..start + t.elem_count()]))
         }
-        _ => Err(XincError::InvalidArgument("tensor is not on the CPU".into())),
+        _ => Err(XincError::InvalidArgument(
+            "tensor is not on the CPU".into(),
+        )),
     }
 }
 
@@ -72,7 +77,11 @@ pub fn matmul(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     assert!(out.len() >= a.rows * b.cols, "output buffer too short");
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: every pointer stays inside its slice: the asserts above and in `MatRef` bound the
     // largest offset, (rows−1)·row_stride + (cols−1)·col_stride, by the slice length.
     unsafe {
@@ -109,14 +118,54 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2x3
         let b = [1.0, 0.0, -1.0, 2.0, 0.5, 1.0]; // 3x2
         let mut out = [0.0; 4];
-        matmul(&mut out, MatRef::row_major(&a, 2, 3), MatRef::row_major(&b, 3, 2), false);
-        assert_eq!(out, [0.5, 7.0, 3.5, 16.0]);
+        matmul(
+            &mut out,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 3, 2),
+            false,
+        );
+        assert_eq!(out, [0.5, 7.0, 2.0, 16.0]);
         // (bᵀ·aᵀ) = (a·b)ᵀ, through transposed views.
         let mut t = [0.0; 4];
-        matmul(&mut t, MatRef::row_major(&b, 3, 2).t(), MatRef::row_major(&a, 2, 3).t(), false);
-        assert_eq!(t, [0.5, 3.5, 7.0, 16.0]);
-        matmul(&mut t, MatRef::row_major(&b, 3, 2).t(), MatRef::row_major(&a, 2, 3).t(), true);
-        assert_eq!(t, [1.0, 7.0, 14.0, 32.0]);
+        matmul(
+            &mut t,
+            MatRef::row_major(&b, 3, 2).t(),
+            MatRef::row_major(&a, 2, 3).t(),
+            false,
+        );
+        assert_eq!(t, [0.5, 2.0, 7.0, 16.0]);
+        matmul(
+            &mut t,
+            MatRef::row_major(&b, 3, 2).t(),
+            MatRef::row_major(&a, 2, 3).t(),
+            true,
+        );
+        assert_eq!(t, [1.0, 4.0, 14.0, 32.0]);
         assert_eq!(transpose(&a, 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+}
+
+/// A zero-filled f32 buffer for large outputs. On Linux the buffer is marked for transparent
+/// huge pages before it is first touched, which halves the cost of faulting in a fresh canvas
+/// (hundreds of MB) where THP is in `madvise` mode. Elsewhere it is a plain `vec![0.0; n]`.
+pub fn zeroed_buffer(n: usize) -> Vec<f32> {
+    let v = vec![0.0f32; n];
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(&v);
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(v: &[f32]) {
+    const HUGE: usize = 2 << 20;
+    let start = v.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(v);
+    let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if hi > lo {
+        // SAFETY: [lo, hi) lies inside the buffer we own; MADV_HUGEPAGE changes no contents or
+        // semantics, only how the kernel backs the pages. A failure is harmless and ignored.
+        unsafe {
+            libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+        }
     }
 }

@@ -9,19 +9,31 @@ use std::process::{Command, Output};
 use common::*;
 
 fn xinc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xinc")).args(args).env("RUST_LOG", "warn").output().expect("xinc runs")
+    Command::new(env!("CARGO_BIN_EXE_xinc"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("xinc runs")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = xinc(args);
-    assert!(out.status.success(), "xinc {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "xinc {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a failing command: exit 1 for a library error, 2 for a usage error (clap).
 fn err_with(code: i32, args: &[&str]) -> String {
     let out = xinc(args);
-    assert_eq!(out.status.code(), Some(code), "xinc {args:?} should fail cleanly");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "xinc {args:?} should fail cleanly"
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -39,15 +51,44 @@ fn train_canvas_render_on_a_generated_image() {
     let img = dir.path().join("scene.png");
     xinc::data::image::write_png(&img, &xinc::data::synthetic::street_scene(48, 96)).unwrap();
     let model = dir.path().join("m");
-    let out = ok(&["train", "ffn", "--image", s(&img), "--size", "16x32", "--width", "8", "--iters", "20", "--eval-every", "10", "--out", s(&model)]);
+    let out = ok(&[
+        "train",
+        "ffn",
+        "--image",
+        s(&img),
+        "--size",
+        "16x32",
+        "--width",
+        "8",
+        "--iters",
+        "20",
+        "--eval-every",
+        "10",
+        "--out",
+        s(&model),
+    ]);
     assert!(out.contains("best PSNR"), "{out}");
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["architecture"]["kind"], "ffn");
-    assert_eq!(cfg["architecture"]["data_shape"], serde_json::json!([16, 32]));
+    assert_eq!(
+        cfg["architecture"]["data_shape"],
+        serde_json::json!([16, 32])
+    );
     assert_eq!(cfg["provenance"]["iters"], 20);
 
     let canvas = dir.path().join("c.safetensors");
-    ok(&["canvas", "--model", s(&model), "--out", s(&canvas), "--layers", "layer2,layer3_rgb", "--tile", "100"]);
+    ok(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--out",
+        s(&canvas),
+        "--layers",
+        "layer2,layer3_rgb",
+        "--tile",
+        "100",
+    ]);
     let t = load(canvas);
     assert_eq!(t["layer2"].dims(), &[8, 16, 32]);
     assert_eq!(t["layer3_rgb"].dims(), &[8, 3, 16, 32]);
@@ -56,7 +97,14 @@ fn train_canvas_render_on_a_generated_image() {
     assert!(max_abs_diff(&summed, &flat(&t["output"])) < 1e-5);
 
     let summary = dir.path().join("s.safetensors");
-    ok(&["canvas", "--model", s(&model), "--out", s(&summary), "--summary"]);
+    ok(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--out",
+        s(&summary),
+        "--summary",
+    ]);
     let t = load(summary);
     assert_eq!(t["layer1.sum_hw"].dims(), &[16]);
     assert_eq!(t["layer3_rgb.sum_neurons"].dims(), &[3, 16, 32]);
@@ -64,7 +112,10 @@ fn train_canvas_render_on_a_generated_image() {
 
     let png = dir.path().join("r.png");
     ok(&["render", "--model", s(&model), "--out", s(&png)]);
-    assert_eq!(xinc::data::image::read_rgb8(&png).unwrap().dimensions(), (32, 16));
+    assert_eq!(
+        xinc::data::image::read_rgb8(&png).unwrap().dimensions(),
+        (32, 16)
+    );
 }
 
 #[test]
@@ -74,33 +125,92 @@ fn bad_input_gives_a_clear_error_and_no_output() {
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
     let model = dir.path().join("m");
     let msg = err(&["train", "ffn", "--image", s(&bad), "--out", s(&model)]);
-    assert!(msg.contains("truncated.png") && msg.contains("cannot decode image"), "{msg}");
+    assert!(
+        msg.contains("truncated.png") && msg.contains("cannot decode image"),
+        "{msg}"
+    );
     assert!(!model.exists());
 
-    let msg = err(&["canvas", "--model", s(&dir.path().join("nowhere")), "--out", s(&dir.path().join("c.safetensors"))]);
+    let msg = err(&[
+        "canvas",
+        "--model",
+        s(&dir.path().join("nowhere")),
+        "--out",
+        s(&dir.path().join("c.safetensors")),
+    ]);
     assert!(msg.contains("config.json"), "{msg}");
 
     std::fs::create_dir_all(&model).unwrap();
-    std::fs::write(model.join("config.json"), r#"{"format_version": 1, "architecture": {"kind": "ffn"}}"#).unwrap();
-    let msg = err(&["render", "--model", s(&model), "--out", s(&dir.path().join("r.png"))]);
-    assert!(msg.contains("config.json") && msg.contains("missing field"), "{msg}");
-    let msg = err_with(2, &["train", "ffn", "--image", s(&bad), "--size", "12", "--out", s(&model)]);
+    std::fs::write(
+        model.join("config.json"),
+        r#"{"format_version": 1, "architecture": {"kind": "ffn"}}"#,
+    )
+    .unwrap();
+    let msg = err(&[
+        "render",
+        "--model",
+        s(&model),
+        "--out",
+        s(&dir.path().join("r.png")),
+    ]);
+    assert!(
+        msg.contains("config.json") && msg.contains("missing field"),
+        "{msg}"
+    );
+    let msg = err_with(
+        2,
+        &[
+            "train",
+            "ffn",
+            "--image",
+            s(&bad),
+            "--size",
+            "12",
+            "--out",
+            s(&model),
+        ],
+    );
     assert!(msg.contains("HxW"), "{msg}");
 }
 
 #[test]
 fn import_then_canvas_reproduces_the_official_reductions() {
-    let Some(golden) = golden_dir("import_then_canvas_reproduces_the_official_reductions") else { return };
+    let Some(golden) = golden_dir("import_then_canvas_reproduces_the_official_reductions") else {
+        return;
+    };
     let g = golden.join("ffn_0005");
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m");
-    ok(&["import", "ffn", "--checkpoint", s(&g.join("best_model.ckpt")), "--config", s(&g.join("exp_config.yaml")), "--out", s(&model)]);
+    ok(&[
+        "import",
+        "ffn",
+        "--checkpoint",
+        s(&g.join("best_model.ckpt")),
+        "--config",
+        s(&g.join("exp_config.yaml")),
+        "--out",
+        s(&model),
+    ]);
     let summary = dir.path().join("s.safetensors");
-    ok(&["canvas", "--model", s(&model), "--out", s(&summary), "--summary"]);
+    ok(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--out",
+        s(&summary),
+        "--summary",
+    ]);
     let ours = load(summary);
     let maps = load(g.join("maps.safetensors"));
-    for (layer, official) in [("layer1", "layer_1_output_contrib"), ("layer2", "layer_2_output_contrib"), ("layer3_rgb", "layer_3_output_contrib_to_rgb")] {
-        let e = max_rel_diff(&flat(&ours[&format!("{layer}.abssum_hw")]), &flat(&maps[&format!("{official}.abssum_hw")]));
+    for (layer, official) in [
+        ("layer1", "layer_1_output_contrib"),
+        ("layer2", "layer_2_output_contrib"),
+        ("layer3_rgb", "layer_3_output_contrib_to_rgb"),
+    ] {
+        let e = max_rel_diff(
+            &flat(&ours[&format!("{layer}.abssum_hw")]),
+            &flat(&maps[&format!("{official}.abssum_hw")]),
+        );
         assert!(e < 1e-4, "{layer}.abssum_hw: {e}");
     }
     // The render equals the official PNG (truncated 8-bit), up to one grey level where the
@@ -109,7 +219,12 @@ fn import_then_canvas_reproduces_the_official_reductions() {
     ok(&["render", "--model", s(&model), "--out", s(&png)]);
     let a = xinc::data::image::read_rgb8(&png).unwrap();
     let b = xinc::data::image::read_rgb8(&g.join("predicted.png")).unwrap();
-    let diffs: Vec<u8> = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).collect();
+    let diffs: Vec<u8> = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .collect();
     assert!(diffs.iter().all(|&d| d <= 1));
     assert!(diffs.iter().filter(|&&d| d == 0).count() as f64 / diffs.len() as f64 > 0.999);
 }

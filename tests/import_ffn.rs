@@ -13,19 +13,31 @@ use xinc::models::import::{ffn_config_from_yaml, read_official_tensors};
 use xinc::XincError;
 
 fn write_weights(path: &Path, tensors: &HashMap<String, Tensor>, prefix: &str) {
-    let named: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (format!("{prefix}{k}"), v.clone())).collect();
+    let named: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), v.clone()))
+        .collect();
     xinc::io::save_safetensors(path, &named).unwrap();
 }
 
 fn small() -> (FfnConfig, HashMap<String, Tensor>) {
     let cfg = FfnConfig::with_width(8, 4, 8);
-    let t = cfg.init_tensors(0, &Device::Cpu).unwrap().into_iter().collect();
+    let t = cfg
+        .init_tensors(0, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .collect();
     (cfg, t)
 }
 
 fn import(cfg: &FfnConfig, path: &Path) -> Result<Ffn, XincError> {
     let tensors = read_official_tensors(path, &Device::Cpu)?;
-    Ffn::from_tensors(cfg.clone(), tensors, &path.display().to_string(), &Device::Cpu)
+    Ffn::from_tensors(
+        cfg.clone(),
+        tensors,
+        &path.display().to_string(),
+        &Device::Cpu,
+    )
 }
 
 #[test]
@@ -36,7 +48,12 @@ fn safetensors_with_or_without_the_lightning_prefix_import() {
         let path = dir.path().join(format!("w{prefix}safetensors"));
         write_weights(&path, &t, prefix);
         let m = import(&cfg, &path).unwrap();
-        let b = m.named_tensors().into_iter().find(|(n, _)| n == "net.1.linear.bias").unwrap().1;
+        let b = m
+            .named_tensors()
+            .into_iter()
+            .find(|(n, _)| n == "net.1.linear.bias")
+            .unwrap()
+            .1;
         assert_eq!(flat(&b), flat(&t["net.1.linear.bias"]));
     }
 }
@@ -59,30 +76,50 @@ fn bad_weights_are_typed_errors_naming_the_tensor() {
     }
 
     let mut extra = t.clone();
-    extra.insert("net.9.linear.weight".into(), Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap());
+    extra.insert(
+        "net.9.linear.weight".into(),
+        Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
     write_weights(&path, &extra, "");
-    assert!(matches!(import(&cfg, &path), Err(XincError::UnexpectedTensors { names, .. }) if names == ["net.9.linear.weight"]));
+    assert!(
+        matches!(import(&cfg, &path), Err(XincError::UnexpectedTensors { names, .. }) if names == ["net.9.linear.weight"])
+    );
 
     let mut wrong = t.clone();
-    wrong.insert("net.0.linear.weight".into(), Tensor::zeros((8, 15), candle_core::DType::F32, &Device::Cpu).unwrap());
+    wrong.insert(
+        "net.0.linear.weight".into(),
+        Tensor::zeros((8, 15), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
     write_weights(&path, &wrong, "");
-    assert!(matches!(import(&cfg, &path), Err(XincError::ShapeMismatch { found, .. }) if found == [8, 15]));
+    assert!(
+        matches!(import(&cfg, &path), Err(XincError::ShapeMismatch { found, .. }) if found == [8, 15])
+    );
 
     let mut nan = t.clone();
     let mut v = flat(&t["net.1.linear.weight"]);
     v[3] = f32::NAN;
     v[5] = f32::INFINITY;
-    nan.insert("net.1.linear.weight".into(), Tensor::from_vec(v, (8, 8), &Device::Cpu).unwrap());
+    nan.insert(
+        "net.1.linear.weight".into(),
+        Tensor::from_vec(v, (8, 8), &Device::Cpu).unwrap(),
+    );
     write_weights(&path, &nan, "");
-    assert!(matches!(import(&cfg, &path), Err(XincError::NonFinite { count: 2, name, .. }) if name == "net.1.linear.weight"));
+    assert!(
+        matches!(import(&cfg, &path), Err(XincError::NonFinite { count: 2, name, .. }) if name == "net.1.linear.weight")
+    );
 
     std::fs::write(&path, b"garbage that is no checkpoint").unwrap();
-    assert!(matches!(import(&cfg, &path), Err(XincError::Checkpoint { .. })));
+    assert!(matches!(
+        import(&cfg, &path),
+        Err(XincError::Checkpoint { .. })
+    ));
 }
 
 #[test]
 fn released_lightning_checkpoint_imports_bit_exactly() {
-    let Some(dir) = golden_dir("released_lightning_checkpoint_imports_bit_exactly") else { return };
+    let Some(dir) = golden_dir("released_lightning_checkpoint_imports_bit_exactly") else {
+        return;
+    };
     let dir = dir.join("ffn_0005");
     let cfg = ffn_config_from_yaml(&dir.join("exp_config.yaml")).unwrap();
     assert_eq!(cfg, FfnConfig::paper(128, 256));
@@ -95,9 +132,20 @@ fn released_lightning_checkpoint_imports_bit_exactly() {
 
 #[test]
 fn checkpoint_with_a_missing_tensor_fails_with_a_typed_error() {
-    let Some(dir) = golden_dir("checkpoint_with_a_missing_tensor_fails_with_a_typed_error") else { return };
+    let Some(dir) = golden_dir("checkpoint_with_a_missing_tensor_fails_with_a_typed_error") else {
+        return;
+    };
     let mut t = read_official_tensors(&dir.join("ffn_0005/best_model.ckpt"), &Device::Cpu).unwrap();
     t.remove("positional_encoding.B");
-    let err = Ffn::from_tensors(FfnConfig::paper(128, 256), t, "best_model.ckpt", &Device::Cpu).unwrap_err();
-    assert!(matches!(&err, XincError::MissingTensor { name, .. } if name == "positional_encoding.B"), "{err}");
+    let err = Ffn::from_tensors(
+        FfnConfig::paper(128, 256),
+        t,
+        "best_model.ckpt",
+        &Device::Cpu,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, XincError::MissingTensor { name, .. } if name == "positional_encoding.B"),
+        "{err}"
+    );
 }

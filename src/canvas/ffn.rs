@@ -18,10 +18,12 @@ use std::str::FromStr;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use super::{unknown_layer, Canvas, CanvasFileWriter, CanvasSummary, ContributionMap, SummaryAccumulator};
+use super::{
+    unknown_layer, Canvas, CanvasFileWriter, CanvasSummary, ContributionMap, SummaryAccumulator,
+};
 use crate::error::{Result, XincError};
-use crate::tensor::{transpose, with_f32_slice};
 use crate::models::ffn::{Ffn, FfnActivations, FfnConfig};
+use crate::tensor::{transpose, with_f32_slice, zeroed_buffer};
 
 /// One layer of the FFN canvas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,14 +47,22 @@ impl FromStr for FfnLayer {
     type Err = XincError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || XincError::InvalidArgument(format!("`{s}` is not an FFN layer name (layer<k> or layer<k>_rgb)"));
+        let bad = || {
+            XincError::InvalidArgument(format!(
+                "`{s}` is not an FFN layer name (layer<k> or layer<k>_rgb)"
+            ))
+        };
         let rest = s.strip_prefix("layer").ok_or_else(bad)?;
         let (digits, per_channel) = match rest.strip_suffix("_rgb") {
             Some(d) => (d, true),
             None => (rest, false),
         };
         let k: usize = digits.parse().map_err(|_| bad())?;
-        Ok(if per_channel { FfnLayer::PerChannel(k) } else { FfnLayer::Summed(k) })
+        Ok(if per_channel {
+            FfnLayer::PerChannel(k)
+        } else {
+            FfnLayer::Summed(k)
+        })
     }
 }
 
@@ -81,7 +91,10 @@ impl FfnLayer {
         if ok {
             Ok(self)
         } else {
-            let known: Vec<String> = FfnLayer::all(config).iter().map(|l| l.to_string()).collect();
+            let known: Vec<String> = FfnLayer::all(config)
+                .iter()
+                .map(|l| l.to_string())
+                .collect();
             Err(unknown_layer(&self.to_string(), &known))
         }
     }
@@ -103,8 +116,10 @@ impl FfnLayer {
     }
 }
 
-/// Neurons handled together: one 64-byte cache line of a pixel's input row.
-const NEURON_BLOCK: usize = 16;
+/// Pixels per parallel task.
+const PIXEL_RUN: usize = 1024;
+/// Pixels transposed at a time: one 64-byte cache line per map row, fan_in lines in L1.
+const MICRO_RUN: usize = 16;
 
 /// The closed-form rule of one layer: `map[i, r](p) = act(x_i(p)·scale[r][i] + offset[r])`.
 struct LayerRule {
@@ -130,11 +145,16 @@ impl LayerRule {
         let share = |b: f64| (b / fan_in as f64) as f32;
         let (scales, offsets) = match layer {
             FfnLayer::Summed(_) => {
-                let colsum = (0..fan_in).map(|i| weight.iter().map(|row| row[i]).sum::<f64>() as f32).collect();
+                let colsum = (0..fan_in)
+                    .map(|i| weight.iter().map(|row| row[i]).sum::<f64>() as f32)
+                    .collect();
                 (vec![colsum], vec![share(bias.iter().sum())])
             }
             FfnLayer::PerChannel(_) => (
-                weight.iter().map(|row| row.iter().map(|&w| w as f32).collect()).collect(),
+                weight
+                    .iter()
+                    .map(|row| row.iter().map(|&w| w as f32).collect())
+                    .collect(),
                 bias.iter().map(|&b| share(b)).collect(),
             ),
         };
@@ -152,21 +172,58 @@ impl LayerRule {
     }
 
     /// Writes the `[fan_in·rows, t]` maps of a tile whose layer input is `x` (`[t, fan_in]`,
-    /// pixel-major). Neurons are processed in cache-line blocks, in parallel.
+    /// pixel-major). Pixels are split into runs, in parallel; a run owns its segment of every map
+    /// row. Within a run, micro-runs of 16 pixels are transposed into an L1-resident buffer, and
+    /// each map row then receives one full cache line of vectorisable results.
     fn write_maps(&self, x: &[f32], t: usize, out: &mut [f32]) {
         let rows = self.rows();
-        out.par_chunks_mut(NEURON_BLOCK * rows * t).enumerate().for_each(|(b, block)| {
-            let i0 = b * NEURON_BLOCK;
-            let nb = block.len() / (rows * t);
-            for (p, xrow) in x.chunks_exact(self.fan_in).enumerate() {
-                for (k, &xv) in xrow[i0..i0 + nb].iter().enumerate() {
-                    for r in 0..rows {
-                        let v = xv * self.scales[r][i0 + k] + self.offsets[r];
-                        block[(k * rows + r) * t + p] = if self.relu { v.max(0.0) } else { v };
-                    }
+        let runs = t.div_ceil(PIXEL_RUN);
+        // Disjoint segments p0..p0+run of every map row, handed to the runs safely.
+        let mut segments: Vec<Vec<&mut [f32]>> = (0..runs)
+            .map(|_| Vec::with_capacity(self.fan_in * rows))
+            .collect();
+        for row in out.chunks_exact_mut(t) {
+            for (run, seg) in row.chunks_mut(PIXEL_RUN).enumerate() {
+                segments[run].push(seg);
+            }
+        }
+        segments.into_par_iter().enumerate().for_each_init(
+            || vec![0.0f32; self.fan_in * MICRO_RUN],
+            |xt, (run, mut segs)| self.fill_run(&x[run * PIXEL_RUN * self.fan_in..], &mut segs, xt),
+        );
+    }
+
+    /// Fills one run's segments (`segs[m]`: map m, the run's pixels) from `x`, which starts at
+    /// the run's first pixel, micro-run by micro-run.
+    fn fill_run(&self, x: &[f32], segs: &mut [&mut [f32]], xt: &mut [f32]) {
+        let rows = self.rows();
+        let len = segs[0].len();
+        for q0 in (0..len).step_by(MICRO_RUN) {
+            let n = MICRO_RUN.min(len - q0);
+            for (p, xrow) in x[q0 * self.fan_in..(q0 + n) * self.fan_in]
+                .chunks_exact(self.fan_in)
+                .enumerate()
+            {
+                for (i, &v) in xrow.iter().enumerate() {
+                    xt[i * MICRO_RUN + p] = v;
                 }
             }
-        });
+            for (m, seg) in segs.iter_mut().enumerate() {
+                let (i, r) = (m / rows, m % rows);
+                let xs = &xt[i * MICRO_RUN..i * MICRO_RUN + n];
+                let (scale, offset) = (self.scales[r][i], self.offsets[r]);
+                let dst = &mut seg[q0..q0 + n];
+                if self.relu {
+                    dst.iter_mut()
+                        .zip(xs)
+                        .for_each(|(d, &v)| *d = (v * scale + offset).max(0.0));
+                } else {
+                    dst.iter_mut()
+                        .zip(xs)
+                        .for_each(|(d, &v)| *d = v * scale + offset);
+                }
+            }
+        }
     }
 }
 
@@ -185,8 +242,10 @@ pub fn ffn_canvas(model: &Ffn, acts: &FfnActivations, layers: &[FfnLayer]) -> Re
     let mut maps = Vec::with_capacity(layers.len());
     for &layer in layers {
         let rule = LayerRule::new(model, layer)?;
-        let mut data = vec![0.0f32; rule.fan_in * rule.rows() * p];
-        with_f32_slice(acts.layer_input(layer.linear_index())?, |x| rule.write_maps(x, p, &mut data))?;
+        let mut data = zeroed_buffer(rule.fan_in * rule.rows() * p);
+        with_f32_slice(acts.layer_input(layer.linear_index())?, |x| {
+            rule.write_maps(x, p, &mut data)
+        })?;
         maps.push(ContributionMap {
             layer: layer.to_string(),
             neuron_shape: layer.neuron_shape(config),
@@ -196,7 +255,12 @@ pub fn ffn_canvas(model: &Ffn, acts: &FfnActivations, layers: &[FfnLayer]) -> Re
         });
     }
     let output = with_f32_slice(&acts.pre_output, |y| transpose(y, p, config.dim_out))?;
-    Ok(Canvas { height, width, layers: maps, output })
+    Ok(Canvas {
+        height,
+        width,
+        layers: maps,
+        output,
+    })
 }
 
 /// One tile of a streamed canvas: pixels `p0..p0 + len`.
@@ -223,18 +287,26 @@ pub fn for_each_ffn_tile(
     mut sink: impl FnMut(&CanvasTile) -> Result<()>,
 ) -> Result<()> {
     let config = model.config();
-    let rules = layers.iter().map(|&l| LayerRule::new(model, l)).collect::<Result<Vec<_>>>()?;
+    let rules = layers
+        .iter()
+        .map(|&l| LayerRule::new(model, l))
+        .collect::<Result<Vec<_>>>()?;
     let coords = crate::data::coords::coordinate_grid(config.height(), config.width());
     let p = config.num_pixels();
     let tile = tile.max(1);
-    let mut buffers: Vec<Vec<f32>> = rules.iter().map(|r| vec![0.0; r.fan_in * r.rows() * tile]).collect();
+    let mut buffers: Vec<Vec<f32>> = rules
+        .iter()
+        .map(|r| vec![0.0; r.fan_in * r.rows() * tile])
+        .collect();
     for p0 in (0..p).step_by(tile) {
         let t = tile.min(p - p0);
         let xy = Tensor::from_slice(&coords[2 * p0..2 * (p0 + t)], (t, 2), device)?;
         let acts = model.forward(&xy)?;
         for (rule, buf) in rules.iter().zip(buffers.iter_mut()) {
             buf.truncate(rule.fan_in * rule.rows() * t);
-            with_f32_slice(acts.layer_input(rule.layer.linear_index())?, |x| rule.write_maps(x, t, buf))?;
+            with_f32_slice(acts.layer_input(rule.layer.linear_index())?, |x| {
+                rule.write_maps(x, t, buf)
+            })?;
         }
         let output = with_f32_slice(&acts.pre_output, |y| transpose(y, t, config.dim_out))?;
         sink(&CanvasTile {
@@ -249,7 +321,12 @@ pub fn for_each_ffn_tile(
 
 /// Per-layer reductions (`sum_hw`, `abssum_hw`, `sum_neurons`) and the output, streamed tile by
 /// tile: the canvas itself is never held.
-pub fn ffn_canvas_summary(model: &Ffn, device: &Device, layers: &[FfnLayer], tile: usize) -> Result<CanvasSummary> {
+pub fn ffn_canvas_summary(
+    model: &Ffn,
+    device: &Device,
+    layers: &[FfnLayer],
+    tile: usize,
+) -> Result<CanvasSummary> {
     let config = model.config();
     let [height, width] = config.data_shape;
     let p = config.num_pixels();
@@ -275,7 +352,13 @@ pub fn ffn_canvas_summary(model: &Ffn, device: &Device, layers: &[FfnLayer], til
 
 /// Writes the full canvas of the requested layers to a safetensors file, streamed tile by tile
 /// (memory: one tile), named by layer, plus `output`.
-pub fn write_ffn_canvas(model: &Ffn, device: &Device, layers: &[FfnLayer], path: &std::path::Path, tile: usize) -> Result<()> {
+pub fn write_ffn_canvas(
+    model: &Ffn,
+    device: &Device,
+    layers: &[FfnLayer],
+    path: &std::path::Path,
+    tile: usize,
+) -> Result<()> {
     let config = model.config();
     let [height, width] = config.data_shape;
     let specs: Vec<(String, Vec<usize>)> = layers
@@ -308,7 +391,11 @@ fn scatter_rows(dst: &mut [f32], p: usize, p0: usize, t: usize, tile: &[f32]) {
 /// Returns `(sum_hw, abssum_hw)`, each `[fan_in, fan_out]` row-major, exactly and without
 /// materialising Z: with each input column sorted and prefix-summed, the absolute sum of an
 /// affine function splits at its root into two same-signed partial sums.
-pub fn unit_pair_reductions(model: &Ffn, acts: &FfnActivations, k: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn unit_pair_reductions(
+    model: &Ffn,
+    acts: &FfnActivations,
+    k: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let (w, b, fan_in) = layer_weights(model, k)?;
     let fan_out = b.len();
     let x = with_f32_slice(acts.layer_input(k)?, |x| x.to_vec())?;
@@ -316,7 +403,12 @@ pub fn unit_pair_reductions(model: &Ffn, acts: &FfnActivations, k: usize) -> Res
     let per_input: Vec<(Vec<f32>, Vec<f32>)> = (0..fan_in)
         .into_par_iter()
         .map(|i| {
-            let mut col: Vec<f64> = x.iter().skip(i).step_by(fan_in).map(|&v| v as f64).collect();
+            let mut col: Vec<f64> = x
+                .iter()
+                .skip(i)
+                .step_by(fan_in)
+                .map(|&v| v as f64)
+                .collect();
             col.sort_by(f64::total_cmp);
             let mut prefix = Vec::with_capacity(p + 1);
             prefix.push(0.0f64);
@@ -326,7 +418,11 @@ pub fn unit_pair_reductions(model: &Ffn, acts: &FfnActivations, k: usize) -> Res
             (0..fan_out)
                 .map(|j| {
                     let (a, c) = (w[j][i], b[j] / fan_in as f64);
-                    let n = if a == 0.0 { p } else { col.partition_point(|&v| v < -c / a) };
+                    let n = if a == 0.0 {
+                        p
+                    } else {
+                        col.partition_point(|&v| v < -c / a)
+                    };
                     let (lo, hi) = (prefix[n], prefix[p] - prefix[n]);
                     let below = a * lo + c * n as f64;
                     let above = a * hi + c * (p - n) as f64;
@@ -341,13 +437,27 @@ pub fn unit_pair_reductions(model: &Ffn, acts: &FfnActivations, k: usize) -> Res
 
 /// The official per-pixel contribution of input unit `i` of Linear layer `k` to its output unit
 /// `j`: `x_i(p)·W[j, i] + b[j]/fan_in`, `[P]`.
-pub fn unit_pair_map(model: &Ffn, acts: &FfnActivations, k: usize, i: usize, j: usize) -> Result<Vec<f32>> {
+pub fn unit_pair_map(
+    model: &Ffn,
+    acts: &FfnActivations,
+    k: usize,
+    i: usize,
+    j: usize,
+) -> Result<Vec<f32>> {
     let (w, b, fan_in) = layer_weights(model, k)?;
     if i >= fan_in || j >= b.len() {
-        return Err(XincError::InvalidArgument(format!("unit pair ({i}, {j}) out of range for layer {k}")));
+        return Err(XincError::InvalidArgument(format!(
+            "unit pair ({i}, {j}) out of range for layer {k}"
+        )));
     }
     let (wji, share) = (w[j][i] as f32, (b[j] / fan_in as f64) as f32);
-    with_f32_slice(acts.layer_input(k)?, |x| x.iter().skip(i).step_by(fan_in).map(|&v| v * wji + share).collect())
+    with_f32_slice(acts.layer_input(k)?, |x| {
+        x.iter()
+            .skip(i)
+            .step_by(fan_in)
+            .map(|&v| v * wji + share)
+            .collect()
+    })
 }
 
 /// Weight rows, bias and fan-in of Linear layer `k` (1-based), in f64.
@@ -375,7 +485,11 @@ mod tests {
         if final_act {
             cfg.final_act = Some(crate::models::ffn::FinalActivation::Sigmoid);
         }
-        let t: HashMap<_, _> = cfg.init_tensors(3, &Device::Cpu).unwrap().into_iter().collect();
+        let t: HashMap<_, _> = cfg
+            .init_tensors(3, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect();
         Ffn::from_tensors(cfg, t, "test", &Device::Cpu).unwrap()
     }
 
@@ -385,7 +499,10 @@ mod tests {
         let all = FfnLayer::all(&cfg);
         let names: Vec<String> = all.iter().map(|l| l.to_string()).collect();
         assert_eq!(names, ["layer1", "layer2", "layer3", "layer3_rgb"]);
-        assert_eq!(FfnLayer::parse_list("layer3_rgb, layer1", &cfg).unwrap(), vec![all[3], all[0]]);
+        assert_eq!(
+            FfnLayer::parse_list("layer3_rgb, layer1", &cfg).unwrap(),
+            vec![all[3], all[0]]
+        );
         assert!(FfnLayer::parse_list("layer4", &cfg).is_err());
         assert!(FfnLayer::parse_list("layer2_rgb", &cfg).is_err());
         assert!(FfnLayer::parse_list("conv1", &cfg).is_err());
@@ -397,7 +514,12 @@ mod tests {
         let acts = m.forward_image(&Device::Cpu).unwrap();
         let c = ffn_canvas(&m, &acts, &FfnLayer::all(m.config())).unwrap();
         let rgb = c.layer("layer3_rgb").unwrap().summarise();
-        let max_err = rgb.sum_neurons.iter().zip(&c.output).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let max_err = rgb
+            .sum_neurons
+            .iter()
+            .zip(&c.output)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(max_err < 1e-5, "conservation error {max_err}");
         // The summed layer-3 map is the channel sum of the per-channel maps.
         let l3 = c.layer("layer3").unwrap();
@@ -424,7 +546,11 @@ mod tests {
         for (full, streamed) in c.layers.iter().zip(&s.layers) {
             let direct = full.summarise();
             for (a, b) in direct.abssum_hw.iter().zip(&streamed.abssum_hw) {
-                assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{} {a} vs {b}", full.layer);
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                    "{} {a} vs {b}",
+                    full.layer
+                );
             }
             for (a, b) in direct.sum_neurons.iter().zip(&streamed.sum_neurons) {
                 assert!((a - b).abs() < 1e-5);
@@ -435,7 +561,11 @@ mod tests {
         write_ffn_canvas(&m, &dev, &layers, &path, 13).unwrap();
         let t = crate::io::load_safetensors(&path, &dev).unwrap();
         let l2 = t["layer2"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let max_err = l2.iter().zip(&c.layer("layer2").unwrap().data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let max_err = l2
+            .iter()
+            .zip(&c.layer("layer2").unwrap().data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(max_err < 1e-5);
         assert_eq!(t["layer3_rgb"].dims(), &[20, 3, 6, 10]);
         assert_eq!(t["output"].dims(), &[3, 6, 10]);
@@ -450,8 +580,16 @@ mod tests {
             let z = unit_pair_map(&m, &acts, 2, i, j).unwrap();
             let s: f32 = z.iter().sum();
             let a: f32 = z.iter().map(|v| v.abs()).sum();
-            assert!((sum[i * 20 + j] - s).abs() < 1e-4, "{} vs {s}", sum[i * 20 + j]);
-            assert!((abs[i * 20 + j] - a).abs() < 1e-4, "{} vs {a}", abs[i * 20 + j]);
+            assert!(
+                (sum[i * 20 + j] - s).abs() < 1e-4,
+                "{} vs {s}",
+                sum[i * 20 + j]
+            );
+            assert!(
+                (abs[i * 20 + j] - a).abs() < 1e-4,
+                "{} vs {a}",
+                abs[i * 20 + j]
+            );
         }
     }
 }

@@ -53,7 +53,8 @@ impl ContributionMap {
 
     /// Per-map sums and absolute sums over the pixels.
     pub fn summarise(&self) -> LayerSummary {
-        let mut acc = SummaryAccumulator::new(&self.layer, &self.neuron_shape, self.height, self.width);
+        let mut acc =
+            SummaryAccumulator::new(&self.layer, &self.neuron_shape, self.height, self.width);
         acc.add_tile(0, self.num_pixels(), &self.data);
         acc.finish()
     }
@@ -86,14 +87,21 @@ impl Canvas {
         for m in &self.layers {
             tensors.push((m.layer.clone(), m.to_tensor(&dev)?));
         }
-        tensors.push(("output".to_string(), output_tensor(&self.output, self.height, self.width)?));
+        tensors.push((
+            "output".to_string(),
+            output_tensor(&self.output, self.height, self.width)?,
+        ));
         save_safetensors(path, &tensors)
     }
 }
 
 fn output_tensor(output: &[f32], height: usize, width: usize) -> Result<Tensor> {
     let c = output.len() / (height * width).max(1);
-    Ok(Tensor::from_slice(output, (c, height, width), &Device::Cpu)?)
+    Ok(Tensor::from_slice(
+        output,
+        (c, height, width),
+        &Device::Cpu,
+    )?)
 }
 
 /// Reductions of one layer's canvas, computed without holding the canvas.
@@ -141,11 +149,23 @@ impl CanvasSummary {
         let mut tensors = Vec::with_capacity(3 * self.layers.len() + 1);
         for s in &self.layers {
             let l = &s.layer;
-            tensors.push((format!("{l}.sum_hw"), Tensor::from_slice(&s.sum_hw, s.neuron_shape.as_slice(), &dev)?));
-            tensors.push((format!("{l}.abssum_hw"), Tensor::from_slice(&s.abssum_hw, s.neuron_shape.as_slice(), &dev)?));
-            tensors.push((format!("{l}.sum_neurons"), Tensor::from_slice(&s.sum_neurons, s.sum_neurons_shape(), &dev)?));
+            tensors.push((
+                format!("{l}.sum_hw"),
+                Tensor::from_slice(&s.sum_hw, s.neuron_shape.as_slice(), &dev)?,
+            ));
+            tensors.push((
+                format!("{l}.abssum_hw"),
+                Tensor::from_slice(&s.abssum_hw, s.neuron_shape.as_slice(), &dev)?,
+            ));
+            tensors.push((
+                format!("{l}.sum_neurons"),
+                Tensor::from_slice(&s.sum_neurons, s.sum_neurons_shape(), &dev)?,
+            ));
         }
-        tensors.push(("output".to_string(), output_tensor(&self.output, self.height, self.width)?));
+        tensors.push((
+            "output".to_string(),
+            output_tensor(&self.output, self.height, self.width)?,
+        ));
         save_safetensors(path, &tensors)
     }
 }
@@ -182,7 +202,9 @@ impl SummaryAccumulator {
         let rest = self.sum_neurons.len() / (self.height * self.width);
         let p = self.height * self.width;
         for (m, row) in tile.chunks_exact(t).enumerate() {
-            let (s, a) = row.iter().fold((0.0f64, 0.0f64), |(s, a), &v| (s + v as f64, a + v.abs() as f64));
+            let (s, a) = row.iter().fold((0.0f64, 0.0f64), |(s, a), &v| {
+                (s + v as f64, a + v.abs() as f64)
+            });
             self.sum_hw[m] += s;
             self.abssum_hw[m] += a;
             let dst = &mut self.sum_neurons[(m % rest) * p + p0..][..t];
@@ -216,7 +238,13 @@ pub struct CanvasFileWriter {
 
 impl CanvasFileWriter {
     /// `layers`: (name, full shape `[neuron axes…, H, W]`); `output` `[C, H, W]` is added.
-    pub fn create(path: &Path, layers: &[(String, Vec<usize>)], output_channels: usize, height: usize, width: usize) -> Result<Self> {
+    pub fn create(
+        path: &Path,
+        layers: &[(String, Vec<usize>)],
+        output_channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Self> {
         let mut specs = layers.to_vec();
         specs.push(("output".to_string(), vec![output_channels, height, width]));
         Ok(CanvasFileWriter {
@@ -241,5 +269,8 @@ impl CanvasFileWriter {
 
 /// Checks a layer name against the known ones.
 pub(crate) fn unknown_layer(name: &str, known: &[String]) -> XincError {
-    XincError::InvalidArgument(format!("unknown layer `{name}`; this model has {}", known.join(", ")))
+    XincError::InvalidArgument(format!(
+        "unknown layer `{name}`; this model has {}",
+        known.join(", ")
+    ))
 }

@@ -48,8 +48,13 @@ impl ImageTensor {
     /// Quantises to 8 bits as the official `save_tensor_img` does: clamp to [0, 1], multiply by
     /// 255 and truncate.
     pub fn to_rgb8(&self) -> RgbImage {
-        let raw = self.data.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0) as u8).collect();
-        RgbImage::from_raw(self.width as u32, self.height as u32, raw).expect("buffer length is H·W·3 by construction")
+        let raw = self
+            .data
+            .iter()
+            .map(|&v| (v.clamp(0.0, 1.0) * 255.0) as u8)
+            .collect();
+        RgbImage::from_raw(self.width as u32, self.height as u32, raw)
+            .expect("buffer length is H·W·3 by construction")
     }
 }
 
@@ -61,19 +66,28 @@ pub fn read_rgb8(path: &Path) -> Result<RgbImage> {
         .with_guessed_format()
         .map_err(|e| XincError::image(path, e.to_string()))?;
     if reader.format().is_none() {
-        return Err(XincError::image(path, "unknown image format (expected PNG or JPEG)"));
+        return Err(XincError::image(
+            path,
+            "unknown image format (expected PNG or JPEG)",
+        ));
     }
-    let img = reader.decode().map_err(|e| XincError::image(path, e.to_string()))?;
+    let img = reader
+        .decode()
+        .map_err(|e| XincError::image(path, e.to_string()))?;
     Ok(img.to_rgb8())
 }
 
 /// Reads an image and resizes it to `height`×`width` as the official FFN pipeline does.
 pub fn load_rgb_resized(path: &Path, height: usize, width: usize) -> Result<ImageTensor> {
     if height == 0 || width == 0 {
-        return Err(XincError::InvalidArgument(format!("image size {height}x{width} must be positive")));
+        return Err(XincError::InvalidArgument(format!(
+            "image size {height}x{width} must be positive"
+        )));
     }
     let img = read_rgb8(path)?;
-    Ok(ImageTensor::from_rgb8(&resize_bilinear_antialias(&img, height, width)))
+    Ok(ImageTensor::from_rgb8(&resize_bilinear_antialias(
+        &img, height, width,
+    )))
 }
 
 /// Writes an image as PNG (8-bit RGB), atomically.
@@ -119,11 +133,19 @@ impl AxisCoeffs {
             for (slot, w) in k.iter_mut().zip(&taps) {
                 let w = if total != 0.0 { w / total } else { *w };
                 let fixed = w * (1u32 << PRECISION_BITS) as f64;
-                *slot = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+                *slot = if w < 0.0 {
+                    (fixed - 0.5) as i32
+                } else {
+                    (fixed + 0.5) as i32
+                };
             }
             bounds.push((xmin, xmax));
         }
-        AxisCoeffs { bounds, weights, ksize }
+        AxisCoeffs {
+            bounds,
+            weights,
+            ksize,
+        }
     }
 
     /// Applies the weights of output index `o` to the samples `at(i)` of one channel.
@@ -178,7 +200,9 @@ mod tests {
     use super::*;
 
     fn grey_row(values: &[u8]) -> RgbImage {
-        RgbImage::from_fn(values.len() as u32, 1, |x, _| image::Rgb([values[x as usize]; 3]))
+        RgbImage::from_fn(values.len() as u32, 1, |x, _| {
+            image::Rgb([values[x as usize]; 3])
+        })
     }
 
     #[test]
@@ -214,7 +238,11 @@ mod tests {
 
     #[test]
     fn official_quantisation_truncates() {
-        let t = ImageTensor { height: 1, width: 1, data: vec![0.999, 1.5, -0.2] };
+        let t = ImageTensor {
+            height: 1,
+            width: 1,
+            data: vec![0.999, 1.5, -0.2],
+        };
         assert_eq!(t.to_rgb8().get_pixel(0, 0).0, [254, 255, 0]);
     }
 

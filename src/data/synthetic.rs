@@ -23,7 +23,11 @@ fn scene_colour(u: f32, v: f32) -> [f32; 3] {
         c = [1.0, 0.9, 0.55];
     }
     // Buildings: (left, right, top, base colour).
-    let buildings = [(0.0, 0.18, 0.18, [0.55, 0.42, 0.36]), (0.2, 0.36, 0.3, [0.7, 0.7, 0.72]), (0.52, 0.7, 0.1, [0.4, 0.44, 0.52])];
+    let buildings = [
+        (0.0, 0.18, 0.18, [0.55, 0.42, 0.36]),
+        (0.2, 0.36, 0.3, [0.7, 0.7, 0.72]),
+        (0.52, 0.7, 0.1, [0.4, 0.44, 0.52]),
+    ];
     for (l, r, top, col) in buildings {
         if (l..r).contains(&u) && (top..horizon).contains(&v) {
             let window = ((u - l) * 60.0).fract() < 0.45 && ((v - top) * 30.0).fract() < 0.5;
@@ -41,7 +45,11 @@ fn scene_colour(u: f32, v: f32) -> [f32; 3] {
     }
     // Sidewalk, road and lane marks.
     if v >= horizon {
-        c = if v < horizon + 0.05 { [0.75, 0.72, 0.68] } else { [0.3, 0.3, 0.33] };
+        c = if v < horizon + 0.05 {
+            [0.75, 0.72, 0.68]
+        } else {
+            [0.3, 0.3, 0.33]
+        };
         if (v - 0.82).abs() < 0.012 && (u * 8.0).fract() < 0.5 {
             c = [0.95, 0.95, 0.9];
         }
@@ -51,7 +59,11 @@ fn scene_colour(u: f32, v: f32) -> [f32; 3] {
         c = [0.8, 0.1, 0.12];
     }
     if (0.29..0.41).contains(&u) && (0.6..0.67).contains(&v) {
-        c = if (u - 0.35).abs() < 0.005 { [0.8, 0.1, 0.12] } else { [0.15, 0.2, 0.3] };
+        c = if (u - 0.35).abs() < 0.005 {
+            [0.8, 0.1, 0.12]
+        } else {
+            [0.15, 0.2, 0.3]
+        };
     }
     for wx in [0.29, 0.41] {
         if (u - wx).powi(2) * 4.0 + (v - 0.78).powi(2) < 0.0012 {

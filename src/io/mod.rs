@@ -15,16 +15,23 @@ use crate::error::{Result, XincError};
 /// Writes a file atomically: the content goes to a temporary file in the same folder, which is
 /// flushed and then renamed over `path`. A reader never sees a half-written file, and a killed job
 /// leaves at most a stray `*.tmp` file behind.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(|e| XincError::io(&dir, e))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| XincError::InvalidArgument(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let file_name = path.file_name().ok_or_else(|| {
+        XincError::InvalidArgument(format!("{} is not a file path", path.display()))
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut buf = std::io::BufWriter::new(file);
@@ -50,7 +57,8 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
 /// Loads every tensor of a safetensors file onto `device`.
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| XincError::io(path, e))?;
-    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| XincError::checkpoint(path, e.to_string()))
+    candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| XincError::checkpoint(path, e.to_string()))
 }
 
 /// Writes f32 tensors into a safetensors file at arbitrary element offsets, so that a large
@@ -86,7 +94,10 @@ impl TensorWriter {
             text.push(b' ');
         }
         let data_start = 8 + text.len() as u64;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| XincError::io(dir, e))?;
         let tmp = dir.join(format!(
             ".{}.{}.tmp",
@@ -119,10 +130,9 @@ impl TensorWriter {
     /// Writes `values` into tensor `name` starting at flat element index `start`.
     pub fn write_at(&mut self, name: &str, start: usize, values: &[f32]) -> Result<()> {
         use std::io::{Seek, SeekFrom};
-        let &(base, len) = self
-            .offsets
-            .get(name)
-            .ok_or_else(|| XincError::InvalidArgument(format!("no tensor `{name}` in {}", self.path.display())))?;
+        let &(base, len) = self.offsets.get(name).ok_or_else(|| {
+            XincError::InvalidArgument(format!("no tensor `{name}` in {}", self.path.display()))
+        })?;
         if start + values.len() > len {
             return Err(XincError::InvalidArgument(format!(
                 "write of {} values at {start} overflows tensor `{name}` of {len}",
@@ -157,7 +167,8 @@ impl Drop for TensorWriter {
 
 /// Writes a value as pretty JSON, atomically.
 pub fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| XincError::config(path, e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| XincError::config(path, e.to_string()))?;
     write_atomic(path, |w| w.write_all(text.as_bytes()))
 }
 
@@ -184,7 +195,10 @@ mod tests {
         assert!(!path.exists(), "the file appears only when finished");
         w.finish().unwrap();
         let t = load_safetensors(&path, &Device::Cpu).unwrap();
-        assert_eq!(t["a"].to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
+        assert_eq!(
+            t["a"].to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]
+        );
         assert_eq!(t["b"].to_vec1::<f32>().unwrap(), vec![-1.5]);
     }
 

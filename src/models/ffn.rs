@@ -73,16 +73,25 @@ impl FfnConfig {
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(XincError::InvalidArgument(m));
         if self.dim_in != 2 {
-            return fail(format!("FFN dim_in must be 2 (image coordinates), got {}", self.dim_in));
+            return fail(format!(
+                "FFN dim_in must be 2 (image coordinates), got {}",
+                self.dim_in
+            ));
         }
         if self.num_layers < 2 {
-            return fail(format!("FFN needs at least 2 layers, got {}", self.num_layers));
+            return fail(format!(
+                "FFN needs at least 2 layers, got {}",
+                self.num_layers
+            ));
         }
         if self.dim_out == 0 || self.layer_size == 0 || self.fourier_mapping_size == 0 {
             return fail("FFN widths must be positive".into());
         }
         if self.data_shape.contains(&0) {
-            return fail(format!("image shape {:?} must be positive", self.data_shape));
+            return fail(format!(
+                "image shape {:?} must be positive",
+                self.data_shape
+            ));
         }
         Ok(())
     }
@@ -101,17 +110,31 @@ impl FfnConfig {
 
     /// (fan-in, fan-out) of Linear layer `i` (0-based).
     pub fn layer_dims(&self, i: usize) -> (usize, usize) {
-        let fan_in = if i == 0 { 2 * self.fourier_mapping_size } else { self.layer_size };
-        let fan_out = if i + 1 == self.num_layers { self.dim_out } else { self.layer_size };
+        let fan_in = if i == 0 {
+            2 * self.fourier_mapping_size
+        } else {
+            self.layer_size
+        };
+        let fan_out = if i + 1 == self.num_layers {
+            self.dim_out
+        } else {
+            self.layer_size
+        };
         (fan_in, fan_out)
     }
 
     /// Every tensor of the model, with the official names.
     pub fn weight_specs(&self) -> Vec<WeightSpec> {
-        let mut specs = vec![WeightSpec::new("positional_encoding.B", &[self.fourier_mapping_size, self.dim_in])];
+        let mut specs = vec![WeightSpec::new(
+            "positional_encoding.B",
+            &[self.fourier_mapping_size, self.dim_in],
+        )];
         for i in 0..self.num_layers {
             let (fan_in, fan_out) = self.layer_dims(i);
-            specs.push(WeightSpec::new(format!("net.{i}.linear.weight"), &[fan_out, fan_in]));
+            specs.push(WeightSpec::new(
+                format!("net.{i}.linear.weight"),
+                &[fan_out, fan_in],
+            ));
             specs.push(WeightSpec::new(format!("net.{i}.linear.bias"), &[fan_out]));
         }
         specs
@@ -138,7 +161,9 @@ impl FfnConfig {
             let n: usize = spec.shape.iter().product();
             let values: Vec<f32> = if spec.name == "positional_encoding.B" {
                 (0..n)
-                    .map(|_| (rng.sample::<f64, _>(StandardNormal) * self.fourier_noise_scale) as f32)
+                    .map(|_| {
+                        (rng.sample::<f64, _>(StandardNormal) * self.fourier_noise_scale) as f32
+                    })
                     .collect()
             } else {
                 let fan_in = self.layer_dims(layer_index(&spec.name)).0;
@@ -153,7 +178,10 @@ impl FfnConfig {
 
 /// The layer index `i` of a tensor named `net.{i}.linear.*`.
 fn layer_index(name: &str) -> usize {
-    name.split('.').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    name.split('.')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Random Fourier features: γ(x) = [sin(2π·x·Bᵀ), cos(2π·x·Bᵀ)].
@@ -181,22 +209,36 @@ impl Module for FourierFeatures {
     /// |x·B| up to ~200, a different rounding order alone moves the features by 1.5e-5.
     fn forward(&self, coords: &Tensor) -> candle_core::Result<Tensor> {
         if !coords.device().is_cpu() {
-            let proj = coords.affine(2.0 * std::f64::consts::PI, 0.0)?.matmul(&self.b.t()?)?;
+            let proj = coords
+                .affine(2.0 * std::f64::consts::PI, 0.0)?
+                .matmul(&self.b.t()?)?;
             return Tensor::cat(&[proj.sin()?, proj.cos()?], D::Minus1);
         }
         let (m, dim_in) = self.b.dims2()?;
-        let b = self.b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let x = coords.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let b = self
+            .b
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let x = coords
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let two_pi = (2.0 * std::f64::consts::PI) as f32;
         let mut out = vec![0.0f32; x.len() / dim_in * 2 * m];
-        out.par_chunks_mut(2 * m).zip(x.par_chunks(dim_in)).for_each(|(row, xs)| {
-            let xs: Vec<f32> = xs.iter().map(|&v| two_pi * v).collect();
-            for (i, bi) in b.chunks_exact(dim_in).enumerate() {
-                let proj = xs[1..].iter().zip(&bi[1..]).fold(xs[0] * bi[0], |acc, (&x, &w)| x.mul_add(w, acc));
-                row[i] = proj.sin();
-                row[m + i] = proj.cos();
-            }
-        });
+        out.par_chunks_mut(2 * m)
+            .zip(x.par_chunks(dim_in))
+            .for_each(|(row, xs)| {
+                let xs: Vec<f32> = xs.iter().map(|&v| two_pi * v).collect();
+                for (i, bi) in b.chunks_exact(dim_in).enumerate() {
+                    let proj = xs[1..]
+                        .iter()
+                        .zip(&bi[1..])
+                        .fold(xs[0] * bi[0], |acc, (&x, &w)| x.mul_add(w, acc));
+                    row[i] = proj.sin();
+                    row[m + i] = proj.cos();
+                }
+            });
         let p = out.len() / (2 * m);
         Tensor::from_vec(out, (p, 2 * m), coords.device())
     }
@@ -241,7 +283,10 @@ pub struct Ffn {
 /// Reads an FFN from a `VarBuilder` whose names are the official `state_dict` keys.
 pub fn ffn(config: FfnConfig, vb: VarBuilder) -> Result<Ffn> {
     config.validate()?;
-    let b = vb.get((config.fourier_mapping_size, config.dim_in), "positional_encoding.B")?;
+    let b = vb.get(
+        (config.fourier_mapping_size, config.dim_in),
+        "positional_encoding.B",
+    )?;
     let layers = (0..config.num_layers)
         .map(|i| {
             let (fan_in, fan_out) = config.layer_dims(i);
@@ -253,14 +298,26 @@ pub fn ffn(config: FfnConfig, vb: VarBuilder) -> Result<Ffn> {
 
 impl Ffn {
     pub fn new(config: FfnConfig, encoding: FourierFeatures, layers: Vec<Linear>) -> Self {
-        Ffn { config, encoding, layers }
+        Ffn {
+            config,
+            encoding,
+            layers,
+        }
     }
 
     /// Builds the model from named tensors after checking them (missing, extra, shapes, NaN).
-    pub fn from_tensors(config: FfnConfig, tensors: HashMap<String, Tensor>, origin: &str, device: &Device) -> Result<Self> {
+    pub fn from_tensors(
+        config: FfnConfig,
+        tensors: HashMap<String, Tensor>,
+        origin: &str,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
         let tensors = super::validate_weights(origin, tensors, &config.weight_specs(), device)?;
-        ffn(config, VarBuilder::from_tensors(tensors, DType::F32, device))
+        ffn(
+            config,
+            VarBuilder::from_tensors(tensors, DType::F32, device),
+        )
     }
 
     pub fn config(&self) -> &FfnConfig {
@@ -290,13 +347,20 @@ impl Ffn {
     /// The official coordinate grid of the model's image, `[P, 2]`, on `device`.
     pub fn coordinates(&self, device: &Device) -> Result<Tensor> {
         let [h, w] = self.config.data_shape;
-        Ok(Tensor::from_vec(crate::data::coords::coordinate_grid(h, w), (h * w, 2), device)?)
+        Ok(Tensor::from_vec(
+            crate::data::coords::coordinate_grid(h, w),
+            (h * w, 2),
+            device,
+        )?)
     }
 
     /// Runs the MLP part on precomputed Fourier features, returning the hidden activations and
     /// the pre-activation output.
     pub fn forward_features(&self, features: &Tensor) -> Result<(Vec<Tensor>, Tensor)> {
-        let (last, hidden_layers) = self.layers.split_last().expect("validated: at least 2 layers");
+        let (last, hidden_layers) = self
+            .layers
+            .split_last()
+            .expect("validated: at least 2 layers");
         let mut hidden = Vec::with_capacity(hidden_layers.len());
         let mut x = features.clone();
         for layer in hidden_layers {
@@ -362,7 +426,10 @@ mod tests {
         assert!(w0.iter().all(|v| v.abs() <= 0.25));
         let bmat = flat(&a[0].1);
         let std = (bmat.iter().map(|v| v * v).sum::<f32>() / bmat.len() as f32).sqrt();
-        assert!(std > 3.0 && std < 20.0, "B std {std} should be near the noise scale 10");
+        assert!(
+            std > 3.0 && std < 20.0,
+            "B std {std} should be near the noise scale 10"
+        );
     }
 
     #[test]
@@ -376,7 +443,13 @@ mod tests {
         assert_eq!(a.hidden.len(), 2);
         assert_eq!(a.hidden[1].dims(), &[24, 8]);
         assert_eq!(a.output.dims(), &[24, 3]);
-        let min = a.hidden[0].flatten_all().unwrap().min(0).unwrap().to_scalar::<f32>().unwrap();
+        let min = a.hidden[0]
+            .flatten_all()
+            .unwrap()
+            .min(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(min >= 0.0);
     }
 }

@@ -43,7 +43,9 @@ pub fn sniff_format(path: &Path) -> Result<WeightsFormat> {
 pub fn read_official_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let named: Vec<(String, Tensor)> = match sniff_format(path)? {
         WeightsFormat::TorchZip => crate::io::torch::read_torch_tensors(path, None)?,
-        WeightsFormat::Safetensors => crate::io::load_safetensors(path, device)?.into_iter().collect(),
+        WeightsFormat::Safetensors => crate::io::load_safetensors(path, device)?
+            .into_iter()
+            .collect(),
     };
     named
         .into_iter()
@@ -62,24 +64,37 @@ fn strip_prefixes(key: &str) -> &str {
 /// Reads the FFN architecture and image shape from an official `exp_config.yaml`.
 pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| XincError::io(path, e))?;
-    let root: Value = serde_norway::from_str(&text).map_err(|e| XincError::config(path, e.to_string()))?;
+    let root: Value =
+        serde_norway::from_str(&text).map_err(|e| XincError::config(path, e.to_string()))?;
     let yaml = YamlDoc { path, root: &root };
     let model_name = yaml.string("network.model_name")?;
     if model_name != "ffn" {
-        return Err(XincError::config(path, format!("network.model_name is `{model_name}`, expected `ffn`")));
+        return Err(XincError::config(
+            path,
+            format!("network.model_name is `{model_name}`, expected `ffn`"),
+        ));
     }
     let encoding = yaml.string("network.pos_encoding.type")?;
     if encoding != "fourier" {
-        return Err(XincError::config(path, format!("network.pos_encoding.type `{encoding}` is not supported (only `fourier`)")));
+        return Err(XincError::config(
+            path,
+            format!("network.pos_encoding.type `{encoding}` is not supported (only `fourier`)"),
+        ));
     }
     let activation = yaml.string("network.activation")?;
     if activation != "relu" {
-        return Err(XincError::config(path, format!("network.activation `{activation}` is not supported (only `relu`)")));
+        return Err(XincError::config(
+            path,
+            format!("network.activation `{activation}` is not supported (only `relu`)"),
+        ));
     }
     let layer_size = yaml.usize("network.layer_size")?;
     let shape = yaml.usize_list("data.data_shape")?;
     let [height, width] = shape[..] else {
-        return Err(XincError::config(path, format!("data.data_shape must be [H, W], got {shape:?}")));
+        return Err(XincError::config(
+            path,
+            format!("data.data_shape must be [H, W], got {shape:?}"),
+        ));
     };
     Ok(FfnConfig {
         dim_in: yaml.usize("network.dim_in")?,
@@ -87,7 +102,8 @@ pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
         layer_size,
         num_layers: yaml.usize("network.num_layers")?,
         // `${..layer_size}` is an OmegaConf interpolation: the mapping size follows the width.
-        fourier_mapping_size: yaml.usize_or_interpolated("network.pos_encoding.fourier_mapping_size", layer_size)?,
+        fourier_mapping_size: yaml
+            .usize_or_interpolated("network.pos_encoding.fourier_mapping_size", layer_size)?,
         fourier_noise_scale: yaml.f64("network.pos_encoding.fourier_noise_scale")?,
         final_act: yaml.final_act("network.final_act")?,
         data_shape: [height, width],
@@ -95,19 +111,32 @@ pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
 }
 
 /// Infers the FFN architecture from the tensor shapes alone (for weights without a config).
-pub fn ffn_config_from_tensors(origin: &str, tensors: &HashMap<String, Tensor>, data_shape: [usize; 2]) -> Result<FfnConfig> {
+pub fn ffn_config_from_tensors(
+    origin: &str,
+    tensors: &HashMap<String, Tensor>,
+    data_shape: [usize; 2],
+) -> Result<FfnConfig> {
     let dims = |name: &str| {
-        tensors.get(name).map(|t| t.dims().to_vec()).ok_or_else(|| XincError::MissingTensor {
-            origin: origin.to_string(),
-            name: name.to_string(),
-        })
+        tensors
+            .get(name)
+            .map(|t| t.dims().to_vec())
+            .ok_or_else(|| XincError::MissingTensor {
+                origin: origin.to_string(),
+                name: name.to_string(),
+            })
     };
     let b = dims("positional_encoding.B")?;
     let first = dims("net.0.linear.weight")?;
-    let num_layers = (0..).take_while(|i| tensors.contains_key(&format!("net.{i}.linear.weight"))).count();
+    let num_layers = (0..)
+        .take_while(|i| tensors.contains_key(&format!("net.{i}.linear.weight")))
+        .count();
     let last = dims(&format!("net.{}.linear.weight", num_layers - 1))?;
-    let (Some(&mapping), Some(&dim_in), Some(&layer_size), Some(&dim_out)) = (b.first(), b.get(1), first.first(), last.first()) else {
-        return Err(XincError::InvalidArgument(format!("{origin}: FFN tensors have unexpected ranks")));
+    let (Some(&mapping), Some(&dim_in), Some(&layer_size), Some(&dim_out)) =
+        (b.first(), b.get(1), first.first(), last.first())
+    else {
+        return Err(XincError::InvalidArgument(format!(
+            "{origin}: FFN tensors have unexpected ranks"
+        )));
     };
     Ok(FfnConfig {
         dim_in,
@@ -136,17 +165,24 @@ impl YamlDoc<'_> {
     }
 
     fn wrong(&self, field: &str, expected: &str, v: &Value) -> XincError {
-        XincError::config(self.path, format!("field `{field}` must be {expected}, got {v:?}"))
+        XincError::config(
+            self.path,
+            format!("field `{field}` must be {expected}, got {v:?}"),
+        )
     }
 
     fn string(&self, field: &str) -> Result<String> {
         let v = self.get(field)?;
-        v.as_str().map(str::to_string).ok_or_else(|| self.wrong(field, "a string", v))
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.wrong(field, "a string", v))
     }
 
     fn usize(&self, field: &str) -> Result<usize> {
         let v = self.get(field)?;
-        v.as_u64().map(|n| n as usize).ok_or_else(|| self.wrong(field, "a non-negative integer", v))
+        v.as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| self.wrong(field, "a non-negative integer", v))
     }
 
     fn f64(&self, field: &str) -> Result<f64> {
@@ -163,9 +199,15 @@ impl YamlDoc<'_> {
 
     fn usize_list(&self, field: &str) -> Result<Vec<usize>> {
         let v = self.get(field)?;
-        let seq = v.as_sequence().ok_or_else(|| self.wrong(field, "a list of integers", v))?;
+        let seq = v
+            .as_sequence()
+            .ok_or_else(|| self.wrong(field, "a list of integers", v))?;
         seq.iter()
-            .map(|x| x.as_u64().map(|n| n as usize).ok_or_else(|| self.wrong(field, "a list of integers", v)))
+            .map(|x| {
+                x.as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| self.wrong(field, "a list of integers", v))
+            })
             .collect()
     }
 
@@ -190,8 +232,14 @@ mod tests {
 
     #[test]
     fn prefixes_are_stripped() {
-        assert_eq!(strip_prefixes("model.net.0.linear.weight"), "net.0.linear.weight");
-        assert_eq!(strip_prefixes("module.model.positional_encoding.B"), "positional_encoding.B");
+        assert_eq!(
+            strip_prefixes("model.net.0.linear.weight"),
+            "net.0.linear.weight"
+        );
+        assert_eq!(
+            strip_prefixes("module.model.positional_encoding.B"),
+            "positional_encoding.B"
+        );
         assert_eq!(strip_prefixes("net.2.linear.bias"), "net.2.linear.bias");
     }
 
@@ -201,13 +249,19 @@ mod tests {
         let path = dir.path().join("exp_config.yaml");
         std::fs::write(&path, "network:\n  model_name: ffn\n  layer_size: wide\n").unwrap();
         let err = ffn_config_from_yaml(&path).unwrap_err().to_string();
-        assert!(err.contains("exp_config.yaml") && err.contains("network.pos_encoding.type"), "{err}");
+        assert!(
+            err.contains("exp_config.yaml") && err.contains("network.pos_encoding.type"),
+            "{err}"
+        );
         std::fs::write(
             &path,
             "network:\n  model_name: ffn\n  activation: relu\n  layer_size: wide\n  pos_encoding:\n    type: fourier\n",
         )
         .unwrap();
         let err = ffn_config_from_yaml(&path).unwrap_err().to_string();
-        assert!(err.contains("`network.layer_size` must be a non-negative integer"), "{err}");
+        assert!(
+            err.contains("`network.layer_size` must be a non-negative integer"),
+            "{err}"
+        );
     }
 }

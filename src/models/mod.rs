@@ -42,10 +42,12 @@ pub fn validate_weights(
 ) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::with_capacity(specs.len());
     for spec in specs {
-        let t = tensors.remove(&spec.name).ok_or_else(|| XincError::MissingTensor {
-            origin: origin.to_string(),
-            name: spec.name.clone(),
-        })?;
+        let t = tensors
+            .remove(&spec.name)
+            .ok_or_else(|| XincError::MissingTensor {
+                origin: origin.to_string(),
+                name: spec.name.clone(),
+            })?;
         if t.dims() != spec.shape.as_slice() {
             return Err(XincError::ShapeMismatch {
                 origin: origin.to_string(),
@@ -95,7 +97,10 @@ pub enum Provenance {
     /// Trained by xinc.
     Trained(TrainingRecord),
     /// Imported from an official checkpoint.
-    Imported { checkpoint: PathBuf, config: Option<PathBuf> },
+    Imported {
+        checkpoint: PathBuf,
+        config: Option<PathBuf>,
+    },
 }
 
 /// What a training run did and reached.
@@ -152,7 +157,11 @@ impl ModelDir {
         if cfg.format_version != Self::FORMAT_VERSION {
             return Err(XincError::config(
                 &path,
-                format!("format_version {} is not supported (expected {})", cfg.format_version, Self::FORMAT_VERSION),
+                format!(
+                    "format_version {} is not supported (expected {})",
+                    cfg.format_version,
+                    Self::FORMAT_VERSION
+                ),
             ));
         }
         Ok(cfg)

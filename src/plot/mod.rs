@@ -32,7 +32,11 @@ pub fn map_grid(maps: &[&[f32]], height: usize, width: usize, cols: usize, pad: 
     let gh = rows * height + (rows + 1) * pad;
     let mut img = RgbImage::from_pixel(gw as u32, gh as u32, Rgb([255, 255, 255]));
     for (k, map) in maps.iter().enumerate() {
-        let (lo, hi) = map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = map
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
         let range = if hi > lo { hi - lo } else { 1.0 };
         let x0 = pad + (k % cols) * (width + pad);
         let y0 = pad + (k / cols) * (height + pad);
@@ -53,8 +57,16 @@ mod tests {
         // matplotlib magma(0) = (0, 0, 4), magma(1) = (252, 253, 191) in 8 bits.
         let lo = magma(0.0).0;
         let hi = magma(1.0).0;
-        assert!(lo.iter().zip([0u8, 0, 4]).all(|(a, b)| a.abs_diff(b) <= 5), "{lo:?}");
-        assert!(hi.iter().zip([252u8, 253, 191]).all(|(a, b)| a.abs_diff(b) <= 8), "{hi:?}");
+        assert!(
+            lo.iter().zip([0u8, 0, 4]).all(|(a, b)| a.abs_diff(b) <= 5),
+            "{lo:?}"
+        );
+        assert!(
+            hi.iter()
+                .zip([252u8, 253, 191])
+                .all(|(a, b)| a.abs_diff(b) <= 8),
+            "{hi:?}"
+        );
     }
 
     #[test]

@@ -11,10 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::fused::{AdamParams, FusedFfn};
 use super::psnr_quantised;
-use crate::tensor::with_f32_slice;
 use crate::data::image::ImageTensor;
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnConfig, FourierFeatures};
+use crate::tensor::with_f32_slice;
 
 /// Training hyper-parameters (official defaults).
 #[derive(Clone, Debug, PartialEq)]
@@ -79,14 +79,24 @@ pub struct TrainReport {
 ///
 /// On the CPU the steps run in the fused trainer (no allocation per step); on other devices
 /// through candle's autograd. Both compute the same update from the same seeded initialisation.
-pub fn train_ffn(config: FfnConfig, target: &ImageTensor, params: &FfnTrainParams, device: &Device) -> Result<(Ffn, TrainReport)> {
+pub fn train_ffn(
+    config: FfnConfig,
+    target: &ImageTensor,
+    params: &FfnTrainParams,
+    device: &Device,
+) -> Result<(Ffn, TrainReport)> {
     check_inputs(&config, target, params)?;
     let start = Instant::now();
-    let init: HashMap<String, Tensor> = config.init_tensors(params.seed, &Device::Cpu)?.into_iter().collect();
+    let init: HashMap<String, Tensor> = config
+        .init_tensors(params.seed, &Device::Cpu)?
+        .into_iter()
+        .collect();
     let fused = match params.engine {
         TrainEngine::Auto => device.is_cpu(),
         TrainEngine::Fused if !device.is_cpu() => {
-            return Err(XincError::InvalidArgument("the fused FFN trainer runs on the CPU only".into()))
+            return Err(XincError::InvalidArgument(
+                "the fused FFN trainer runs on the CPU only".into(),
+            ))
         }
         TrainEngine::Fused => true,
         TrainEngine::Autograd => false,
@@ -94,7 +104,9 @@ pub fn train_ffn(config: FfnConfig, target: &ImageTensor, params: &FfnTrainParam
     let mut stepper: Box<dyn FfnStepper> = if fused {
         Box::new(FusedStepper::new(&config, &init, target, params)?)
     } else {
-        Box::new(AutogradStepper::new(&config, &init, target, params, device)?)
+        Box::new(AutogradStepper::new(
+            &config, &init, target, params, device,
+        )?)
     };
     let bar = progress_bar(params);
     let mut report = TrainReport {
@@ -109,7 +121,9 @@ pub fn train_ffn(config: FfnConfig, target: &ImageTensor, params: &FfnTrainParam
         bar.inc(1);
         if iter % params.eval_every == 0 || iter == params.iters {
             if !loss.is_finite() {
-                return Err(XincError::InvalidArgument(format!("training diverged at iteration {iter} (loss {loss})")));
+                return Err(XincError::InvalidArgument(format!(
+                    "training diverged at iteration {iter} (loss {loss})"
+                )));
             }
             let psnr = psnr_quantised(&stepper.predict()?, &target.data);
             bar.set_message(format!("loss {loss:.6}  psnr {psnr:.2} dB"));
@@ -137,7 +151,9 @@ fn check_inputs(config: &FfnConfig, target: &ImageTensor, params: &FfnTrainParam
         )));
     }
     if params.iters == 0 || params.eval_every == 0 {
-        return Err(XincError::InvalidArgument("iters and eval_every must be positive".into()));
+        return Err(XincError::InvalidArgument(
+            "iters and eval_every must be positive".into(),
+        ));
     }
     Ok(())
 }
@@ -160,8 +176,9 @@ fn fixed_features(config: &FfnConfig, b: &Tensor) -> Result<Tensor> {
 }
 
 fn b_matrix(init: &HashMap<String, Tensor>) -> Result<&Tensor> {
-    init.get("positional_encoding.B")
-        .ok_or_else(|| XincError::InvalidArgument("initial weights lack positional_encoding.B".into()))
+    init.get("positional_encoding.B").ok_or_else(|| {
+        XincError::InvalidArgument("initial weights lack positional_encoding.B".into())
+    })
 }
 
 fn adam(params: &FfnTrainParams) -> AdamParams {
@@ -180,13 +197,29 @@ struct FusedStepper {
 }
 
 impl FusedStepper {
-    fn new(config: &FfnConfig, init: &HashMap<String, Tensor>, target: &ImageTensor, params: &FfnTrainParams) -> Result<Self> {
+    fn new(
+        config: &FfnConfig,
+        init: &HashMap<String, Tensor>,
+        target: &ImageTensor,
+        params: &FfnTrainParams,
+    ) -> Result<Self> {
         let b = b_matrix(init)?.clone();
         let features = with_f32_slice(&fixed_features(config, &b)?, <[f32]>::to_vec)?;
         let vec = |name: String| with_f32_slice(&init[&name], <[f32]>::to_vec);
-        let weights = (0..config.num_layers).map(|i| vec(format!("net.{i}.linear.weight"))).collect::<Result<_>>()?;
-        let biases = (0..config.num_layers).map(|i| vec(format!("net.{i}.linear.bias"))).collect::<Result<_>>()?;
-        let inner = FusedFfn::new(config, features, target.data.clone(), weights, biases, adam(params));
+        let weights = (0..config.num_layers)
+            .map(|i| vec(format!("net.{i}.linear.weight")))
+            .collect::<Result<_>>()?;
+        let biases = (0..config.num_layers)
+            .map(|i| vec(format!("net.{i}.linear.bias")))
+            .collect::<Result<_>>()?;
+        let inner = FusedFfn::new(
+            config,
+            features,
+            target.data.clone(),
+            weights,
+            biases,
+            adam(params),
+        );
         Ok(FusedStepper { inner, b })
     }
 }
@@ -202,9 +235,21 @@ impl FfnStepper for FusedStepper {
 
     fn weights(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::from([("positional_encoding.B".to_string(), self.b.clone())]);
-        for (i, (w, b)) in self.inner.weights.iter().zip(&self.inner.biases).enumerate() {
-            out.insert(format!("net.{i}.linear.weight"), Tensor::from_slice(w, (b.len(), w.len() / b.len()), &Device::Cpu)?);
-            out.insert(format!("net.{i}.linear.bias"), Tensor::from_slice(b, b.len(), &Device::Cpu)?);
+        for (i, (w, b)) in self
+            .inner
+            .weights
+            .iter()
+            .zip(&self.inner.biases)
+            .enumerate()
+        {
+            out.insert(
+                format!("net.{i}.linear.weight"),
+                Tensor::from_slice(w, (b.len(), w.len() / b.len()), &Device::Cpu)?,
+            );
+            out.insert(
+                format!("net.{i}.linear.bias"),
+                Tensor::from_slice(b, b.len(), &Device::Cpu)?,
+            );
         }
         Ok(out)
     }
@@ -219,15 +264,29 @@ struct AutogradStepper {
 }
 
 impl AutogradStepper {
-    fn new(config: &FfnConfig, init: &HashMap<String, Tensor>, target: &ImageTensor, params: &FfnTrainParams, device: &Device) -> Result<Self> {
+    fn new(
+        config: &FfnConfig,
+        init: &HashMap<String, Tensor>,
+        target: &ImageTensor,
+        params: &FfnTrainParams,
+        device: &Device,
+    ) -> Result<Self> {
         let b = b_matrix(init)?.to_device(device)?;
-        let var = |name: String| -> Result<Var> { Ok(Var::from_tensor(&init[&name].to_device(device)?)?) };
+        let var = |name: String| -> Result<Var> {
+            Ok(Var::from_tensor(&init[&name].to_device(device)?)?)
+        };
         let mut vars = Vec::new();
         let mut layers = Vec::new();
         for i in 0..config.num_layers {
-            let (w, bias) = (var(format!("net.{i}.linear.weight"))?, var(format!("net.{i}.linear.bias"))?);
+            let (w, bias) = (
+                var(format!("net.{i}.linear.weight"))?,
+                var(format!("net.{i}.linear.bias"))?,
+            );
             // The layer shares storage with the variables that the optimiser updates in place.
-            layers.push(Linear::new(w.as_tensor().clone(), Some(bias.as_tensor().clone())));
+            layers.push(Linear::new(
+                w.as_tensor().clone(),
+                Some(bias.as_tensor().clone()),
+            ));
             vars.extend([w, bias]);
         }
         let model = Ffn::new(config.clone(), FourierFeatures::new(b.clone()), layers);
@@ -244,7 +303,11 @@ impl AutogradStepper {
         )?;
         Ok(AutogradStepper {
             features: fixed_features(config, b_matrix(init)?)?.to_device(device)?,
-            target: Tensor::from_slice(&target.data, (config.num_pixels(), config.dim_out), device)?,
+            target: Tensor::from_slice(
+                &target.data,
+                (config.num_pixels(), config.dim_out),
+                device,
+            )?,
             model,
             opt,
         })
@@ -282,8 +345,10 @@ fn progress_bar(params: &FfnTrainParams) -> ProgressBar {
     }
     let bar = ProgressBar::new(params.iters as u64);
     bar.set_style(
-        ProgressStyle::with_template("training FFN {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("static template is valid"),
+        ProgressStyle::with_template(
+            "training FFN {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("static template is valid"),
     );
     bar
 }

@@ -85,9 +85,16 @@ impl FusedFfn {
         biases: Vec<Vec<f32>>,
         hyper: AdamParams,
     ) -> Self {
-        let dims: Vec<_> = (0..config.num_layers).map(|i| config.layer_dims(i)).collect();
+        let dims: Vec<_> = (0..config.num_layers)
+            .map(|i| config.layer_dims(i))
+            .collect();
         let p = config.num_pixels();
-        let widest = dims.iter().map(|&(_, o)| o).chain(dims.iter().skip(1).map(|&(i, _)| i)).max().unwrap_or(0);
+        let widest = dims
+            .iter()
+            .map(|&(_, o)| o)
+            .chain(dims.iter().skip(1).map(|&(i, _)| i))
+            .max()
+            .unwrap_or(0);
         FusedFfn {
             final_act: config.final_act,
             pixels: p,
@@ -136,7 +143,12 @@ impl FusedFfn {
     pub(crate) fn predict(&mut self) -> Vec<f32> {
         self.forward();
         let act = self.final_act;
-        self.outputs.last().expect("at least 2 layers").iter().map(|&z| activate(act, z)).collect()
+        self.outputs
+            .last()
+            .expect("at least 2 layers")
+            .iter()
+            .map(|&z| activate(act, z))
+            .collect()
     }
 
     /// One Adam step on the MSE loss; returns the loss before the step.
@@ -148,7 +160,12 @@ impl FusedFfn {
         }
         self.steps += 1;
         for l in 0..self.dims.len() {
-            self.adam_w[l].update(&mut self.weights[l], &self.grad_w[l], self.steps, self.hyper);
+            self.adam_w[l].update(
+                &mut self.weights[l],
+                &self.grad_w[l],
+                self.steps,
+                self.hyper,
+            );
             self.adam_b[l].update(&mut self.biases[l], &self.grad_b[l], self.steps, self.hyper);
         }
         loss
@@ -182,7 +199,11 @@ impl FusedFfn {
     fn backward_layer(&mut self, l: usize) {
         let (fan_in, fan_out) = self.dims[l];
         let p = self.pixels;
-        let input = if l == 0 { &self.features } else { &self.outputs[l - 1] };
+        let input = if l == 0 {
+            &self.features
+        } else {
+            &self.outputs[l - 1]
+        };
         let dz = &self.grad_z[..p * fan_out];
         matmul(
             &mut self.grad_w[l],
@@ -195,7 +216,12 @@ impl FusedFfn {
             return;
         }
         let da = &mut self.grad_a[..p * fan_in];
-        matmul(da, MatRef::row_major(dz, p, fan_out), MatRef::row_major(&self.weights[l], fan_out, fan_in), false);
+        matmul(
+            da,
+            MatRef::row_major(dz, p, fan_out),
+            MatRef::row_major(&self.weights[l], fan_out, fan_in),
+            false,
+        );
         self.grad_z[..p * fan_in]
             .par_chunks_mut(fan_in)
             .zip(da.par_chunks(fan_in).zip(input.par_chunks(fan_in)))

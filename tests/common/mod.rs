@@ -29,13 +29,21 @@ pub fn load(path: PathBuf) -> HashMap<String, Tensor> {
 }
 
 pub fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Largest difference relative to the reference, where values near zero are measured against
@@ -54,6 +62,10 @@ pub fn max_rel_diff(ours: &[f32], reference: &[f32]) -> f32 {
 pub fn grid(data: &[f32], height: usize, width: usize, step: usize) -> Vec<f32> {
     let p = height * width;
     data.chunks_exact(p)
-        .flat_map(|m| (0..height).step_by(step).flat_map(move |h| (0..width).step_by(step).map(move |w| m[h * width + w])))
+        .flat_map(|m| {
+            (0..height)
+                .step_by(step)
+                .flat_map(move |h| (0..width).step_by(step).map(move |w| m[h * width + w]))
+        })
         .collect()
 }
