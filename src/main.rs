@@ -165,6 +165,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -202,19 +203,30 @@ fn train_cmd(a: TrainFfnArgs, device: &Device) -> CliResult {
         seed: a.seed,
         ..FfnTrainParams::default()
     };
-    let (model, report) = train_ffn(
+    let input = a.image.display().to_string();
+    train_and_save(
         FfnConfig::with_width(a.width, h, w),
         &target,
         &params,
+        &input,
+        &a.out,
         device,
     )?;
-    save_trained(
-        &a.out,
-        &model,
-        &report,
-        &params,
-        &a.image.display().to_string(),
-    )
+    Ok(())
+}
+
+/// Trains an FFN, saves it as a model folder and reports the result.
+fn train_and_save(
+    config: FfnConfig,
+    target: &ImageTensor,
+    params: &FfnTrainParams,
+    input: &str,
+    out: &Path,
+    device: &Device,
+) -> CliResult<Ffn> {
+    let (model, report) = train_ffn(config, target, params, device)?;
+    save_trained(out, &model, &report, params, input)?;
+    Ok(model)
 }
 
 fn save_trained(
@@ -335,14 +347,8 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
         seed: a.seed,
         ..FfnTrainParams::default()
     };
-    let (model, report) = train_ffn(
-        FfnConfig::with_width(a.width, h, w),
-        &target,
-        &params,
-        device,
-    )?;
-    let model_dir = a.out.join("ffn");
-    save_trained(&model_dir, &model, &report, &params, &input)?;
+    let config = FfnConfig::with_width(a.width, h, w);
+    let model = train_and_save(config, &target, &params, &input, &a.out.join("ffn"), device)?;
     write_png(
         &a.out.join("reconstruction.png"),
         &prediction(&model, device)?.to_rgb8(),

@@ -109,6 +109,31 @@ pub fn matmul(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     }
 }
 
+/// A zero-filled f32 buffer for large outputs. On Linux the buffer is marked for transparent
+/// huge pages before it is first touched, which halves the cost of faulting in a fresh canvas
+/// (hundreds of MB) where THP is in `madvise` mode. Elsewhere it is a plain `vec![0.0; n]`.
+pub fn zeroed_buffer(n: usize) -> Vec<f32> {
+    let v = vec![0.0f32; n];
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(&v);
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(v: &[f32]) {
+    const HUGE: usize = 2 << 20;
+    let start = v.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(v);
+    let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if hi > lo {
+        // SAFETY: [lo, hi) lies inside the buffer we own; MADV_HUGEPAGE changes no contents or
+        // semantics, only how the kernel backs the pages. A failure is harmless and ignored.
+        unsafe {
+            libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,30 +167,5 @@ mod tests {
         );
         assert_eq!(t, [1.0, 4.0, 14.0, 32.0]);
         assert_eq!(transpose(&a, 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-    }
-}
-
-/// A zero-filled f32 buffer for large outputs. On Linux the buffer is marked for transparent
-/// huge pages before it is first touched, which halves the cost of faulting in a fresh canvas
-/// (hundreds of MB) where THP is in `madvise` mode. Elsewhere it is a plain `vec![0.0; n]`.
-pub fn zeroed_buffer(n: usize) -> Vec<f32> {
-    let v = vec![0.0f32; n];
-    #[cfg(target_os = "linux")]
-    advise_huge_pages(&v);
-    v
-}
-
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(v: &[f32]) {
-    const HUGE: usize = 2 << 20;
-    let start = v.as_ptr() as usize;
-    let end = start + std::mem::size_of_val(v);
-    let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-    if hi > lo {
-        // SAFETY: [lo, hi) lies inside the buffer we own; MADV_HUGEPAGE changes no contents or
-        // semantics, only how the kernel backs the pages. A failure is harmless and ignored.
-        unsafe {
-            libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
-        }
     }
 }

@@ -41,6 +41,10 @@ fn err(args: &[&str]) -> String {
     err_with(1, args)
 }
 
+fn write_summary(model: &Path, out: &Path) {
+    ok(&["canvas", "--model", s(model), "--out", s(out), "--summary"]);
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -97,14 +101,7 @@ fn train_canvas_render_on_a_generated_image() {
     assert!(max_abs_diff(&summed, &flat(&t["output"])) < 1e-5);
 
     let summary = dir.path().join("s.safetensors");
-    ok(&[
-        "canvas",
-        "--model",
-        s(&model),
-        "--out",
-        s(&summary),
-        "--summary",
-    ]);
+    write_summary(&model, &summary);
     let t = load(summary);
     assert_eq!(t["layer1.sum_hw"].dims(), &[16]);
     assert_eq!(t["layer3_rgb.sum_neurons"].dims(), &[3, 16, 32]);
@@ -192,14 +189,7 @@ fn import_then_canvas_reproduces_the_official_reductions() {
         s(&model),
     ]);
     let summary = dir.path().join("s.safetensors");
-    ok(&[
-        "canvas",
-        "--model",
-        s(&model),
-        "--out",
-        s(&summary),
-        "--summary",
-    ]);
+    write_summary(&model, &summary);
     let ours = load(summary);
     let maps = load(g.join("maps.safetensors"));
     for (layer, official) in [
