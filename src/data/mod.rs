@@ -3,4 +3,6 @@
 
 pub mod coords;
 pub mod image;
+pub mod panoptic;
+pub mod resize;
 pub mod synthetic;
