@@ -24,6 +24,11 @@ pub enum XincError {
     #[error("{}: invalid configuration: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
 
+    /// A dataset's files disagree with each other or with the format (a segment id missing from
+    /// the JSON, a frame without its annotation, a flow array of the wrong shape, …).
+    #[error("{}: malformed dataset: {reason}", path.display())]
+    Dataset { path: PathBuf, reason: String },
+
     /// A checkpoint container (PyTorch zip/pickle or safetensors) is unreadable or unsafe.
     #[error("{}: cannot read checkpoint: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
@@ -85,6 +90,14 @@ impl XincError {
     /// A configuration error for `path`.
     pub fn config(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         XincError::Config {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A malformed-dataset error for `path`.
+    pub fn dataset(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        XincError::Dataset {
             path: path.into(),
             reason: reason.into(),
         }

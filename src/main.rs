@@ -7,7 +7,10 @@ use std::time::Instant;
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_summary, write_ffn_canvas, FfnLayer, DEFAULT_TILE};
+use xinc::data::clip::{open_clip, ClipOptions};
 use xinc::data::image::{load_rgb_resized, write_png, ImageTensor};
+use xinc::data::panoptic::{Clip, DatasetFormat};
+use xinc::data::synth::{generate, SynthParams};
 use xinc::data::synthetic::street_scene;
 use xinc::models::ffn::{Ffn, FfnConfig};
 use xinc::models::import::{ffn_config_from_tensors, ffn_config_from_yaml, read_official_tensors};
@@ -38,9 +41,52 @@ enum Command {
     Canvas(CanvasArgs),
     /// Write a model's reconstruction as PNG.
     Render(RenderArgs),
-    /// The main job: train an FFN on a generated (or given) image and write its canvas and a grid
-    /// of maps.
+    /// The main job: train an FFN on the first frame of the bundled clip (or a given image) and
+    /// write its canvas and a grid of maps.
     Demo(DemoArgs),
+    /// Generate a synthetic panoptic street clip in the Cityscapes-VPS or VIPSeg format.
+    Synth(SynthArgs),
+    /// Load a dataset clip and print its annotated segments per frame.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// `cityscapes-vps` or `vipseg`.
+    #[arg(long, default_value = "cityscapes-vps")]
+    format: DatasetFormat,
+    #[arg(long, default_value_t = 30)]
+    frames: usize,
+    /// Frame size HxW.
+    #[arg(long, default_value = "256x512", value_parser = parse_size)]
+    size: [usize; 2],
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Video id (default: 0005 for Cityscapes-VPS, 26_cblDl5vCZnw for VIPSeg).
+    #[arg(long)]
+    video: Option<String>,
+    /// Also write the exact flow vectors (flows_uv/*.npy, f32 [H, W, 2]); the 8-bit magnitude
+    /// maps (flows/*.npy) are always written.
+    #[arg(long)]
+    vector_flow: bool,
+    /// Dataset root to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Dataset root (the folder holding the Cityscapes-VPS or VIPSeg JSON).
+    path: PathBuf,
+    /// Video id (default: the first).
+    #[arg(long)]
+    video: Option<String>,
+    /// Working resolution HxW at which masks are read.
+    #[arg(long, default_value = "128x256", value_parser = parse_size)]
+    size: [usize; 2],
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -126,9 +172,12 @@ struct DemoArgs {
     /// Output folder.
     #[arg(long, default_value = "out")]
     out: PathBuf,
-    /// Train on this image instead of the generated street scene.
+    /// Train on this image instead of the bundled clip's first frame.
     #[arg(long)]
     image: Option<PathBuf>,
+    /// Dataset root whose first frame is learned (a generated scene is used when it is absent).
+    #[arg(long, default_value = "data/cityscapes_vps")]
+    clip: PathBuf,
     #[arg(long, default_value = "128x256", value_parser = parse_size)]
     size: [usize; 2],
     #[arg(long, default_value_t = 104)]
@@ -182,6 +231,8 @@ fn run(cli: Cli) -> CliResult {
         Command::Canvas(a) => canvas_cmd(a, &device),
         Command::Render(a) => render_cmd(a, &device),
         Command::Demo(a) => demo_cmd(a, &device),
+        Command::Synth(a) => synth_cmd(a),
+        Command::Inspect(a) => inspect_cmd(a),
     }
 }
 
@@ -331,17 +382,8 @@ fn prediction(model: &Ffn, device: &Device) -> CliResult<ImageTensor> {
 fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
     let [h, w] = a.size;
     std::fs::create_dir_all(&a.out).map_err(|e| XincError::io(&a.out, e))?;
-    let (target, input) = match &a.image {
-        Some(path) => (load_rgb_resized(path, h, w)?, path.display().to_string()),
-        None => {
-            let scene = street_scene(h, w);
-            write_png(&a.out.join("input.png"), &scene)?;
-            (
-                ImageTensor::from_rgb8(&scene),
-                format!("generated street scene {h}x{w}"),
-            )
-        }
-    };
+    let (target, input) = demo_input(&a)?;
+    write_png(&a.out.join("input.png"), &target.to_rgb8())?;
     let params = FfnTrainParams {
         iters: a.iters,
         seed: a.seed,
@@ -399,6 +441,37 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
     Ok(())
 }
 
+/// The image the demo learns: `--image`, else the first frame of `--clip`, else a generated scene.
+fn demo_input(a: &DemoArgs) -> CliResult<(ImageTensor, String)> {
+    let [h, w] = a.size;
+    if let Some(path) = &a.image {
+        return Ok((load_rgb_resized(path, h, w)?, path.display().to_string()));
+    }
+    if a.clip.exists() {
+        let clip = open_clip(
+            &a.clip,
+            &ClipOptions {
+                size: a.size,
+                video: None,
+            },
+        )?;
+        let first = clip
+            .frames
+            .first()
+            .map(|f| f.display().to_string())
+            .unwrap_or_default();
+        return Ok((clip.frame_ffn(0)?, first));
+    }
+    tracing::warn!(
+        "{} not found: learning a generated street scene",
+        a.clip.display()
+    );
+    Ok((
+        ImageTensor::from_rgb8(&street_scene(h, w)),
+        format!("generated street scene {h}x{w}"),
+    ))
+}
+
 /// One row per summed layer: its `per_row` maps with the largest absolute contribution.
 fn demo_grid(canvas: &xinc::canvas::Canvas, per_row: usize) -> image::RgbImage {
     let mut maps: Vec<&[f32]> = Vec::new();
@@ -409,4 +482,101 @@ fn demo_grid(canvas: &xinc::canvas::Canvas, per_row: usize) -> image::RgbImage {
         maps.extend(order.iter().take(per_row).map(|&i| m.map(i)));
     }
     xinc::plot::map_grid(&maps, canvas.height, canvas.width, per_row, 4)
+}
+
+fn synth_cmd(a: SynthArgs) -> CliResult {
+    let params = SynthParams {
+        format: a.format,
+        frames: a.frames,
+        size: a.size,
+        seed: a.seed,
+        vector_flow: a.vector_flow,
+        video: a.video,
+    };
+    let summary = generate(&params, &a.out)?;
+    let names: Vec<&str> = summary.instances.iter().map(|i| i.name.as_str()).collect();
+    println!(
+        "wrote {:?} clip `{}`: {} frames of {}x{}, {} annotated, moving things [{}] -> {}",
+        summary.format,
+        summary.video,
+        summary.frames,
+        summary.size[0],
+        summary.size[1],
+        summary.annotated_frames,
+        names.join(", "),
+        summary.root.display()
+    );
+    Ok(())
+}
+
+fn inspect_cmd(a: InspectArgs) -> CliResult {
+    let clip = open_clip(
+        &a.path,
+        &ClipOptions {
+            size: a.size,
+            video: a.video,
+        },
+    )?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&clip_json(&clip)).expect("JSON values serialise")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:?} video {}: {} frames, {} annotated, masks at {}x{}, flow: {}",
+        clip.format,
+        clip.video,
+        clip.frames.len(),
+        clip.annotations.len(),
+        clip.size[0],
+        clip.size[1],
+        if clip.flows.is_some() { "yes" } else { "no" }
+    );
+    for frame in &clip.annotations {
+        println!("\nframe {} ({}):", frame.frame_index, frame.image_id);
+        println!(
+            "  {:<22} {:<16} {:<6} {:>7}  bbox [x, y, w, h]",
+            "instance", "category", "kind", "area"
+        );
+        for s in &frame.segments {
+            let kind = match (s.isthing, s.iscrowd) {
+                (true, true) => "crowd",
+                (true, false) => "thing",
+                _ => "stuff",
+            };
+            println!(
+                "  {:<22} {:<16} {:<6} {:>7}  {:?}",
+                s.instance, s.category, kind, s.area, s.bbox
+            );
+        }
+    }
+    Ok(())
+}
+
+fn clip_json(clip: &Clip) -> serde_json::Value {
+    let frames: Vec<serde_json::Value> = clip
+        .annotations
+        .iter()
+        .map(|f| {
+            let segments: Vec<serde_json::Value> = f
+                .segments
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "instance": s.instance, "segment_id": s.segment_id, "category_id": s.category_id,
+                        "category": s.category, "isthing": s.isthing, "iscrowd": s.iscrowd,
+                        "area": s.area, "bbox": s.bbox,
+                    })
+                })
+                .collect();
+            serde_json::json!({"frame_index": f.frame_index, "image_id": f.image_id, "segments": segments})
+        })
+        .collect();
+    serde_json::json!({
+        "format": clip.format, "video": clip.video, "frames": clip.frames.len(),
+        "size": clip.size, "has_flow": clip.flows.is_some(), "instances": clip.instance_names(),
+        "annotated_frames": frames,
+    })
 }

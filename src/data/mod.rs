@@ -1,8 +1,13 @@
 //! The data layer: images read and resized exactly as the official pipelines do, and the
 //! coordinate grids that image INRs take as input. Nothing here knows about models.
 
+pub mod cityscapes;
+pub mod clip;
 pub mod coords;
+pub mod flow;
 pub mod image;
 pub mod panoptic;
 pub mod resize;
+pub mod synth;
 pub mod synthetic;
+pub mod vipseg;

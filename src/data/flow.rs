@@ -1,0 +1,307 @@
+//! Optical-flow maps of the XINC datasets (spec B.5, F.3): one NumPy `.npy` file per frame.
+//!
+//! Two layouts are read:
+//! - a 2-D array `[H0, W0]` of any integer or float dtype, read as the official code does: divided
+//!   by 255 (8-bit-scaled flow magnitude), cropped like the frames and bicubic-resized;
+//! - a 3-D float array `[H0, W0, 2]` of displacements `(u, v)` in pixels: both planes cropped and
+//!   bicubic-resized, then `u` scaled by `W / W_crop` and `v` by `H / H_crop`, so that they are
+//!   displacements in working-resolution pixels.
+//!
+//! The header is checked before NumPy's parser sees it (length, nesting, shape product), so that
+//! a corrupt file is an error, never a huge allocation or an overflow.
+
+use std::path::Path;
+
+use npyz::{DType, NpyFile, TypeChar};
+
+use crate::data::resize::{crop_planar, resize_bicubic};
+use crate::error::{Result, XincError};
+
+/// A flow map at the working resolution.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FlowMap {
+    /// A scalar map (the official 2-D layout divided by 255), row-major.
+    Magnitude {
+        /// Working height.
+        height: usize,
+        /// Working width.
+        width: usize,
+        /// `height·width` values.
+        data: Vec<f32>,
+    },
+    /// Horizontal and vertical displacements in working-resolution pixels, row-major.
+    Vector {
+        /// Working height.
+        height: usize,
+        /// Working width.
+        width: usize,
+        /// Horizontal displacement (+x right), `height·width` values.
+        u: Vec<f32>,
+        /// Vertical displacement (+y down), `height·width` values.
+        v: Vec<f32>,
+    },
+}
+
+impl FlowMap {
+    /// Height of the map.
+    pub fn height(&self) -> usize {
+        match self {
+            FlowMap::Magnitude { height, .. } | FlowMap::Vector { height, .. } => *height,
+        }
+    }
+
+    /// Width of the map.
+    pub fn width(&self) -> usize {
+        match self {
+            FlowMap::Magnitude { width, .. } | FlowMap::Vector { width, .. } => *width,
+        }
+    }
+
+    /// The per-pixel magnitude: the map itself for [`FlowMap::Magnitude`], `√(u² + v²)` for
+    /// [`FlowMap::Vector`].
+    pub fn magnitude(&self) -> Vec<f32> {
+        match self {
+            FlowMap::Magnitude { data, .. } => data.clone(),
+            FlowMap::Vector { u, v, .. } => u.iter().zip(v).map(|(a, b)| a.hypot(*b)).collect(),
+        }
+    }
+}
+
+/// Reads the flow file `path` and brings it to the working size `size` (`[H, W]`), after the
+/// crop `window(H0, W0)` → `(top, left, height, width)` that the frames get.
+pub fn load_flow(
+    path: &Path,
+    size: [usize; 2],
+    window: impl Fn(usize, usize) -> (usize, usize, usize, usize),
+) -> Result<FlowMap> {
+    let array = read_npy(path)?;
+    let [out_h, out_w] = size;
+    match *array.shape.as_slice() {
+        [h, w] => {
+            let scaled: Vec<f32> = array.values.iter().map(|&x| (x / 255.0) as f32).collect();
+            let win = window(h, w);
+            let cropped = crop_planar(&scaled, 1, h, w, win);
+            Ok(FlowMap::Magnitude {
+                height: out_h,
+                width: out_w,
+                data: resize_bicubic(&cropped, 1, win.2, win.3, out_h, out_w),
+            })
+        }
+        [h, w, 2] if array.is_float => {
+            let win = window(h, w);
+            let plane = |c: usize, scale: f32| -> Vec<f32> {
+                let values: Vec<f32> = array.values[c..]
+                    .iter()
+                    .step_by(2)
+                    .map(|&x| x as f32)
+                    .collect();
+                let cropped = crop_planar(&values, 1, h, w, win);
+                let resized = resize_bicubic(&cropped, 1, win.2, win.3, out_h, out_w);
+                resized.into_iter().map(|x| x * scale).collect()
+            };
+            Ok(FlowMap::Vector {
+                height: out_h,
+                width: out_w,
+                u: plane(0, out_w as f32 / win.3 as f32),
+                v: plane(1, out_h as f32 / win.2 as f32),
+            })
+        }
+        [_, _, 2] => Err(XincError::dataset(
+            path,
+            "a [H, W, 2] flow must have a float dtype",
+        )),
+        _ => Err(XincError::dataset(
+            path,
+            format!(
+                "flow must be a [H, W] or [H, W, 2] array, found shape {:?}",
+                array.shape
+            ),
+        )),
+    }
+}
+
+/// A numeric `.npy` array, values converted to f64 in C (row-major) order.
+struct NpyArray {
+    shape: Vec<usize>,
+    values: Vec<f64>,
+    is_float: bool,
+}
+
+/// Reads a `.npy` file of a plain integer or float dtype, with no zero-sized dimension.
+fn read_npy(path: &Path) -> Result<NpyArray> {
+    let bad = |reason: String| XincError::dataset(path, reason);
+    let bytes = std::fs::read(path).map_err(|e| XincError::io(path, e))?;
+    let (data_start, shape) = check_header(&bytes).map_err(bad)?;
+    let npy = NpyFile::new(&bytes[..]).map_err(|e| bad(format!("invalid .npy header: {e}")))?;
+    let declared: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    if npy.shape() != declared.as_slice() {
+        return Err(bad(format!("ambiguous .npy shape {:?}", npy.shape())));
+    }
+    let DType::Plain(ty) = npy.dtype() else {
+        return Err(bad(format!("unsupported dtype {}", npy.dtype().descr())));
+    };
+    let present = bytes.len() - data_start;
+    let needed = shape
+        .iter()
+        .product::<usize>()
+        .checked_mul(ty.size_field() as usize);
+    if needed.is_none_or(|n| n > present) {
+        let needed = needed.map_or("more".into(), |n| n.to_string());
+        return Err(bad(format!(
+            "truncated: shape {shape:?} of {ty} needs {needed} data bytes, {present} present"
+        )));
+    }
+    let strides: Vec<usize> = npy.strides().iter().map(|&s| s as usize).collect();
+    let is_float = ty.type_char() == TypeChar::Float;
+    let stored = read_values(npy, &ty).map_err(bad)?;
+    Ok(NpyArray {
+        values: to_c_order(&stored, &shape, &strides),
+        shape,
+        is_float,
+    })
+}
+
+/// The values of an npy file of a plain numeric dtype, converted to f64, in storage order.
+fn read_values(npy: NpyFile<&[u8]>, ty: &npyz::TypeStr) -> std::result::Result<Vec<f64>, String> {
+    fn all<T: npyz::Deserialize>(
+        npy: NpyFile<&[u8]>,
+        cast: fn(T) -> f64,
+    ) -> std::result::Result<Vec<f64>, String> {
+        let values: Vec<T> = npy.into_vec().map_err(|e| e.to_string())?;
+        Ok(values.into_iter().map(cast).collect())
+    }
+    match (ty.type_char(), ty.size_field()) {
+        (TypeChar::Float, 4) => all::<f32>(npy, f64::from),
+        (TypeChar::Float, 8) => all::<f64>(npy, |x| x),
+        (TypeChar::Int, 1) => all::<i8>(npy, f64::from),
+        (TypeChar::Int, 2) => all::<i16>(npy, f64::from),
+        (TypeChar::Int, 4) => all::<i32>(npy, f64::from),
+        (TypeChar::Int, 8) => all::<i64>(npy, |x| x as f64),
+        (TypeChar::Uint, 1) => all::<u8>(npy, f64::from),
+        (TypeChar::Uint, 2) => all::<u16>(npy, f64::from),
+        (TypeChar::Uint, 4) => all::<u32>(npy, f64::from),
+        (TypeChar::Uint, 8) => all::<u64>(npy, |x| x as f64),
+        _ => Err(format!(
+            "unsupported dtype {ty} (expected an integer or a 32/64-bit float)"
+        )),
+    }
+}
+
+/// Reorders values stored with `strides` (C or Fortran order) into C order.
+fn to_c_order(stored: &[f64], shape: &[usize], strides: &[usize]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(stored.len());
+    let mut index = vec![0usize; shape.len()];
+    for _ in 0..stored.len() {
+        let at: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
+        out.push(stored.get(at).copied().unwrap_or(0.0));
+        for (i, &d) in index.iter_mut().zip(shape).rev() {
+            *i += 1;
+            if *i < d {
+                break;
+            }
+            *i = 0;
+        }
+    }
+    out
+}
+
+/// Longest header accepted (NumPy writes well under 1 KiB).
+const MAX_HEADER: usize = 1 << 16;
+/// Deepest bracket nesting accepted in the header (NumPy writes 2).
+const MAX_NESTING: usize = 8;
+
+/// Checks the pre-header and header text of an npy file, returning the offset of the data and
+/// the array shape (each dimension positive, their product within `usize`).
+fn check_header(bytes: &[u8]) -> std::result::Result<(usize, Vec<usize>), String> {
+    if bytes.len() < 10 || !bytes.starts_with(b"\x93NUMPY") {
+        return Err("not a .npy file (magic `\\x93NUMPY` missing)".into());
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    if len > MAX_HEADER || start + len > bytes.len() {
+        return Err(format!("header of {len} bytes is longer than the file"));
+    }
+    let text = String::from_utf8_lossy(&bytes[start..start + len]);
+    check_nesting(&text)?;
+    let shape = parse_shape(&text)?;
+    Ok((start + len, shape))
+}
+
+fn check_nesting(text: &str) -> std::result::Result<(), String> {
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NESTING {
+            return Err("header nests too deeply".into());
+        }
+    }
+    Ok(())
+}
+
+/// The `'shape': (…)` entry of the header dict: positive dimensions whose product fits.
+fn parse_shape(text: &str) -> std::result::Result<Vec<usize>, String> {
+    let keys: Vec<usize> = ["'shape'", "\"shape\""]
+        .iter()
+        .flat_map(|k| text.match_indices(k).map(|(i, k)| i + k.len()))
+        .filter(|&i| text[i..].trim_start().starts_with(':'))
+        .collect();
+    let [after] = keys.as_slice() else {
+        return Err("header has no single `shape` entry".into());
+    };
+    let rest = text[*after..].trim_start()[1..].trim_start();
+    let inner = rest
+        .strip_prefix(['(', '['])
+        .and_then(|r| r.split_once([')', ']']))
+        .map(|(inner, _)| inner)
+        .ok_or("header `shape` is not a tuple")?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.trim_end_matches('L').parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| format!("header `shape` ({inner}) is not a tuple of sizes"))?;
+    if shape.contains(&0) {
+        return Err(format!("empty array of shape {shape:?}"));
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    Ok(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_are_parsed_and_checked() {
+        let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4, 2), }";
+        assert_eq!(parse_shape(h).unwrap(), vec![3, 4, 2]);
+        assert!(parse_shape("{'shape': (0, 4), }").is_err());
+        assert!(parse_shape("{'shape': (4294967296, 4294967296, 4294967296), }").is_err());
+        assert!(parse_shape("{'descr': '<f4', }").is_err());
+        assert!(check_nesting(&"(".repeat(100)).is_err());
+    }
+
+    #[test]
+    fn fortran_order_is_reordered() {
+        // [2, 3] stored column-major: strides (1, 2).
+        let stored = [0.0, 3.0, 1.0, 4.0, 2.0, 5.0];
+        assert_eq!(
+            to_c_order(&stored, &[2, 3], &[1, 2]),
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        );
+    }
+}
