@@ -209,6 +209,12 @@ fn parse_size(s: &str) -> Result<[usize; 2], String> {
 }
 
 fn main() {
+    // Behave like other command-line tools when the reader of a pipe leaves (`xinc inspect | head`).
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

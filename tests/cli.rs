@@ -218,3 +218,45 @@ fn import_then_canvas_reproduces_the_official_reductions() {
     assert!(diffs.iter().all(|&d| d <= 1));
     assert!(diffs.iter().filter(|&&d| d == 0).count() as f64 / diffs.len() as f64 > 0.999);
 }
+
+#[test]
+fn synth_then_inspect_in_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, annotated) in [("vipseg", 6), ("cityscapes-vps", 2)] {
+        let root = dir.path().join(format);
+        let out = ok(&[
+            "synth",
+            "--format",
+            format,
+            "--frames",
+            "6",
+            "--size",
+            "32x64",
+            "--seed",
+            "2",
+            "--out",
+            s(&root),
+        ]);
+        assert!(out.contains("6 frames of 32x64"), "{out}");
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(&["inspect", s(&root), "--json", "--size", "16x32"])).unwrap();
+        assert_eq!(json["frames"], 6);
+        assert_eq!(json["size"], serde_json::json!([16, 32]));
+        let frames = json["annotated_frames"].as_array().unwrap();
+        assert_eq!(frames.len(), annotated, "{format}");
+        assert!(frames[0]["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["category"] == "sky"));
+        let table = ok(&["inspect", s(&root)]);
+        assert!(
+            table.contains("instance") && table.contains("bbox"),
+            "{table}"
+        );
+    }
+    let msg = err(&["inspect", s(&dir.path().join("nothing here"))]);
+    assert!(msg.contains("nothing here"), "{msg}");
+    let msg = err_with(2, &["synth", "--format", "kitti", "--out", s(dir.path())]);
+    assert!(msg.contains("kitti"), "{msg}");
+}

@@ -26,7 +26,7 @@ fn seeded_training_reaches_the_pinned_psnr_and_keeps_the_best_model() {
     let (model, report) = train_ffn(config.clone(), &target, &params(1), &Device::Cpu).unwrap();
     println!("history: {:?}", report.history);
     // Pinned from a real run of this exact setting (seed 1, 300 iterations, width 32).
-    const PINNED_PSNR: f64 = 16.117;
+    const PINNED_PSNR: f64 = 16.2587;
     assert!(
         (report.best_psnr - PINNED_PSNR).abs() < 0.05,
         "best PSNR {:.4} dB",

@@ -112,6 +112,9 @@ pub struct SynthInstance {
     pub velocity: [f32; 2],
     /// Number of frames where at least one of its pixels is visible.
     pub visible_frames: usize,
+    /// Its index in [`crate::data::synthetic::StreetVideo::things`] (its
+    /// [`crate::data::synthetic::Label::Thing`] in the rendered labels).
+    pub thing: usize,
 }
 
 impl fmt::Display for SynthSummary {
@@ -481,6 +484,7 @@ impl Codes {
                     value: u32::from(code.value),
                     velocity: thing.velocity.map(|v| v as f32),
                     visible_frames: visible[i],
+                    thing: i,
                 };
                 (thing.class, numbers[i], instance)
             })
