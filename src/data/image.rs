@@ -237,6 +237,30 @@ mod tests {
     }
 
     #[test]
+    fn resize_is_bit_exact_with_pillow() {
+        // Fixtures written by scripts/make-pillow-fixtures.py with Pillow 13.0
+        // (`Image.resize((w, h), BILINEAR)`): downsampling by non-integer factors on both axes,
+        // one axis only, and upsampling.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pillow");
+        let input = read_rgb8(&dir.join("input.png")).unwrap();
+        for (h, w) in [(16, 32), (13, 40), (75, 50), (100, 200), (37, 131)] {
+            let pillow = read_rgb8(&dir.join(format!("bilinear_{h}x{w}.png"))).unwrap();
+            let ours = resize_bilinear_antialias(&input, h, w);
+            assert_eq!(ours.dimensions(), pillow.dimensions());
+            let differing = ours
+                .as_raw()
+                .iter()
+                .zip(pillow.as_raw())
+                .filter(|(a, b)| a != b)
+                .count();
+            assert_eq!(
+                differing, 0,
+                "{h}x{w}: {differing} values differ from Pillow"
+            );
+        }
+    }
+
+    #[test]
     fn official_quantisation_truncates() {
         let t = ImageTensor {
             height: 1,
