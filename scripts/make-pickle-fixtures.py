@@ -36,8 +36,14 @@ Fixtures and the values the Rust tests assert:
   truncated.pt          the first half of plain_state_dict.pt's bytes (not a zip any more).
   truncated_pickle.pt   a valid zip whose data.pkl is plain_state_dict's pickle cut in half.
   short_storage.pt      plain_state_dict with storage "0" cut to 8 bytes (linear.weight needs 24).
+  tiny_nerv.pth         protocol 2, an official-style NeRV checkpoint {epoch: 10, state_dict,
+      optimizer: None} for the flags `--embed pe_1.25_4 --fc_hw 1_2 --dec_strds 2 2 --ks 0_3_3
+      --reduce 1.2 --modelsize 0.0005 --lower_width 2` (fc_dim 2, widths 2-2-2, frames 4x8), every
+      key prefixed `module.blocks.0.` (both stripped on import); tensor number n (in the order
+      below) holds the values 0.1*sin(1000*n + i), i = 0, 1, ... in C order.
 """
 import builtins
+import math
 import collections
 import io
 import os
@@ -192,6 +198,29 @@ def write_checkpoint(name, obj, protocol, prefix="archive", storage_override=Non
 
 
 # ----------------------------------------------------------------------------- fixtures
+TINY_NERV = [
+    ("decoder.0.conv.downconv.weight", [4, 8, 1, 1]),
+    ("decoder.0.conv.downconv.bias", [4]),
+    ("decoder.1.conv.upconv.0.weight", [8, 2, 3, 3]),
+    ("decoder.1.conv.upconv.0.bias", [8]),
+    ("decoder.2.conv.upconv.0.weight", [8, 2, 3, 3]),
+    ("decoder.2.conv.upconv.0.bias", [8]),
+    ("head_layer.weight", [3, 2, 3, 3]),
+    ("head_layer.bias", [3]),
+]
+
+
+def tiny_nerv_checkpoint():
+    sd = collections.OrderedDict()
+    for n, (name, shape) in enumerate(TINY_NERV):
+        count = 1
+        for d in shape:
+            count *= d
+        values = [0.1 * math.sin(1000 * n + i) for i in range(count)]
+        sd["module.blocks.0." + name] = Tensor(Storage("FloatStorage", values, str(n)), shape)
+    return {"epoch": 10, "state_dict": sd, "optimizer": None}
+
+
 def plain_state_dict():
     weight = Storage("FloatStorage", [1, 2, 3, 4, 5, 6], "0")
     ramp = Storage("FloatStorage", [10, 11, 12, 13, 14, 15], "2")
@@ -299,6 +328,7 @@ def main():
     entries = checkpoint_entries(plain_state_dict(), 2, "archive")
     pkl = entries[0][1]
     write_zip("truncated_pickle.pt", [(entries[0][0], pkl[: len(pkl) // 2])] + entries[1:])
+    write_checkpoint("tiny_nerv.pth", tiny_nerv_checkpoint(), 2)
     short = {"0": struct.pack("<2f", 1, 2)}
     write_checkpoint("short_storage.pt", plain_state_dict(), 2, storage_override=short)
     for name in sorted(os.listdir(OUT)):

@@ -13,7 +13,10 @@ use xinc::data::panoptic::{Clip, DatasetFormat};
 use xinc::data::synth::{generate, SynthParams};
 use xinc::data::synthetic::street_scene;
 use xinc::models::ffn::{Ffn, FfnConfig};
-use xinc::models::import::{ffn_config_from_tensors, ffn_config_from_yaml, read_official_tensors};
+use xinc::models::import::{
+    ffn_config_from_tensors, ffn_config_from_yaml, read_nerv_tensors, read_official_tensors,
+};
+use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::{Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord};
 use xinc::train::ffn::{train_ffn, FfnTrainParams, TrainReport};
 use xinc::XincError;
@@ -124,6 +127,26 @@ struct TrainFfnArgs {
 enum ImportCommand {
     /// Import an official FFN (Lightning .ckpt, .pth, or safetensors with the official names).
     Ffn(ImportFfnArgs),
+    /// Import an official NeRV (`model_best.pth`, or safetensors with the official names).
+    Nerv(ImportNervArgs),
+}
+
+/// The official NeRV flags of the paper's runs (README of the official code).
+const PAPER_NERV_ARGS: &str = "--embed pe_1.25_80 --fc_hw 8_16 --dec_strds 4 2 2 --ks 0_3_3 --reduce 1.2 \
+     --modelsize 1.0 --lower_width 6 --conv_type convnext pshuffel --act gelu --norm none --out_bias tanh";
+
+#[derive(Args)]
+struct ImportNervArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Number of frames T the model was trained on (frame i is decoded from t = i / T).
+    #[arg(long)]
+    frames: usize,
+    /// The official training flags that shape the model.
+    #[arg(long, default_value = PAPER_NERV_ARGS)]
+    args: String,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -234,6 +257,7 @@ fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Train(TrainCommand::Ffn(a)) => train_cmd(a, &device),
         Command::Import(ImportCommand::Ffn(a)) => import_cmd(a, &device),
+        Command::Import(ImportCommand::Nerv(a)) => import_nerv_cmd(a, &device),
         Command::Canvas(a) => canvas_cmd(a, &device),
         Command::Render(a) => render_cmd(a, &device),
         Command::Demo(a) => demo_cmd(a, &device),
@@ -340,6 +364,30 @@ fn import_cmd(a: ImportFfnArgs, device: &Device) -> CliResult {
         "imported FFN {:?} from {} -> {}",
         model.config().data_shape,
         origin,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn import_nerv_cmd(a: ImportNervArgs, device: &Device) -> CliResult {
+    let config = NervConfig::from_official_args(&a.args, a.frames)?;
+    let tensors = read_nerv_tensors(&a.checkpoint, device)?;
+    let model = Nerv::from_tensors(config, tensors, &a.checkpoint.display().to_string(), device)?;
+    let cfg = ModelConfig {
+        format_version: ModelDir::FORMAT_VERSION,
+        architecture: Architecture::Nerv(model.config().clone()),
+        provenance: Provenance::Imported {
+            checkpoint: a.checkpoint.clone(),
+            config: None,
+        },
+    };
+    ModelDir::new(&a.out).save(&model.named_tensors(), &cfg)?;
+    println!(
+        "imported NeRV ({} params, {} frames of {:?}) from {} -> {}",
+        model.config().num_params(),
+        model.config().frames,
+        model.config().frame_size(),
+        a.checkpoint.display(),
         a.out.display()
     );
     Ok(())

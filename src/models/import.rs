@@ -53,6 +53,16 @@ pub fn read_official_tensors(path: &Path, device: &Device) -> Result<HashMap<Str
         .collect()
 }
 
+/// Reads an official NeRV weights file (`model_best.pth` holds `{epoch, state_dict, optimizer}`):
+/// as [`read_official_tensors`], with the `blocks.0.` infix of HNeRV's wrapped blocks removed, as
+/// the official loader does.
+pub fn read_nerv_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    Ok(read_official_tensors(path, device)?
+        .into_iter()
+        .map(|(k, t)| (k.replace("blocks.0.", ""), t))
+        .collect())
+}
+
 fn strip_prefixes(key: &str) -> &str {
     let mut k = key;
     for prefix in ["module.", "model."] {

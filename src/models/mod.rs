@@ -6,6 +6,7 @@
 
 pub mod ffn;
 pub mod import;
+pub mod nerv;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -88,6 +89,17 @@ pub fn validate_weights(
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Architecture {
     Ffn(ffn::FfnConfig),
+    Nerv(nerv::NervConfig),
+}
+
+impl Architecture {
+    /// The model family's name, as in `config.json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Architecture::Ffn(_) => "ffn",
+            Architecture::Nerv(_) => "nerv",
+        }
+    }
 }
 
 /// Where a model's weights came from.
@@ -181,9 +193,36 @@ impl ModelDir {
     /// Loads the FFN stored in this folder, validating its weights.
     pub fn load_ffn(&self, device: &Device) -> Result<(ffn::Ffn, ModelConfig)> {
         let cfg = self.config()?;
-        let Architecture::Ffn(arch) = &cfg.architecture;
-        let origin = self.weights_path().display().to_string();
-        let model = ffn::Ffn::from_tensors(arch.clone(), self.tensors(device)?, &origin, device)?;
+        let Architecture::Ffn(arch) = &cfg.architecture else {
+            return Err(self.wrong_kind("ffn", &cfg));
+        };
+        let model =
+            ffn::Ffn::from_tensors(arch.clone(), self.tensors(device)?, &self.origin(), device)?;
         Ok((model, cfg))
+    }
+
+    /// Loads the NeRV stored in this folder, validating its weights.
+    pub fn load_nerv(&self, device: &Device) -> Result<(nerv::Nerv, ModelConfig)> {
+        let cfg = self.config()?;
+        let Architecture::Nerv(arch) = &cfg.architecture else {
+            return Err(self.wrong_kind("nerv", &cfg));
+        };
+        let model =
+            nerv::Nerv::from_tensors(arch.clone(), self.tensors(device)?, &self.origin(), device)?;
+        Ok((model, cfg))
+    }
+
+    fn origin(&self) -> String {
+        self.weights_path().display().to_string()
+    }
+
+    fn wrong_kind(&self, wanted: &str, cfg: &ModelConfig) -> XincError {
+        XincError::config(
+            self.config_path(),
+            format!(
+                "holds a `{}` model, not `{wanted}`",
+                cfg.architecture.kind()
+            ),
+        )
     }
 }

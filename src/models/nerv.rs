@@ -1,0 +1,623 @@
+//! NeRV: the CNN that decodes a video frame from its time index (official HNeRV code in NeRV mode,
+//! `HNeRV/model_all.py`, spec A.6 and E.2).
+//!
+//! t = frame / T → positional encoding `pe_B_L` (computed in f64, then cast to f32, as the
+//! official data loader's float64 time makes it) → `decoder.0` (1×1 conv + GELU) reshaped to
+//! `[fc_dim, fc_h, fc_w]` → blocks `decoder.{1,2,3}` (3×3 conv → PixelShuffle → GELU) → `head_layer`
+//! (3×3 conv) → OutImg (tanh·0.5 + 0.5, sigmoid, or an offset). [`Nerv::forward`] returns every
+//! decoder activation, which the canvas needs.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::WeightSpec;
+use crate::error::{Result, XincError};
+
+/// The output activation (`--out_bias`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutBias {
+    /// `tanh(x)·0.5 + 0.5` (the training default).
+    Tanh,
+    /// `sigmoid(x)`.
+    Sigmoid,
+    /// `x + offset` (the analysis code sets 0.0: the identity).
+    Offset(f64),
+}
+
+/// The NeRV architecture, with the official flag names, and the clip it represents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NervConfig {
+    /// `--embed pe_B_L`: base B.
+    pub pe_base: f64,
+    /// `--embed pe_B_L`: L frequencies (2L features).
+    pub pe_levels: usize,
+    /// `--fc_hw`: `[fc_h, fc_w]`.
+    pub fc_hw: [usize; 2],
+    /// `--dec_strds`: the PixelShuffle factor of each block.
+    pub dec_strides: Vec<usize>,
+    /// `--ks`: `[encoder, decoder min, decoder max]` kernel sizes (`0_3_3`).
+    pub ks: [usize; 3],
+    /// `--reduce`: channel reduction per block.
+    pub reduce: f64,
+    /// `--modelsize`: parameter budget in millions, which sets `fc_dim`.
+    pub modelsize: f64,
+    /// `--lower_width`: the narrowest block.
+    pub lower_width: usize,
+    pub out_bias: OutBias,
+    /// Number of frames T of the clip: frame i is decoded from t = i / T.
+    pub frames: usize,
+}
+
+impl Default for NervConfig {
+    /// The paper's configuration (README flags) for a 30-frame clip at 128×256.
+    fn default() -> Self {
+        NervConfig {
+            pe_base: 1.25,
+            pe_levels: 80,
+            fc_hw: [8, 16],
+            dec_strides: vec![4, 2, 2],
+            ks: [0, 3, 3],
+            reduce: 1.2,
+            modelsize: 1.0,
+            lower_width: 6,
+            out_bias: OutBias::Tanh,
+            frames: 30,
+        }
+    }
+}
+
+impl NervConfig {
+    /// Parses the official command-line flags (`--embed pe_1.25_80 --fc_hw 8_16 --dec_strds 4 2 2
+    /// --ks 0_3_3 --reduce 1.2 --modelsize 1.0 --lower_width 6 --conv_type convnext pshuffel --act
+    /// gelu --norm none --out_bias tanh …`) for a clip of `frames` frames. Flags that do not shape
+    /// the model (training, data, quantisation) are ignored; flags that select something other
+    /// than NeRV with GELU, no norm and PixelShuffle are errors.
+    pub fn from_official_args(args: &str, frames: usize) -> Result<Self> {
+        let mut cfg = NervConfig {
+            frames,
+            ..NervConfig::default()
+        };
+        for (flag, values) in split_flags(args)? {
+            let one = || single(&flag, &values);
+            match flag.as_str() {
+                "embed" => (cfg.pe_base, cfg.pe_levels) = parse_embed(one()?)?,
+                "fc_hw" => cfg.fc_hw = parse_pair(&flag, one()?)?,
+                "dec_strds" => {
+                    cfg.dec_strides = values
+                        .iter()
+                        .map(|v| parse_num(&flag, v))
+                        .collect::<Result<_>>()?
+                }
+                "ks" => cfg.ks = parse_triple(&flag, one()?)?,
+                "reduce" => cfg.reduce = parse_num(&flag, one()?)?,
+                "modelsize" => cfg.modelsize = parse_num(&flag, one()?)?,
+                "lower_width" => cfg.lower_width = parse_num(&flag, one()?)?,
+                "out_bias" => cfg.out_bias = parse_out_bias(one()?)?,
+                "act" => require(&flag, one()?, &["gelu"])?,
+                "norm" => require(&flag, one()?, &["none"])?,
+                "num_blks" => require(&flag, one()?, &["1_1"])?,
+                "conv_type" => require(
+                    &flag,
+                    values.last().map_or("", String::as_str),
+                    &["pshuffel"],
+                )?,
+                "enc_strds" if !values.is_empty() => {
+                    return Err(bad_args(format!(
+                        "--enc_strds {values:?}: only NeRV (no encoder) is supported"
+                    )))
+                }
+                _ => tracing::debug!(flag, "ignoring a flag that does not shape the NeRV model"),
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that the numbers describe a buildable model.
+    pub fn validate(&self) -> Result<()> {
+        let positive = self.pe_levels > 0
+            && self.fc_hw.iter().all(|&v| v > 0)
+            && !self.dec_strides.is_empty()
+            && self.dec_strides.iter().all(|&s| s > 0)
+            && self.reduce > 0.0
+            && self.modelsize > 0.0
+            && self.frames > 0;
+        if !positive {
+            return Err(bad_args(format!(
+                "NeRV configuration has a zero or negative size: {self:?}"
+            )));
+        }
+        if self.fc_dim() == 0 {
+            return Err(bad_args(format!(
+                "--modelsize {} leaves no channels",
+                self.modelsize
+            )));
+        }
+        Ok(())
+    }
+
+    /// Size of the positional encoding (2L).
+    pub fn embed_dim(&self) -> usize {
+        2 * self.pe_levels
+    }
+
+    /// The kernel size of decoder block `i` (0-based): `min(ks₁ + 2i, ks₂)`.
+    pub fn block_kernel(&self, i: usize) -> usize {
+        (self.ks[1] + 2 * i).min(self.ks[2])
+    }
+
+    /// `fc_dim` by the official formula (`train_nerv_all.py`): the largest root of
+    /// a·x² + b·x − modelsize·10⁶, with a = (1/r)·Σᵢ r^(−2i)·sᵢ²·kᵢ² and b = embed_dim·fc_h·fc_w.
+    pub fn fc_dim(&self) -> usize {
+        let r = self.reduce;
+        let a: f64 = (self.dec_strides.iter().enumerate())
+            .map(|(i, &s)| {
+                r.powi(-2 * i as i32) * (s * s) as f64 * (self.block_kernel(i).pow(2)) as f64
+            })
+            .sum::<f64>()
+            / r;
+        let b = (self.embed_dim() * self.fc_hw[0] * self.fc_hw[1]) as f64;
+        let c = -self.modelsize * 1e6;
+        ((-b + (b * b - 4.0 * a * c).sqrt()) / (2.0 * a))
+            .floor()
+            .max(0.0) as usize
+    }
+
+    /// Channel widths: `fc_dim`, then each block's output (`max(round(ngf / reduce), lower_width)`
+    /// with Python's round-half-to-even).
+    pub fn widths(&self) -> Vec<usize> {
+        let mut widths = vec![self.fc_dim()];
+        for _ in &self.dec_strides {
+            let prev = *widths.last().expect("starts non-empty") as f64;
+            widths.push(round_half_even(prev / self.reduce).max(self.lower_width as f64) as usize);
+        }
+        widths
+    }
+
+    /// Output frame size `[H, W]`: fc_hw times the product of the strides.
+    pub fn frame_size(&self) -> [usize; 2] {
+        let up: usize = self.dec_strides.iter().product();
+        [self.fc_hw[0] * up, self.fc_hw[1] * up]
+    }
+
+    /// Every tensor, with the official names.
+    pub fn weight_specs(&self) -> Vec<WeightSpec> {
+        let widths = self.widths();
+        let stem_out = widths[0] * self.fc_hw[0] * self.fc_hw[1];
+        let mut specs = vec![
+            WeightSpec::new(
+                "decoder.0.conv.downconv.weight",
+                &[stem_out, self.embed_dim(), 1, 1],
+            ),
+            WeightSpec::new("decoder.0.conv.downconv.bias", &[stem_out]),
+        ];
+        for (i, &s) in self.dec_strides.iter().enumerate() {
+            let (cin, cout, k) = (widths[i], widths[i + 1] * s * s, self.block_kernel(i));
+            specs.push(WeightSpec::new(
+                format!("decoder.{}.conv.upconv.0.weight", i + 1),
+                &[cout, cin, k, k],
+            ));
+            specs.push(WeightSpec::new(
+                format!("decoder.{}.conv.upconv.0.bias", i + 1),
+                &[cout],
+            ));
+        }
+        let last = *widths.last().expect("non-empty");
+        specs.push(WeightSpec::new("head_layer.weight", &[3, last, 3, 3]));
+        specs.push(WeightSpec::new("head_layer.bias", &[3]));
+        specs
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.weight_specs()
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// The time input of frame `i`: `i / T`, in f64 as the official DataLoader produces it.
+    pub fn time_of(&self, frame: usize) -> f64 {
+        frame as f64 / self.frames as f64
+    }
+}
+
+fn bad_args(reason: String) -> XincError {
+    XincError::InvalidArgument(format!("NeRV arguments: {reason}"))
+}
+
+/// `--flag v1 v2 --other v3` → [(flag, [v1, v2]), (other, [v3])].
+fn split_flags(args: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for token in args.split_whitespace() {
+        if let Some(flag) = token.strip_prefix("--").or_else(|| {
+            token
+                .strip_prefix('-')
+                .filter(|t| t.parse::<f64>().is_err())
+        }) {
+            out.push((flag.to_string(), Vec::new()));
+        } else if let Some((_, values)) = out.last_mut() {
+            values.push(token.to_string());
+        } else {
+            return Err(bad_args(format!("`{token}` comes before any --flag")));
+        }
+    }
+    Ok(out)
+}
+
+fn single<'a>(flag: &str, values: &'a [String]) -> Result<&'a str> {
+    match values {
+        [v] => Ok(v),
+        _ => Err(bad_args(format!(
+            "--{flag} takes one value, got {values:?}"
+        ))),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
+    v.parse()
+        .map_err(|_| bad_args(format!("--{flag} `{v}` is not a number")))
+}
+
+fn parse_pair(flag: &str, v: &str) -> Result<[usize; 2]> {
+    let parts: Vec<usize> = v
+        .split('_')
+        .map(|p| parse_num(flag, p))
+        .collect::<Result<_>>()?;
+    parts
+        .try_into()
+        .map_err(|_| bad_args(format!("--{flag} `{v}` is not A_B")))
+}
+
+fn parse_triple(flag: &str, v: &str) -> Result<[usize; 3]> {
+    let parts: Vec<usize> = v
+        .split('_')
+        .map(|p| parse_num(flag, p))
+        .collect::<Result<_>>()?;
+    parts
+        .try_into()
+        .map_err(|_| bad_args(format!("--{flag} `{v}` is not A_B_C")))
+}
+
+fn parse_embed(v: &str) -> Result<(f64, usize)> {
+    let mut parts = v.split('_');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("pe"), Some(base), Some(levels), None) => {
+            Ok((parse_num("embed", base)?, parse_num("embed", levels)?))
+        }
+        _ => Err(bad_args(format!(
+            "--embed `{v}`: only positional encodings pe_B_L are supported"
+        ))),
+    }
+}
+
+fn parse_out_bias(v: &str) -> Result<OutBias> {
+    match v {
+        "tanh" => Ok(OutBias::Tanh),
+        "sigmoid" => Ok(OutBias::Sigmoid),
+        other => Ok(OutBias::Offset(parse_num("out_bias", other)?)),
+    }
+}
+
+fn require(flag: &str, v: &str, allowed: &[&str]) -> Result<()> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(bad_args(format!(
+            "--{flag} `{v}` is not supported (only {})",
+            allowed.join(", ")
+        )))
+    }
+}
+
+/// Python's `round`: halves go to the even neighbour.
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+/// The positional encoding `pe_B_L`: `[sin(t·b_k), cos(t·b_k)]` with `b_k = B^k·π` rounded to f32
+/// (the official bases are a float32 tensor) and the products and sines taken in f64.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PositionalEncoding {
+    bases: Vec<f32>,
+}
+
+impl PositionalEncoding {
+    pub fn new(base: f64, levels: usize) -> Self {
+        let pi = std::f32::consts::PI;
+        let bases = (0..levels)
+            .map(|k| torch_pow_f32(base as f32, k) * pi)
+            .collect();
+        PositionalEncoding { bases }
+    }
+
+    /// The frequencies `B^k·π` as f32.
+    pub fn bases(&self) -> &[f32] {
+        &self.bases
+    }
+
+    /// The `2L` features of time `t`: sines, then cosines.
+    pub fn encode(&self, t: f64) -> Vec<f32> {
+        let v: Vec<f64> = self.bases.iter().map(|&b| t * b as f64).collect();
+        v.iter()
+            .map(|x| x.sin() as f32)
+            .chain(v.iter().map(|x| x.cos() as f32))
+            .collect()
+    }
+}
+
+/// `base^k` as torch's float32 `pow` on the CPU returns it. That kernel (SLEEF, within 1 ulp) is
+/// not always correctly rounded, and at t ≈ 0.4 a one-ulp change of a base near 1.25⁴⁵·π ≈ 7·10⁴
+/// moves its feature by 10⁻³, so its known deviations are reproduced: for the paper's base 1.25
+/// and k < 80, measured against the official embedding (`../shared/golden/nerv_synth`), only
+/// 1.25⁴⁵ is rounded down instead of to nearest. Other bases use the correctly rounded value.
+fn torch_pow_f32(base: f32, k: usize) -> f32 {
+    let nearest = (base as f64).powi(k as i32) as f32;
+    if base == 1.25 && k == 45 {
+        f32::from_bits(nearest.to_bits() - 1)
+    } else {
+        nearest
+    }
+}
+
+/// One decoder block: conv → PixelShuffle(s) → GELU (exact erf form).
+#[derive(Clone, Debug)]
+pub struct NervBlock {
+    conv: Conv2d,
+    scale: usize,
+}
+
+impl NervBlock {
+    pub fn new(conv: Conv2d, scale: usize) -> Self {
+        NervBlock { conv, scale }
+    }
+
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
+
+    pub fn scale(&self) -> usize {
+        self.scale
+    }
+}
+
+impl Module for NervBlock {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::pixel_shuffle(&self.conv.forward(x)?, self.scale)?.gelu_erf()
+    }
+}
+
+/// Every activation of one forward pass (batch first).
+#[derive(Clone, Debug)]
+pub struct NervActivations {
+    /// The time inputs.
+    pub t: Vec<f64>,
+    /// The positional encoding, `[N, 2L, 1, 1]`.
+    pub embedding: Tensor,
+    /// The official `decoder_results`: the stem output `[N, C·fc_h·fc_w, 1, 1]`, its reshape
+    /// `[N, fc_dim, fc_h, fc_w]` (block 1's input), then each block's output; the last is the
+    /// head's input.
+    pub decoder: Vec<Tensor>,
+    /// The head output before OutImg, `[N, 3, H, W]`: what the head canvas sums to.
+    pub head_output: Tensor,
+    /// The reconstruction after OutImg.
+    pub output: Tensor,
+}
+
+/// The NeRV model: plain layers; weights from [`nerv`] (a `VarBuilder` with the official keys)
+/// or [`Nerv::from_tensors`].
+#[derive(Clone, Debug)]
+pub struct Nerv {
+    config: NervConfig,
+    encoding: PositionalEncoding,
+    stem: Conv2d,
+    blocks: Vec<NervBlock>,
+    head: Conv2d,
+}
+
+/// Reads a NeRV from a `VarBuilder` whose names are the official `state_dict` keys.
+pub fn nerv(config: NervConfig, vb: VarBuilder) -> Result<Nerv> {
+    config.validate()?;
+    let widths = config.widths();
+    let stem_out = widths[0] * config.fc_hw[0] * config.fc_hw[1];
+    let stem = candle_nn::conv2d(
+        config.embed_dim(),
+        stem_out,
+        1,
+        Conv2dConfig::default(),
+        vb.pp("decoder.0.conv.downconv"),
+    )?;
+    let blocks = (config.dec_strides.iter().enumerate())
+        .map(|(i, &s)| {
+            let k = config.block_kernel(i);
+            let cfg = Conv2dConfig {
+                padding: k / 2,
+                ..Default::default()
+            };
+            let conv = candle_nn::conv2d(
+                widths[i],
+                widths[i + 1] * s * s,
+                k,
+                cfg,
+                vb.pp(format!("decoder.{}.conv.upconv.0", i + 1)),
+            )?;
+            Ok(NervBlock::new(conv, s))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let last = *widths.last().expect("non-empty");
+    let head = candle_nn::conv2d(
+        last,
+        3,
+        3,
+        Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        },
+        vb.pp("head_layer"),
+    )?;
+    let encoding = PositionalEncoding::new(config.pe_base, config.pe_levels);
+    Ok(Nerv {
+        config,
+        encoding,
+        stem,
+        blocks,
+        head,
+    })
+}
+
+impl Nerv {
+    /// Builds the model from named tensors after checking them (missing, extra, shapes, NaN).
+    pub fn from_tensors(
+        config: NervConfig,
+        tensors: HashMap<String, Tensor>,
+        origin: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let tensors = super::validate_weights(origin, tensors, &config.weight_specs(), device)?;
+        nerv(
+            config,
+            VarBuilder::from_tensors(tensors, DType::F32, device),
+        )
+    }
+
+    pub fn config(&self) -> &NervConfig {
+        &self.config
+    }
+
+    pub fn blocks(&self) -> &[NervBlock] {
+        &self.blocks
+    }
+
+    pub fn head(&self) -> &Conv2d {
+        &self.head
+    }
+
+    /// The weights with their official names (for saving).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        let mut push = |prefix: String, conv: &Conv2d| {
+            out.push((format!("{prefix}.weight"), conv.weight().clone()));
+            if let Some(b) = conv.bias() {
+                out.push((format!("{prefix}.bias"), b.clone()));
+            }
+        };
+        push("decoder.0.conv.downconv".into(), &self.stem);
+        for (i, b) in self.blocks.iter().enumerate() {
+            push(format!("decoder.{}.conv.upconv.0", i + 1), &b.conv);
+        }
+        push("head_layer".into(), &self.head);
+        out
+    }
+
+    /// The positional encodings of time inputs `t`, `[N, 2L, 1, 1]`.
+    pub fn embed(&self, t: &[f64], device: &Device) -> Result<Tensor> {
+        let data: Vec<f32> = t.iter().flat_map(|&t| self.encoding.encode(t)).collect();
+        Ok(Tensor::from_vec(
+            data,
+            (t.len(), self.config.embed_dim(), 1, 1),
+            device,
+        )?)
+    }
+
+    /// The forward pass for time inputs `t` (a batch), keeping every activation.
+    pub fn forward(&self, t: &[f64], device: &Device) -> Result<NervActivations> {
+        let embedding = self.embed(t, device)?;
+        let stem = self.stem.forward(&embedding)?.gelu_erf()?;
+        let [fh, fw] = self.config.fc_hw;
+        let mut decoder = vec![
+            stem.clone(),
+            stem.reshape((t.len(), self.config.widths()[0], fh, fw))?,
+        ];
+        for block in &self.blocks {
+            let x = block.forward(decoder.last().expect("non-empty"))?;
+            decoder.push(x);
+        }
+        let head_output = self.head.forward(decoder.last().expect("non-empty"))?;
+        let output = self.out_img(&head_output)?;
+        Ok(NervActivations {
+            t: t.to_vec(),
+            embedding,
+            decoder,
+            head_output,
+            output,
+        })
+    }
+
+    /// The forward pass of frame `i` of the clip (t = i / T).
+    pub fn forward_frame(&self, frame: usize, device: &Device) -> Result<NervActivations> {
+        self.forward(&[self.config.time_of(frame)], device)
+    }
+
+    /// OutImg.
+    pub fn out_img(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.config.out_bias {
+            OutBias::Tanh => ((x.tanh()? * 0.5)? + 0.5)?,
+            OutBias::Sigmoid => candle_nn::ops::sigmoid(x)?,
+            OutBias::Offset(b) => (x + b)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_config_has_the_official_sizes() {
+        let cfg = NervConfig::default();
+        assert_eq!(cfg.fc_dim(), 37);
+        assert_eq!(cfg.widths(), vec![37, 31, 26, 22]);
+        assert_eq!(cfg.frame_size(), [128, 256]);
+        assert_eq!(cfg.num_params(), 978_557);
+        assert_eq!(cfg.weight_specs()[2].shape, vec![496, 37, 3, 3]);
+    }
+
+    #[test]
+    fn official_args_parse_and_bad_ones_are_refused() {
+        let args = "--conv_type convnext pshuffel --act gelu --norm none --crop_list -1 --resize_list 128_256 \
+                    --embed pe_1.25_80 --fc_hw 8_16 --dec_strds 4 2 2 --ks 0_3_3 --reduce 1.2 --skip_mssim \
+                    --modelsize 1.0 -e 100 --lower_width 6 -b 2 --lr 0.001 --loss L2 --out_bias sigmoid";
+        let cfg = NervConfig::from_official_args(args, 8).unwrap();
+        assert_eq!(
+            cfg,
+            NervConfig {
+                frames: 8,
+                out_bias: OutBias::Sigmoid,
+                ..NervConfig::default()
+            }
+        );
+        let half = NervConfig::from_official_args("--modelsize 0.5 --out_bias 0.0", 30).unwrap();
+        assert_eq!(half.out_bias, OutBias::Offset(0.0));
+        assert!(half.fc_dim() < 37);
+        for bad in [
+            "--act relu",
+            "--norm bn",
+            "--embed hash_16",
+            "--fc_hw 8",
+            "--enc_strds 5 4",
+            "8_16",
+            "--reduce x",
+        ] {
+            let err = NervConfig::from_official_args(bad, 30).unwrap_err();
+            assert!(matches!(err, XincError::InvalidArgument(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn python_rounding_is_half_to_even() {
+        assert_eq!(round_half_even(2.5), 2.0);
+        assert_eq!(round_half_even(3.5), 4.0);
+        assert_eq!(round_half_even(30.83), 31.0);
+        assert_eq!(round_half_even(-2.5), -2.0);
+    }
+}
