@@ -8,6 +8,7 @@ use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_summary, write_ffn_canvas, FfnLayer, DEFAULT_TILE};
 use xinc::data::clip::{open_clip, ClipOptions};
+use xinc::data::frames::nerv_frames;
 use xinc::data::image::{load_rgb_resized, write_png, ImageTensor};
 use xinc::data::panoptic::{Clip, DatasetFormat};
 use xinc::data::synth::{generate, SynthParams};
@@ -19,6 +20,7 @@ use xinc::models::import::{
 use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::{Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord};
 use xinc::train::ffn::{train_ffn, FfnTrainParams, TrainReport};
+use xinc::train::nerv::{train_nerv, NervTrainParams};
 use xinc::XincError;
 
 /// Explain implicit neural representations: per-neuron contribution maps (XINC).
@@ -96,6 +98,41 @@ struct InspectArgs {
 enum TrainCommand {
     /// Train an FFN on one image (full-batch Adam, MSE, best PSNR kept).
     Ffn(TrainFfnArgs),
+    /// Train a NeRV on a clip (official schedule; resumable).
+    Nerv(TrainNervArgs),
+}
+
+#[derive(Args)]
+struct TrainNervArgs {
+    /// A Cityscapes-VPS or VIPSeg root, or a folder of PNG/JPEG frames.
+    #[arg(long)]
+    clip: PathBuf,
+    /// Video id within a dataset root (default: the first).
+    #[arg(long)]
+    video: Option<String>,
+    /// Centre crop HxW applied to folder frames before resizing (dataset clips use their own).
+    #[arg(long, value_parser = parse_size)]
+    crop: Option<[usize; 2]>,
+    /// The official flags that shape the model (frame size = fc_hw × strides).
+    #[arg(long, default_value = PAPER_NERV_ARGS)]
+    args: String,
+    #[arg(long, default_value_t = 1000)]
+    epochs: usize,
+    #[arg(long, default_value_t = 50)]
+    eval_every: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Continue from MODEL_DIR/train_state.safetensors when it exists.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this epoch (the schedule still spans --epochs); resume later with --resume.
+    #[arg(long)]
+    until_epoch: Option<usize>,
+    /// Output model folder (also holds the training state).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -256,6 +293,7 @@ fn run(cli: Cli) -> CliResult {
     let device = device(&cli.device)?;
     match cli.command {
         Command::Train(TrainCommand::Ffn(a)) => train_cmd(a, &device),
+        Command::Train(TrainCommand::Nerv(a)) => train_nerv_cmd(a, &device),
         Command::Import(ImportCommand::Ffn(a)) => import_cmd(a, &device),
         Command::Import(ImportCommand::Nerv(a)) => import_nerv_cmd(a, &device),
         Command::Canvas(a) => canvas_cmd(a, &device),
@@ -364,6 +402,51 @@ fn import_cmd(a: ImportFfnArgs, device: &Device) -> CliResult {
         "imported FFN {:?} from {} -> {}",
         model.config().data_shape,
         origin,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn train_nerv_cmd(a: TrainNervArgs, device: &Device) -> CliResult {
+    let probe = NervConfig::from_official_args(&a.args, 1)?;
+    let frames = nerv_frames(&a.clip, probe.frame_size(), a.video.clone(), a.crop)?;
+    let config = NervConfig {
+        frames: frames.len(),
+        ..probe
+    };
+    let params = NervTrainParams {
+        epochs: a.epochs,
+        eval_every: a.eval_every,
+        lr: a.lr,
+        seed: a.seed,
+        until_epoch: a.until_epoch,
+        ..NervTrainParams::default()
+    };
+    std::fs::create_dir_all(&a.out).map_err(|e| XincError::io(&a.out, e))?;
+    let (model, report) = train_nerv(config, &frames, &params, Some(&a.out), a.resume, device)?;
+    let cfg = ModelConfig {
+        format_version: ModelDir::FORMAT_VERSION,
+        architecture: Architecture::Nerv(model.config().clone()),
+        provenance: Provenance::Trained(TrainingRecord {
+            input: a.clip.display().to_string(),
+            iters: a.epochs,
+            seed: a.seed,
+            lr: a.lr,
+            eval_every: a.eval_every,
+            best_iter: report.best_epoch,
+            best_psnr: report.best_psnr,
+            seconds: report.seconds,
+        }),
+    };
+    ModelDir::new(&a.out).save(&model.named_tensors(), &cfg)?;
+    println!(
+        "trained NeRV ({} params, {} frames): best PSNR {:.2} dB at epoch {} ({:.2} s/epoch, {:.1} s) -> {}",
+        model.config().num_params(),
+        model.config().frames,
+        report.best_psnr,
+        report.best_epoch,
+        report.seconds_per_epoch,
+        report.seconds,
         a.out.display()
     );
     Ok(())

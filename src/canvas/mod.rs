@@ -7,6 +7,7 @@
 //! decomposes the output sums back to it (`layer3_rgb` → `[3, H, W]` = the prediction).
 
 pub mod ffn;
+pub mod nerv;
 
 use std::path::Path;
 

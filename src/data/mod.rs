@@ -5,6 +5,7 @@ pub mod cityscapes;
 pub mod clip;
 pub mod coords;
 pub mod flow;
+pub mod frames;
 pub mod image;
 pub mod panoptic;
 pub mod resize;

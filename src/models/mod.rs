@@ -120,11 +120,12 @@ pub enum Provenance {
 pub struct TrainingRecord {
     /// The training input (an image file, or a description of a generated one).
     pub input: String,
+    /// Iterations (FFN) or epochs (NeRV).
     pub iters: usize,
     pub seed: u64,
     pub lr: f64,
     pub eval_every: usize,
-    /// Iteration (1-based) of the kept, best-PSNR model.
+    /// Iteration (FFN) or epoch (NeRV), 1-based, of the kept, best-PSNR model.
     pub best_iter: usize,
     /// PSNR of the kept model, in dB, with the official definition.
     pub best_psnr: f64,

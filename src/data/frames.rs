@@ -1,0 +1,99 @@
+//! Video frames for NeRV training, from a dataset clip or a plain folder of images, prepared as
+//! the official NeRV pipeline does: 8-bit RGB / 255, optional centre crop, torch bicubic resize.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::clip::{detect_format, open_clip, ClipOptions};
+use crate::data::image::read_rgb8;
+use crate::data::resize::{center_crop_window, crop_planar, resize_bicubic};
+use crate::error::{Result, XincError};
+
+/// The frames of `path` at `size` (`[H, W]`), each `[3, H, W]`: a Cityscapes-VPS or VIPSeg root
+/// (its first video, or `video`), else a folder of PNG/JPEG files in name order. `crop` centre-crops
+/// folder frames first (dataset clips use their format's official crop).
+pub fn nerv_frames(
+    path: &Path,
+    size: [usize; 2],
+    video: Option<String>,
+    crop: Option<[usize; 2]>,
+) -> Result<Vec<Vec<f32>>> {
+    if detect_format(path).is_ok() {
+        let clip = open_clip(path, &ClipOptions { size, video })?;
+        return (0..clip.frames.len()).map(|i| clip.frame_nerv(i)).collect();
+    }
+    let files = image_files(path)?;
+    files.iter().map(|f| folder_frame(f, size, crop)).collect()
+}
+
+/// The PNG and JPEG files of a folder, sorted by name.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| XincError::io(dir, e))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(XincError::dataset(
+            dir,
+            "no dataset JSON and no PNG/JPEG frames",
+        ));
+    }
+    Ok(files)
+}
+
+fn folder_frame(path: &Path, size: [usize; 2], crop: Option<[usize; 2]>) -> Result<Vec<f32>> {
+    let img = read_rgb8(path)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut planar = vec![0.0f32; 3 * h * w];
+    for (p, px) in img.as_raw().chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            planar[c * h * w + p] = px[c] as f32 / 255.0;
+        }
+    }
+    let (top, left, ch, cw) = match crop {
+        Some([ch, cw]) => center_crop_window(h, w, ch, cw),
+        None => (0, 0, h, w),
+    };
+    let cropped = crop_planar(&planar, 3, h, w, (top, left, ch, cw));
+    Ok(resize_bicubic(&cropped, 3, ch, cw, size[0], size[1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_frames_are_sorted_scaled_and_resized() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, v) in [("b.png", 255u8), ("a.png", 51), ("notes.txt", 0)] {
+            let path = dir.path().join(name);
+            if name.ends_with(".png") {
+                image::RgbImage::from_pixel(8, 4, image::Rgb([v; 3]))
+                    .save(&path)
+                    .unwrap();
+            } else {
+                std::fs::write(&path, "x").unwrap();
+            }
+        }
+        let frames = nerv_frames(dir.path(), [2, 4], None, None).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].len(), 3 * 2 * 4);
+        assert!(
+            frames[0].iter().all(|&v| (v - 0.2).abs() < 1e-6),
+            "a.png first"
+        );
+        assert!(frames[1].iter().all(|&v| (v - 1.0).abs() < 1e-6));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            nerv_frames(empty.path(), [2, 4], None, None),
+            Err(XincError::Dataset { .. })
+        ));
+    }
+}
