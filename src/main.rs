@@ -7,6 +7,7 @@ use std::time::Instant;
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_summary, write_ffn_canvas, FfnLayer, DEFAULT_TILE};
+use xinc::canvas::nerv::{nerv_canvas_summary, write_nerv_canvas, NervFrameData, NervLayer};
 use xinc::data::clip::{open_clip, ClipOptions};
 use xinc::data::frames::nerv_frames;
 use xinc::data::image::{load_rgb_resized, write_png, ImageTensor};
@@ -114,7 +115,7 @@ struct TrainNervArgs {
     #[arg(long, value_parser = parse_size)]
     crop: Option<[usize; 2]>,
     /// The official flags that shape the model (frame size = fc_hw × strides).
-    #[arg(long, default_value = PAPER_NERV_ARGS)]
+    #[arg(long, default_value = PAPER_NERV_ARGS, allow_hyphen_values = true)]
     args: String,
     #[arg(long, default_value_t = 1000)]
     epochs: usize,
@@ -180,7 +181,7 @@ struct ImportNervArgs {
     #[arg(long)]
     frames: usize,
     /// The official training flags that shape the model.
-    #[arg(long, default_value = PAPER_NERV_ARGS)]
+    #[arg(long, default_value = PAPER_NERV_ARGS, allow_hyphen_values = true)]
     args: String,
     #[arg(long)]
     out: PathBuf,
@@ -208,9 +209,16 @@ struct CanvasArgs {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
-    /// Comma-separated layers (default: all, e.g. layer1,layer2,layer3,layer3_rgb).
+    /// Comma-separated layers (default: all). FFN: layer1, layer2, layer3, layer3_rgb. NeRV: head,
+    /// block3, block3_pre_gelu, block2, block2_pre_gelu, block1, block1_pre_gelu.
     #[arg(long)]
     layers: Option<String>,
+    /// NeRV: the frame to explain (t = frame / T).
+    #[arg(long, default_value_t = 0)]
+    frame: usize,
+    /// NeRV: restrict the input-channel axis to A:B (end exclusive).
+    #[arg(long, value_parser = parse_range)]
+    in_channels: Option<std::ops::Range<usize>>,
     /// Write per-layer reductions (sum_hw, abssum_hw, sum_neurons) instead of the maps.
     #[arg(long)]
     summary: bool,
@@ -477,6 +485,69 @@ fn import_nerv_cmd(a: ImportNervArgs, device: &Device) -> CliResult {
 }
 
 fn canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
+    match ModelDir::new(&a.model).config()?.architecture {
+        Architecture::Ffn(_) => ffn_canvas_cmd(a, device),
+        Architecture::Nerv(_) => nerv_canvas_cmd(a, device),
+    }
+}
+
+/// Memory budget of one streamed chunk of NeRV maps.
+const NERV_CHUNK_BYTES: usize = 256 << 20;
+
+fn nerv_canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
+    let (model, _) = ModelDir::new(&a.model).load_nerv(device)?;
+    let frames = model.config().frames;
+    if a.frame >= frames {
+        return fail(format!(
+            "frame {} is outside the model's {frames} frames",
+            a.frame
+        ));
+    }
+    let blocks = model.blocks().len();
+    let layers = match &a.layers {
+        Some(list) => list
+            .split(',')
+            .map(|l| l.trim().parse::<NervLayer>())
+            .collect::<Result<Vec<_>, _>>()?,
+        None => NervLayer::all(blocks),
+    };
+    let start = Instant::now();
+    let frame = NervFrameData::new(&model, &model.forward_frame(a.frame, device)?)?;
+    if a.summary {
+        nerv_canvas_summary(&frame, &layers, a.in_channels.clone())?.save(&a.out)?;
+    } else {
+        write_nerv_canvas(
+            &frame,
+            &layers,
+            a.in_channels.clone(),
+            &a.out,
+            NERV_CHUNK_BYTES,
+        )?;
+    }
+    let names: Vec<String> = layers.iter().map(ToString::to_string).collect();
+    println!(
+        "canvas of frame {} [{}] in {:.3} s -> {}",
+        a.frame,
+        names.join(", "),
+        start.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn parse_range(s: &str) -> Result<std::ops::Range<usize>, String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not A:B"))?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not A:B"))
+    };
+    Ok(num(a)?..num(b)?)
+}
+
+fn ffn_canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
     let (model, _) = ModelDir::new(&a.model).load_ffn(device)?;
     let layers = match &a.layers {
         Some(list) => FfnLayer::parse_list(list, model.config())?,

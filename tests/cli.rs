@@ -260,3 +260,141 @@ fn synth_then_inspect_in_both_formats() {
     let msg = err_with(2, &["synth", "--format", "kitti", "--out", s(dir.path())]);
     assert!(msg.contains("kitti"), "{msg}");
 }
+
+#[test]
+fn nerv_train_canvas_and_errors_on_a_generated_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("clip");
+    ok(&[
+        "synth",
+        "--frames",
+        "6",
+        "--size",
+        "32x64",
+        "--out",
+        s(&root),
+    ]);
+    let model = dir.path().join("nerv");
+    let args = "--embed pe_1.25_8 --fc_hw 2_4 --dec_strds 2 2 --modelsize 0.003 --lower_width 4";
+    let out = ok(&[
+        "train",
+        "nerv",
+        "--clip",
+        s(&root),
+        "--args",
+        args,
+        "--epochs",
+        "4",
+        "--eval-every",
+        "2",
+        "--out",
+        s(&model),
+    ]);
+    assert!(
+        out.contains("6 frames") && out.contains("best PSNR"),
+        "{out}"
+    );
+    assert!(model.join("train_state.safetensors").exists());
+    let summary = dir.path().join("s.safetensors");
+    ok(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--frame",
+        "5",
+        "--summary",
+        "--out",
+        s(&summary),
+    ]);
+    let t = load(summary);
+    assert_eq!(t["head.sum_hw"].dims(), &[4, 3]);
+    assert_eq!(t["block1.sum_hw"].dims(), &[6, 20]);
+    assert_eq!(t["block1_pre_gelu.sum_neurons"].dims(), &[20, 4, 8]);
+    // Conservation: the head maps summed over inputs give the stored head output.
+    assert!(max_abs_diff(&flat(&t["head.sum_neurons"]), &flat(&t["output"])) < 1e-5);
+    let msg = err(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--frame",
+        "6",
+        "--out",
+        s(&dir.path().join("x.safetensors")),
+    ]);
+    assert!(msg.contains("frame 6"), "{msg}");
+    let msg = err(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--layers",
+        "block4",
+        "--out",
+        s(&dir.path().join("x.safetensors")),
+    ]);
+    assert!(msg.contains("block 4") || msg.contains("block4"), "{msg}");
+}
+
+#[test]
+fn nerv_import_then_canvas_reproduces_the_official_maps() {
+    let Some(golden) = golden_dir("nerv_import_then_canvas_reproduces_the_official_maps") else {
+        return;
+    };
+    let g = golden.join("nerv_synth");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    ok(&[
+        "import",
+        "nerv",
+        "--checkpoint",
+        s(&g.join("weights.safetensors")),
+        "--frames",
+        "8",
+        "--out",
+        s(&model),
+    ]);
+    let maps = load(g.join("maps.safetensors"));
+    let summary = dir.path().join("s.safetensors");
+    ok(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--frame",
+        "3",
+        "--layers",
+        "head,block3",
+        "--summary",
+        "--out",
+        s(&summary),
+    ]);
+    let ours = load(summary);
+    for (layer, official) in [
+        ("head", "head_layer_output_contrib"),
+        ("block3", "nerv_blk_3_output_contrib"),
+    ] {
+        let e = max_rel_diff(
+            &flat(&ours[&format!("{layer}.abssum_hw")]),
+            &flat(&maps[&format!("frame3.{official}.abssum_hw")]),
+        );
+        assert!(e < 1e-4, "{layer}.abssum_hw: {e}");
+    }
+    let full = dir.path().join("f.safetensors");
+    ok(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--frame",
+        "3",
+        "--layers",
+        "block3",
+        "--in-channels",
+        "0:1",
+        "--out",
+        s(&full),
+    ]);
+    let t = load(full);
+    assert_eq!(t["block3"].dims(), &[1, 88, 128, 256]);
+    // Kernel (0, 0) against the official full-resolution map.
+    let sel = flat(&maps["frame3.nerv_blk_3_output_contrib.sel"]);
+    let ours = flat(&t["block3"]);
+    assert!(max_abs_diff(&ours[..128 * 256], &sel[..128 * 256]) < 1e-6);
+}

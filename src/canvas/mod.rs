@@ -263,6 +263,11 @@ impl CanvasFileWriter {
         Ok(())
     }
 
+    /// Writes contiguous values of tensor `name` from flat element index `start`.
+    pub fn write_at(&mut self, name: &str, start: usize, values: &[f32]) -> Result<()> {
+        self.writer.write_at(name, start, values)
+    }
+
     pub fn finish(self) -> Result<()> {
         self.writer.finish()
     }

@@ -22,9 +22,12 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
-use super::{ContributionMap, LayerSummary};
+use candle_core::Tensor;
+
+use super::{CanvasFileWriter, CanvasSummary, ContributionMap, LayerSummary};
 use crate::error::{Result, XincError};
-use crate::tensor::zeroed_buffer;
+use crate::models::nerv::{Nerv, NervActivations};
+use crate::tensor::{with_f32_slice, zeroed_buffer};
 
 /// Adds `wt · src` shifted by `(dy − 1, dx − 1)` into `out` (both `[h, w]`), zero padded:
 /// `out[y][x] += wt · src[y + dy − 1][x + dx − 1]` where that pixel exists.
@@ -529,6 +532,148 @@ pub fn nerv_layer_maps(
         width: w,
         data: out,
     })
+}
+
+/// Owned layer inputs and weights of one NeRV frame: what every [`NervBlockData`] borrows.
+pub struct NervFrameData {
+    /// Per layer: (input `[Cin, h, w]`, Cin, h, w, weight, bias, PixelShuffle factor), blocks
+    /// 1..=B then the head.
+    layers: Vec<(Vec<f32>, usize, usize, usize, Vec<f32>, Vec<f32>, usize)>,
+    /// The head output before OutImg, `[3, H, W]`: what the head maps sum to.
+    pub output: Vec<f32>,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl NervFrameData {
+    /// Extracts batch element 0 of a forward pass, with the model's weights.
+    pub fn new(model: &Nerv, acts: &NervActivations) -> Result<Self> {
+        let plane = |t: &Tensor| -> Result<(Vec<f32>, usize, usize, usize)> {
+            let (_, c, h, w) = t.dims4()?;
+            Ok((with_f32_slice(&t.get(0)?, <[f32]>::to_vec)?, c, h, w))
+        };
+        let conv = |c: &candle_nn::Conv2d| -> Result<(Vec<f32>, Vec<f32>)> {
+            let bias = c.bias().ok_or_else(|| {
+                XincError::InvalidArgument("NeRV convolutions have biases".into())
+            })?;
+            Ok((
+                with_f32_slice(c.weight(), <[f32]>::to_vec)?,
+                with_f32_slice(bias, <[f32]>::to_vec)?,
+            ))
+        };
+        let mut layers = Vec::new();
+        for (b, block) in model.blocks().iter().enumerate() {
+            let (x, c, h, w) = plane(&acts.decoder[b + 1])?;
+            let (wt, bias) = conv(block.conv())?;
+            layers.push((x, c, h, w, wt, bias, block.scale()));
+        }
+        let (x, c, h, w) = plane(acts.decoder.last().expect("decoder results"))?;
+        let (wt, bias) = conv(model.head())?;
+        layers.push((x, c, h, w, wt, bias, 1));
+        let (output, _, height, width) = plane(&acts.head_output)?;
+        Ok(NervFrameData {
+            layers,
+            output,
+            height,
+            width,
+        })
+    }
+
+    /// The data of `layer` (block indices are 1-based).
+    pub fn layer(&self, layer: NervLayer) -> Result<NervBlockData<'_>> {
+        let blocks = self.layers.len() - 1;
+        let (slot, downstream) = match layer {
+            NervLayer::Head => (blocks, 0),
+            NervLayer::Block { index, .. } if (1..=blocks).contains(&index) => {
+                (index - 1, blocks - index)
+            }
+            NervLayer::Block { index, .. } => {
+                return Err(XincError::InvalidArgument(format!(
+                    "this NeRV has no block {index}"
+                )))
+            }
+        };
+        let (input, in_channels, height, width, weight, bias, scale) = &self.layers[slot];
+        Ok(NervBlockData {
+            input,
+            in_channels: *in_channels,
+            height: *height,
+            width: *width,
+            weight,
+            bias,
+            scale: *scale,
+            downstream,
+        })
+    }
+
+    /// The input-channel range of `layer`: all of them, or `only` when it fits.
+    pub fn inputs(&self, layer: NervLayer, only: Option<Range<usize>>) -> Result<Range<usize>> {
+        let cin = self.layer(layer)?.in_channels;
+        match only {
+            None => Ok(0..cin),
+            Some(r) if r.start < r.end && r.end <= cin => Ok(r),
+            Some(r) => Err(XincError::InvalidArgument(format!(
+                "input channels {r:?} outside 0..{cin} of {layer}"
+            ))),
+        }
+    }
+}
+
+/// Per-layer reductions of a frame's canvas, streamed kernel by kernel.
+pub fn nerv_canvas_summary(
+    frame: &NervFrameData,
+    layers: &[NervLayer],
+    only: Option<Range<usize>>,
+) -> Result<CanvasSummary> {
+    let summaries = layers
+        .iter()
+        .map(|&l| nerv_layer_summary(&frame.layer(l)?, l, frame.inputs(l, only.clone())?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(CanvasSummary {
+        height: frame.height,
+        width: frame.width,
+        layers: summaries,
+        output: frame.output.clone(),
+    })
+}
+
+/// Writes a frame's full canvas of `layers` to a safetensors file (`[Cin, Cout, h, w]` per layer,
+/// plus `output`), a few input channels at a time so that memory stays near `budget` bytes
+/// whatever the layer's size (block 1 is 2.4 GB).
+pub fn write_nerv_canvas(
+    frame: &NervFrameData,
+    layers: &[NervLayer],
+    only: Option<Range<usize>>,
+    path: &std::path::Path,
+    budget: usize,
+) -> Result<()> {
+    let mut specs = Vec::new();
+    for &l in layers {
+        let data = frame.layer(l)?;
+        let (h, w) = data.map_size(l);
+        specs.push((
+            l.to_string(),
+            vec![
+                frame.inputs(l, only.clone())?.len(),
+                data.out_channels(),
+                h,
+                w,
+            ],
+        ));
+    }
+    let mut writer = CanvasFileWriter::create(path, &specs, 3, frame.height, frame.width)?;
+    for (&l, (name, shape)) in layers.iter().zip(&specs) {
+        let data = frame.layer(l)?;
+        let inputs = frame.inputs(l, only.clone())?;
+        let per_input: usize = shape[1..].iter().product();
+        let chunk = (budget / (4 * per_input).max(1)).max(1);
+        for start in inputs.clone().step_by(chunk) {
+            let part = nerv_layer_maps(&data, l, start..(start + chunk).min(inputs.end))?;
+            writer.write_at(name, (start - inputs.start) * per_input, &part.data)?;
+        }
+    }
+    writer.write_at("output", 0, &frame.output)?;
+    writer.finish()
 }
 
 #[cfg(test)]

@@ -139,12 +139,16 @@ impl TensorWriter {
                 values.len()
             )));
         }
-        self.buf.clear();
-        self.buf.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         let file = self.file.as_mut().expect("file is open until finish");
-        let res = file
+        let mut res = file
             .seek(SeekFrom::Start(base + 4 * start as u64))
-            .and_then(|_| file.write_all(&self.buf));
+            .map(|_| ());
+        // In pieces, so that the byte buffer stays small whatever the size of `values`.
+        for piece in values.chunks(1 << 16) {
+            self.buf.clear();
+            self.buf.extend(piece.iter().flat_map(|v| v.to_le_bytes()));
+            res = res.and_then(|_| file.write_all(&self.buf));
+        }
         res.map_err(|e| XincError::io(&self.tmp, e))
     }
 
