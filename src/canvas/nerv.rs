@@ -534,11 +534,21 @@ pub fn nerv_layer_maps(
     })
 }
 
+/// One layer's input activation and conv weights, owned.
+struct OwnedLayer {
+    input: Vec<f32>,
+    in_channels: usize,
+    height: usize,
+    width: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    scale: usize,
+}
+
 /// Owned layer inputs and weights of one NeRV frame: what every [`NervBlockData`] borrows.
 pub struct NervFrameData {
-    /// Per layer: (input `[Cin, h, w]`, Cin, h, w, weight, bias, PixelShuffle factor), blocks
-    /// 1..=B then the head.
-    layers: Vec<(Vec<f32>, usize, usize, usize, Vec<f32>, Vec<f32>, usize)>,
+    /// Blocks 1..=B, then the head.
+    layers: Vec<OwnedLayer>,
     /// The head output before OutImg, `[3, H, W]`: what the head maps sum to.
     pub output: Vec<f32>,
     pub height: usize,
@@ -561,15 +571,28 @@ impl NervFrameData {
                 with_f32_slice(bias, <[f32]>::to_vec)?,
             ))
         };
+        let layer = |x: &Tensor, c: &candle_nn::Conv2d, scale: usize| -> Result<OwnedLayer> {
+            let (input, in_channels, height, width) = plane(x)?;
+            let (weight, bias) = conv(c)?;
+            Ok(OwnedLayer {
+                input,
+                in_channels,
+                height,
+                width,
+                weight,
+                bias,
+                scale,
+            })
+        };
         let mut layers = Vec::new();
         for (b, block) in model.blocks().iter().enumerate() {
-            let (x, c, h, w) = plane(&acts.decoder[b + 1])?;
-            let (wt, bias) = conv(block.conv())?;
-            layers.push((x, c, h, w, wt, bias, block.scale()));
+            layers.push(layer(&acts.decoder[b + 1], block.conv(), block.scale())?);
         }
-        let (x, c, h, w) = plane(acts.decoder.last().expect("decoder results"))?;
-        let (wt, bias) = conv(model.head())?;
-        layers.push((x, c, h, w, wt, bias, 1));
+        layers.push(layer(
+            acts.decoder.last().expect("decoder results"),
+            model.head(),
+            1,
+        )?);
         let (output, _, height, width) = plane(&acts.head_output)?;
         Ok(NervFrameData {
             layers,
@@ -593,15 +616,15 @@ impl NervFrameData {
                 )))
             }
         };
-        let (input, in_channels, height, width, weight, bias, scale) = &self.layers[slot];
+        let l = &self.layers[slot];
         Ok(NervBlockData {
-            input,
-            in_channels: *in_channels,
-            height: *height,
-            width: *width,
-            weight,
-            bias,
-            scale: *scale,
+            input: &l.input,
+            in_channels: l.in_channels,
+            height: l.height,
+            width: l.width,
+            weight: &l.weight,
+            bias: &l.bias,
+            scale: l.scale,
             downstream,
         })
     }
