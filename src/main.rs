@@ -20,6 +20,7 @@ use xinc::models::import::{
 };
 use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::{Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord};
+use xinc::tensor::transpose;
 use xinc::train::ffn::{train_ffn, FfnTrainParams, TrainReport};
 use xinc::train::nerv::{train_nerv, NervTrainParams};
 use xinc::XincError;
@@ -254,6 +255,12 @@ struct DemoArgs {
     iters: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// NeRV model folder to explain (the bundled checkpoint); when absent, a NeRV is trained on
+    /// `--clip` for `--nerv-epochs` epochs first.
+    #[arg(long, default_value = "checkpoints/nerv_cityscapes_vps_0005")]
+    nerv: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    nerv_epochs: usize,
 }
 
 type CliResult<T = ()> = xinc::Result<T>;
@@ -646,6 +653,82 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
         );
     }
     println!("wrote {}/{{input.png, reconstruction.png, canvas.safetensors, canvas_summary.safetensors, canvas_grid.png, ffn/}}", a.out.display());
+    demo_nerv(&a, device)
+}
+
+/// The NeRV half of the demo: load (or train) a NeRV of the bundled clip, render its frame 0 and
+/// write the canvas summary of every layer for that frame.
+fn demo_nerv(a: &DemoArgs, device: &Device) -> CliResult {
+    let dir = if a.nerv.join(ModelDir::CONFIG).exists() {
+        a.nerv.clone()
+    } else {
+        let out = a.out.join("nerv");
+        tracing::warn!(
+            "{} not found: training a NeRV on {} for {} epochs",
+            a.nerv.display(),
+            a.clip.display(),
+            a.nerv_epochs
+        );
+        train_nerv_cmd(
+            TrainNervArgs {
+                clip: a.clip.clone(),
+                video: None,
+                crop: None,
+                args: PAPER_NERV_ARGS.to_string(),
+                epochs: a.nerv_epochs,
+                eval_every: a.nerv_epochs.clamp(1, 10),
+                lr: 1e-3,
+                seed: a.seed,
+                resume: false,
+                until_epoch: None,
+                out: out.clone(),
+            },
+            device,
+        )?;
+        out
+    };
+    let (model, cfg) = ModelDir::new(&dir).load_nerv(device)?;
+    let acts = model.forward_frame(0, device)?;
+    let [h, w] = model.config().frame_size();
+    let frame0 = ImageTensor {
+        height: h,
+        width: w,
+        data: transpose(&acts.output.flatten_all()?.to_vec1::<f32>()?, 3, h * w),
+    };
+    write_png(&a.out.join("nerv_frame0.png"), &frame0.to_rgb8())?;
+    let start = Instant::now();
+    let layers = NervLayer::all(model.blocks().len());
+    let summary = nerv_canvas_summary(&NervFrameData::new(&model, &acts)?, &layers, None)?;
+    summary.save(&a.out.join("nerv_canvas_summary.safetensors"))?;
+    let psnr = match &cfg.provenance {
+        Provenance::Trained(t) => format!("{:.2} dB", t.best_psnr),
+        Provenance::Imported { .. } => "imported".to_string(),
+    };
+    println!(
+        "NeRV {} ({}): canvas summary of {} layers for frame 0 in {:.2} s",
+        dir.display(),
+        psnr,
+        layers.len(),
+        start.elapsed().as_secs_f64()
+    );
+    for s in summary
+        .layers
+        .iter()
+        .filter(|s| !s.layer.ends_with("pre_gelu"))
+    {
+        let dead = s.abssum_hw.iter().filter(|&&v| v == 0.0).count();
+        println!(
+            "  {:<7} {:>6} kernels, {:>5} all-zero, sum |C| = {:.1}",
+            s.layer,
+            s.abssum_hw.len(),
+            dead,
+            s.abssum_hw.iter().sum::<f32>()
+        );
+    }
+    println!(
+        "wrote {}/{{nerv_frame0.png, nerv_canvas_summary.safetensors}}",
+        a.out.display()
+    );
     Ok(())
 }
 
