@@ -313,11 +313,8 @@ impl Ffn {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        let tensors = super::validate_weights(origin, tensors, &config.weight_specs(), device)?;
-        ffn(
-            config,
-            VarBuilder::from_tensors(tensors, DType::F32, device),
-        )
+        let vb = super::validated_var_builder(origin, tensors, &config.weight_specs(), device)?;
+        ffn(config, vb)
     }
 
     pub fn config(&self) -> &FfnConfig {

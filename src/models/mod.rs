@@ -84,6 +84,21 @@ pub fn validate_weights(
     Ok(out)
 }
 
+/// A `VarBuilder` over tensors that passed [`validate_weights`].
+pub fn validated_var_builder(
+    origin: &str,
+    tensors: HashMap<String, Tensor>,
+    specs: &[WeightSpec],
+    device: &Device,
+) -> Result<candle_nn::VarBuilder<'static>> {
+    let tensors = validate_weights(origin, tensors, specs, device)?;
+    Ok(candle_nn::VarBuilder::from_tensors(
+        tensors,
+        DType::F32,
+        device,
+    ))
+}
+
 /// The architecture stored in a model folder's `config.json`, tagged by model family.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -85,14 +85,14 @@ impl NervConfig {
             let one = || single(&flag, &values);
             match flag.as_str() {
                 "embed" => (cfg.pe_base, cfg.pe_levels) = parse_embed(one()?)?,
-                "fc_hw" => cfg.fc_hw = parse_pair(&flag, one()?)?,
+                "fc_hw" => cfg.fc_hw = parse_tuple(&flag, one()?)?,
                 "dec_strds" => {
                     cfg.dec_strides = values
                         .iter()
                         .map(|v| parse_num(&flag, v))
                         .collect::<Result<_>>()?
                 }
-                "ks" => cfg.ks = parse_triple(&flag, one()?)?,
+                "ks" => cfg.ks = parse_tuple(&flag, one()?)?,
                 "reduce" => cfg.reduce = parse_num(&flag, one()?)?,
                 "modelsize" => cfg.modelsize = parse_num(&flag, one()?)?,
                 "lower_width" => cfg.lower_width = parse_num(&flag, one()?)?,
@@ -263,24 +263,15 @@ fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
         .map_err(|_| bad_args(format!("--{flag} `{v}` is not a number")))
 }
 
-fn parse_pair(flag: &str, v: &str) -> Result<[usize; 2]> {
+/// `A_B` / `A_B_C` → `[A, B]` / `[A, B, C]`.
+fn parse_tuple<const N: usize>(flag: &str, v: &str) -> Result<[usize; N]> {
     let parts: Vec<usize> = v
         .split('_')
         .map(|p| parse_num(flag, p))
         .collect::<Result<_>>()?;
     parts
         .try_into()
-        .map_err(|_| bad_args(format!("--{flag} `{v}` is not A_B")))
-}
-
-fn parse_triple(flag: &str, v: &str) -> Result<[usize; 3]> {
-    let parts: Vec<usize> = v
-        .split('_')
-        .map(|p| parse_num(flag, p))
-        .collect::<Result<_>>()?;
-    parts
-        .try_into()
-        .map_err(|_| bad_args(format!("--{flag} `{v}` is not A_B_C")))
+        .map_err(|_| bad_args(format!("--{flag} `{v}` is not {N} numbers joined by `_`")))
 }
 
 fn parse_embed(v: &str) -> Result<(f64, usize)> {
@@ -483,11 +474,8 @@ impl Nerv {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        let tensors = super::validate_weights(origin, tensors, &config.weight_specs(), device)?;
-        nerv(
-            config,
-            VarBuilder::from_tensors(tensors, DType::F32, device),
-        )
+        let vb = super::validated_var_builder(origin, tensors, &config.weight_specs(), device)?;
+        nerv(config, vb)
     }
 
     pub fn config(&self) -> &NervConfig {
