@@ -343,11 +343,13 @@ impl TrainState {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            self.m[k] = ((&self.m[k] * b1)? + (g * (1.0 - b1))?)?;
-            self.v[k] = ((&self.v[k] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            // Detached: the moments must not keep each step's computation graph alive.
+            let g = g.detach();
+            self.m[k] = ((&self.m[k] * b1)? + (&g * (1.0 - b1))?)?.detach();
+            self.v[k] = ((&self.v[k] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
             let denom = ((self.v[k].sqrt()? / bc2.sqrt())? + eps)?;
             let update = ((&self.m[k] / denom)? * (lr / bc1))?;
-            var.set(&(var.as_tensor() - update)?)?;
+            var.set(&(var.as_tensor() - update)?.detach())?;
         }
         Ok(loss.to_scalar::<f32>()?)
     }
