@@ -617,15 +617,13 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
     let canvas = ffn_canvas(&model, &acts, &layers)?;
     let seconds = start.elapsed().as_secs_f64();
     canvas.save(&a.out.join("canvas.safetensors"))?;
-    ffn_canvas_summary(&model, device, &layers, DEFAULT_TILE)?
-        .save(&a.out.join("canvas_summary.safetensors"))?;
-
-    let grid = demo_grid(&canvas, 6);
-    write_png(&a.out.join("canvas_grid.png"), &grid)?;
-    let rgb = canvas
-        .layer(&layers[layers.len() - 1].to_string())
-        .expect("requested")
-        .summarise();
+    let summary = canvas.summary();
+    summary.save(&a.out.join("canvas_summary.safetensors"))?;
+    write_png(
+        &a.out.join("canvas_grid.png"),
+        &demo_grid(&canvas, &summary, 6),
+    )?;
+    let rgb = summary.layers.last().expect("layerL_rgb is requested");
     let conservation = rgb
         .sum_neurons
         .iter()
@@ -633,23 +631,21 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
         .map(|(s, y)| (s - y).abs())
         .fold(0.0f32, f32::max);
     println!(
-        "canvas of {} layers (forward + maps) in {:.3} s",
-        layers.len(),
-        seconds
+        "canvas of {} layers (forward + maps) in {seconds:.3} s",
+        layers.len()
     );
     println!(
-        "conservation: max |sum of layer{}_rgb maps - output| = {conservation:.2e}",
-        model.config().num_layers
+        "conservation: max |sum of {} maps - output| = {conservation:.2e}",
+        rgb.layer
     );
-    for m in &canvas.layers {
-        let s = m.summarise();
+    for s in &summary.layers {
         let dead = s.abssum_hw.iter().filter(|&&v| v == 0.0).count();
+        let total: f32 = s.abssum_hw.iter().sum();
         println!(
-            "  {:<11} {:>4} maps, {:>3} all-zero, sum |C| = {:.1}",
-            m.layer,
-            m.num_maps(),
-            dead,
-            s.abssum_hw.iter().sum::<f32>()
+            "  {:<11} {:>4} maps, {:>3} all-zero, sum |C| = {total:.1}",
+            s.layer,
+            s.abssum_hw.len(),
+            dead
         );
     }
     println!("wrote {}/{{input.png, reconstruction.png, canvas.safetensors, canvas_summary.safetensors, canvas_grid.png, ffn/}}", a.out.display());
@@ -764,10 +760,18 @@ fn demo_input(a: &DemoArgs) -> CliResult<(ImageTensor, String)> {
 }
 
 /// One row per summed layer: its `per_row` maps with the largest absolute contribution.
-fn demo_grid(canvas: &xinc::canvas::Canvas, per_row: usize) -> image::RgbImage {
+fn demo_grid(
+    canvas: &xinc::canvas::Canvas,
+    summary: &xinc::canvas::CanvasSummary,
+    per_row: usize,
+) -> image::RgbImage {
     let mut maps: Vec<&[f32]> = Vec::new();
-    for m in canvas.layers.iter().filter(|m| m.neuron_shape.len() == 1) {
-        let s = m.summarise();
+    for (m, s) in canvas
+        .layers
+        .iter()
+        .zip(&summary.layers)
+        .filter(|(m, _)| m.neuron_shape.len() == 1)
+    {
         let mut order: Vec<usize> = (0..m.num_maps()).collect();
         order.sort_by(|&a, &b| s.abssum_hw[b].total_cmp(&s.abssum_hw[a]));
         maps.extend(order.iter().take(per_row).map(|&i| m.map(i)));

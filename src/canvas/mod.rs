@@ -81,6 +81,16 @@ impl Canvas {
         self.layers.iter().find(|m| m.layer == name)
     }
 
+    /// The reductions of every layer (the same as a streamed summary, from the maps in memory).
+    pub fn summary(&self) -> CanvasSummary {
+        CanvasSummary {
+            height: self.height,
+            width: self.width,
+            layers: self.layers.iter().map(ContributionMap::summarise).collect(),
+            output: self.output.clone(),
+        }
+    }
+
     /// Writes the maps (named by layer) and `output` `[C, H, W]` to a safetensors file, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let dev = Device::Cpu;
