@@ -22,12 +22,12 @@ use image::{DynamicImage, ImageFormat, ImageReader};
 use serde::{Deserialize, Deserializer};
 
 use crate::data::flow::{load_flow, FlowMap};
-use crate::data::image::{read_rgb8, resize_bilinear_antialias, ImageTensor};
+use crate::data::image::{nerv_frame, read_rgb8, resize_bilinear_antialias, ImageTensor};
 use crate::data::panoptic::{
     cityscapes_value, rgb_to_id, vipseg_value, CategoryTable, Clip, DatasetFormat, Mask,
     PanopticFrame, PanopticValue, Segment,
 };
-use crate::data::resize::{center_crop_window, crop_planar, resize_bicubic, resize_nearest};
+use crate::data::resize::{center_crop_window, crop_planar, resize_nearest};
 use crate::data::{cityscapes, vipseg};
 use crate::error::{Result, XincError};
 
@@ -140,11 +140,8 @@ impl Clip {
     /// torch's bicubic resize to the working size (not clamped).
     pub fn frame_nerv(&self, i: usize) -> Result<Vec<f32>> {
         let img = read_rgb8(self.frame_path(i)?)?;
-        let (h, w) = (img.height() as usize, img.width() as usize);
-        let window = crop_window(self.format, h, w);
-        let planar = crop_planar(&ImageTensor::from_rgb8(&img).to_chw(), 3, h, w, window);
-        let [out_h, out_w] = self.size;
-        Ok(resize_bicubic(&planar, 3, window.2, window.3, out_h, out_w))
+        let window = crop_window(self.format, img.height() as usize, img.width() as usize);
+        Ok(nerv_frame(&img, window, self.size))
     }
 
     /// The flow map of frame `i` at the working resolution, `None` when the clip has no flows.

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::clip::{detect_format, open_clip, ClipOptions};
-use crate::data::image::read_rgb8;
-use crate::data::resize::{center_crop_window, crop_planar, resize_bicubic};
+use crate::data::image::{nerv_frame, read_rgb8};
+use crate::data::resize::center_crop_window;
 use crate::error::{Result, XincError};
 
 /// The frames of `path` at `size` (`[H, W]`), each `[3, H, W]`: a Cityscapes-VPS or VIPSeg root
@@ -50,19 +50,12 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn folder_frame(path: &Path, size: [usize; 2], crop: Option<[usize; 2]>) -> Result<Vec<f32>> {
     let img = read_rgb8(path)?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut planar = vec![0.0f32; 3 * h * w];
-    for (p, px) in img.as_raw().chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            planar[c * h * w + p] = px[c] as f32 / 255.0;
-        }
-    }
-    let (top, left, ch, cw) = match crop {
+    let (h, w) = (img.height() as usize, img.width() as usize);
+    let window = match crop {
         Some([ch, cw]) => center_crop_window(h, w, ch, cw),
         None => (0, 0, h, w),
     };
-    let cropped = crop_planar(&planar, 3, h, w, (top, left, ch, cw));
-    Ok(resize_bicubic(&cropped, 3, ch, cw, size[0], size[1]))
+    Ok(nerv_frame(&img, window, size))
 }
 
 #[cfg(test)]

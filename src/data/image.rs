@@ -90,6 +90,19 @@ pub fn load_rgb_resized(path: &Path, height: usize, width: usize) -> Result<Imag
     )))
 }
 
+/// An image as the official NeRV pipeline feeds it: planar `[3, H, W]` f32 (v / 255), cropped to
+/// `window` `(top, left, h, w)`, then torch's bicubic resize to `size` (not clamped).
+pub fn nerv_frame(
+    img: &RgbImage,
+    window: (usize, usize, usize, usize),
+    size: [usize; 2],
+) -> Vec<f32> {
+    use crate::data::resize::{crop_planar, resize_bicubic};
+    let (h, w) = (img.height() as usize, img.width() as usize);
+    let planar = crop_planar(&ImageTensor::from_rgb8(img).to_chw(), 3, h, w, window);
+    resize_bicubic(&planar, 3, window.2, window.3, size[0], size[1])
+}
+
 /// Writes an image as PNG (8-bit RGB), atomically.
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
     let mut bytes = Vec::new();
