@@ -6,17 +6,19 @@
 //! maps is the model's *canvas*.
 //!
 //! The crate is layered so that data flows one way:
-//! [`data`] → [`models`] → [`canvas`] → [`plot`], with [`io`] (file formats) below the models
-//! and [`train`] beside the canvas. A lower layer never imports a higher one.
+//! [`data`] → [`models`] → [`canvas`] → [`analysis`] → [`plot`], with [`io`] (file formats)
+//! below the models and [`train`] beside the canvas. A lower layer never imports a higher one.
 //!
 //! Most users want the [`prelude`].
 
+pub mod analysis;
 pub mod canvas;
 pub mod data;
 pub mod error;
 pub mod io;
 pub mod models;
 pub mod plot;
+pub mod report;
 pub mod tensor;
 pub mod train;
 

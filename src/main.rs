@@ -51,6 +51,9 @@ enum Command {
     /// The main job: train an FFN on the first frame of the bundled clip (or a given image) and
     /// write its canvas and a grid of maps.
     Demo(DemoArgs),
+    /// Run every analysis of the paper on a clip and its models: `index.html` (tables and
+    /// interactive figures), `stats/*.parquet` and `summary.json`.
+    Report(ReportArgs),
     /// Generate a synthetic panoptic street clip in the Cityscapes-VPS or VIPSeg format.
     Synth(SynthArgs),
     /// Load a dataset clip and print its annotated segments per frame.
@@ -263,6 +266,31 @@ struct DemoArgs {
     nerv_epochs: usize,
 }
 
+#[derive(Args)]
+struct ReportArgs {
+    /// Model folders (an FFN of the clip's first frame and/or a NeRV of the clip); repeat the flag.
+    #[arg(long = "model", default_values = ["checkpoints/ffn_cityscapes_vps_0005", "checkpoints/nerv_cityscapes_vps_0005"])]
+    models: Vec<PathBuf>,
+    /// Dataset root of the clip (Cityscapes-VPS or VIPSeg layout).
+    #[arg(long, default_value = "data/cityscapes_vps")]
+    data: PathBuf,
+    /// Video id, when the dataset root holds several.
+    #[arg(long)]
+    video: Option<String>,
+    /// Output folder.
+    #[arg(long, default_value = "out/report")]
+    out: PathBuf,
+    /// Seed of every k-means.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Neuron groups per layer.
+    #[arg(long, default_value_t = 6)]
+    groups: usize,
+    /// Frames t whose contribution change (t−1 → t) is compared with the flow.
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    motion_frames: Vec<usize>,
+}
+
 type CliResult<T = ()> = xinc::Result<T>;
 
 fn fail<T>(msg: impl Into<String>) -> CliResult<T> {
@@ -314,6 +342,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Canvas(a) => canvas_cmd(a, &device),
         Command::Render(a) => render_cmd(a, &device),
         Command::Demo(a) => demo_cmd(a, &device),
+        Command::Report(a) => report_cmd(a, &device),
         Command::Synth(a) => synth_cmd(a),
         Command::Inspect(a) => inspect_cmd(a),
     }
@@ -777,6 +806,69 @@ fn demo_grid(
         maps.extend(order.iter().take(per_row).map(|&i| m.map(i)));
     }
     xinc::plot::map_grid(&maps, canvas.height, canvas.width, per_row, 4)
+}
+
+fn report_cmd(a: ReportArgs, device: &Device) -> CliResult {
+    let (mut ffn, mut nerv) = (None, None);
+    let mut size = None;
+    for path in &a.models {
+        let dir = ModelDir::new(path);
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        match dir.config()?.architecture {
+            xinc::models::Architecture::Ffn(_) => {
+                let (m, _) = dir.load_ffn(device)?;
+                size = Some([m.config().height(), m.config().width()]);
+                ffn = Some((m, name));
+            }
+            xinc::models::Architecture::Nerv(_) => {
+                let (m, _) = dir.load_nerv(device)?;
+                nerv = Some((m, name));
+            }
+        }
+    }
+    let clip = open_clip(
+        &a.data,
+        &ClipOptions {
+            size: size.unwrap_or([128, 256]),
+            video: a.video.clone(),
+        },
+    )?;
+    let models = xinc::report::ReportModels {
+        ffn: ffn.as_ref().map(|(m, n)| (m, n.clone())),
+        nerv: nerv.as_ref().map(|(m, n)| (m, n.clone())),
+    };
+    let opts = xinc::report::ReportOptions {
+        seed: a.seed,
+        groups: a.groups,
+        motion_frames: a.motion_frames.clone(),
+        ..xinc::report::ReportOptions::new(&a.out)
+    };
+    let out = xinc::report::write_report(&clip, &models, &opts)?;
+    for c in &out.headlines.claims {
+        println!(
+            "[{}] {}\n    {}",
+            if c.holds {
+                "supported"
+            } else {
+                "not supported"
+            },
+            c.claim,
+            c.evidence
+        );
+    }
+    println!(
+        "report of video {} in {:.1} s: {} ({} tables in {}/stats, {})",
+        clip.video,
+        out.seconds,
+        out.index.display(),
+        out.tables.len(),
+        a.out.display(),
+        out.summary.display()
+    );
+    Ok(())
 }
 
 fn synth_cmd(a: SynthArgs) -> CliResult {

@@ -7,6 +7,7 @@ pub mod coords;
 pub mod flow;
 pub mod frames;
 pub mod image;
+pub mod optical_flow;
 pub mod panoptic;
 pub mod resize;
 pub mod synth;

@@ -1,5 +1,17 @@
-//! Figures. For now: static PNG grids of contribution maps, with the magma colour map the paper
-//! uses. (Interactive plotly figures arrive with the analyses.)
+//! Figures and tables of the analyses.
+//!
+//! * here: the magma colour map the paper uses, and static PNG grids of contribution maps;
+//! * [`figure`]: the [`figure::Figure`] type (a plotly plot) and its HTML fragment, standalone
+//!   offline page and evcxr notebook display;
+//! * [`figures`]: builders for the paper's figures (map grids, heatmaps, box plots, sorted
+//!   curves, line series, an embedding scatter with hover thumbnails), from plain data;
+//! * [`table`]: DataFrames as HTML tables and notebook displays;
+//! * [`html`]: the embedded plotly.js, escaping, and the evcxr MIME-bundle format.
+
+pub mod figure;
+pub mod figures;
+pub mod html;
+pub mod table;
 
 use image::{Rgb, RgbImage};
 

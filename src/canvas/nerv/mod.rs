@@ -14,7 +14,10 @@
 //! Since GELU(0) = 0, a placed map is zero off its phase lattice, so every map is a function of
 //! the one h×w plane `P[i, k]`; nothing here ever holds a `[Cin, Cout, H, W]` canvas unless asked
 //! to ([`nerv_layer_maps`]). [`nerv_layer_summary`] streams the kernels in parallel over output
-//! channels, keeping one map per thread plus the reductions.
+//! channels; each kernel's map is computed by the fused path of `fused` (low-resolution GELUs,
+//! full-resolution rows expanded one at a time and reduced on the fly). [`reference`] keeps the
+//! literal step-by-step computation that the fused path is tested against; [`gelu`] has the
+//! exact GELU in f64 (reference) and vectorised f32 (fused).
 
 use std::fmt;
 use std::ops::Range;
@@ -29,210 +32,13 @@ use crate::error::{Result, XincError};
 use crate::models::nerv::{Nerv, NervActivations};
 use crate::tensor::{with_f32_slice, zeroed_buffer};
 
-/// Adds `wt · src` shifted by `(dy − 1, dx − 1)` into `out` (both `[h, w]`), zero padded:
-/// `out[y][x] += wt · src[y + dy − 1][x + dx − 1]` where that pixel exists.
-fn add_shifted(
-    out: &mut [f32],
-    src: &[f32],
-    (h, w): (usize, usize),
-    (dy, dx): (usize, usize),
-    wt: f32,
-) {
-    let (y0, y1) = (usize::from(dy == 0), if dy == 2 { h - 1 } else { h });
-    let (x0, x1) = (usize::from(dx == 0), if dx == 2 { w - 1 } else { w });
-    if x1 <= x0 {
-        return;
-    }
-    for y in y0..y1 {
-        let o = &mut out[y * w + x0..y * w + x1];
-        let s = &src[(y + dy - 1) * w + x0 + dx - 1..][..x1 - x0];
-        for (a, &b) in o.iter_mut().zip(s) {
-            *a += wt * b;
-        }
-    }
-}
+mod fused;
+pub mod gelu;
+pub mod reference;
 
-/// 3×3 cross-correlation of the `[h, w]` plane `x` with `kernel` (row-major `[3, 3]`), zero
-/// padding 1, plus `bias`: `out[y][x] = Σ_{ky,kx} kernel[ky][kx]·x[y+ky−1][x+kx−1] + bias`. The
-/// taps are accumulated in row-major order, then the bias is added.
-pub fn conv3x3_plane(x: &[f32], h: usize, w: usize, kernel: &[f32; 9], bias: f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; h * w];
-    for (t, &wt) in kernel.iter().enumerate() {
-        add_shifted(&mut out, x, (h, w), (t / 3, t % 3), wt);
-    }
-    out.iter_mut().for_each(|v| *v += bias);
-    out
-}
-
-/// The 3×3 mean filter of the `[h, w]` plane `x` with zero padding 1: every pixel, borders
-/// included, is the sum of its 3×3 neighbourhood times 1/9 (PyTorch `Conv2d` with weights 1/9).
-pub fn box3(x: &[f32], h: usize, w: usize) -> Vec<f32> {
-    conv3x3_plane(x, h, w, &[1.0 / 9.0; 9], 0.0)
-}
-
-/// Nearest-neighbour ×2 upsampling of the `[h, w]` plane `x` to `[2h, 2w]`:
-/// `out[y][x] = x[y / 2][x / 2]`.
-pub fn up2(x: &[f32], h: usize, w: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(4 * h * w);
-    for row in x.chunks_exact(w).take(h) {
-        let wide: Vec<f32> = row.iter().flat_map(|&v| [v, v]).collect();
-        out.extend_from_slice(&wide);
-        out.extend_from_slice(&wide);
-    }
-    out
-}
-
-/// Places the `[h, w]` plane `p` on PixelShuffle phase `phase = dy·s + dx` of an `[h·s, w·s]`
-/// plane: `out[s·y + dy][s·x + dx] = p[y][x]`, every other pixel 0.
-pub fn phase_place(p: &[f32], h: usize, w: usize, s: usize, phase: usize) -> Vec<f32> {
-    let (dy, dx) = (phase / s, phase % s);
-    let mut out = vec![0.0f32; h * s * w * s];
-    for (y, row) in p.chunks_exact(w).take(h).enumerate() {
-        let dst = &mut out[(s * y + dy) * w * s..][..w * s];
-        for (x, &v) in row.iter().enumerate() {
-            dst[s * x + dx] = v;
-        }
-    }
-    out
-}
-
-/// The exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, evaluated in f64 and rounded once to f32
-/// (within one f32 rounding of the true value, so within 1e-7 of PyTorch's `nn.GELU()` for the
-/// activations met here).
-pub fn gelu_erf(x: f32) -> f32 {
-    let x = x as f64;
-    (0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
-}
-
-fn gelu_in_place(v: &mut [f32]) {
-    v.iter_mut().for_each(|x| *x = gelu_erf(*x));
-}
-
-/// The error function in f64, error below 1e-15: the SunPro/FreeBSD `s_erf.c` rational
-/// approximations (as in musl and the `libm` crate), with a plain `exp` in the tails.
-fn erf(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let a = x.abs();
-    let y = if a < 0.84375 {
-        return erf_small(x);
-    } else if a < 1.25 {
-        ERX + erf_near_one(a - 1.0)
-    } else if a < 6.0 {
-        1.0 - erfc_tail(a)
-    } else {
-        1.0
-    };
-    y.copysign(x)
-}
-
-/// erf(1) rounded to 24 bits, the offset of [`erf_near_one`] (published digits kept verbatim).
-#[allow(clippy::excessive_precision)]
-const ERX: f64 = 8.45062911510467529297e-01;
-
-/// erf on `|x| < 0.84375`: `x + x·P(x²)/Q(x²)`.
-#[allow(clippy::excessive_precision)]
-fn erf_small(x: f64) -> f64 {
-    const PP: [f64; 5] = [
-        1.28379167095512558561e-01,
-        -3.25042107247001499370e-01,
-        -2.84817495755985104766e-02,
-        -5.77027029648944159157e-03,
-        -2.37630166566501626084e-05,
-    ];
-    const QQ: [f64; 6] = [
-        1.0,
-        3.97917223959155352819e-01,
-        6.50222499887672944485e-02,
-        5.08130628187576562776e-03,
-        1.32494738004321644526e-04,
-        -3.96022827877536812320e-06,
-    ];
-    let z = x * x;
-    x + x * (poly(&PP, z) / poly(&QQ, z))
-}
-
-/// `erf(1 + s) − ERX` on `|x| ∈ [0.84375, 1.25)`, `s = |x| − 1`.
-#[allow(clippy::excessive_precision)]
-fn erf_near_one(s: f64) -> f64 {
-    const PA: [f64; 7] = [
-        -2.36211856075265944077e-03,
-        4.14856118683748331666e-01,
-        -3.72207876035701323847e-01,
-        3.18346619901161753674e-01,
-        -1.10894694282396677476e-01,
-        3.54783043256182359371e-02,
-        -2.16637559486879084300e-03,
-    ];
-    const QA: [f64; 7] = [
-        1.0,
-        1.06420880400844228286e-01,
-        5.40397917702171048937e-01,
-        7.18286544141962662868e-02,
-        1.26171219808761642112e-01,
-        1.36370839120290507362e-02,
-        1.19844998467991074170e-02,
-    ];
-    poly(&PA, s) / poly(&QA, s)
-}
-
-/// erfc on `a ∈ [1.25, 6)`: `exp(−a² − 0.5625 + R(1/a²)/S(1/a²)) / a`.
-#[allow(clippy::excessive_precision)]
-fn erfc_tail(a: f64) -> f64 {
-    const RA: [f64; 8] = [
-        -9.86494403484714822705e-03,
-        -6.93858572707181764372e-01,
-        -1.05586262253232909814e+01,
-        -6.23753324503260060396e+01,
-        -1.62396669462573470355e+02,
-        -1.84605092906711035994e+02,
-        -8.12874355063065934246e+01,
-        -9.81432934416914548592e+00,
-    ];
-    const SA: [f64; 9] = [
-        1.0,
-        1.96512716674392571292e+01,
-        1.37657754143519042600e+02,
-        4.34565877475229228821e+02,
-        6.45387271733267880336e+02,
-        4.29008140027567833386e+02,
-        1.08635005541779435134e+02,
-        6.57024977031928170135e+00,
-        -6.04244152148580987438e-02,
-    ];
-    const RB: [f64; 7] = [
-        -9.86494292470009928597e-03,
-        -7.99283237680523006574e-01,
-        -1.77579549177547519889e+01,
-        -1.60636384855821916062e+02,
-        -6.37566443368389627722e+02,
-        -1.02509513161107724954e+03,
-        -4.83519191608651397019e+02,
-    ];
-    const SB: [f64; 8] = [
-        1.0,
-        3.03380607434824582924e+01,
-        3.25792512996573918826e+02,
-        1.53672958608443695994e+03,
-        3.19985821950859553908e+03,
-        2.55305040643316442583e+03,
-        4.74528541206955367215e+02,
-        -2.24409524465858183362e+01,
-    ];
-    let s = 1.0 / (a * a);
-    let rs = if a < 1.0 / 0.35 {
-        poly(&RA, s) / poly(&SA, s)
-    } else {
-        poly(&RB, s) / poly(&SB, s)
-    };
-    (-a * a - 0.5625 + rs).exp() / a
-}
-
-/// Horner evaluation of `Σ c[j]·z^j`.
-fn poly(c: &[f64], z: f64) -> f64 {
-    c.iter().rev().fold(0.0, |acc, &cj| acc * z + cj)
-}
+use fused::{fused_kernel_map_into, output_channel_sums};
+pub use gelu::{gelu_erf, gelu_slice};
+pub use reference::{box3, conv3x3_plane, phase_place, reference_kernel_map, up2};
 
 /// One layer of the NeRV canvas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -386,51 +192,36 @@ impl NervBlockData<'_> {
         let share = self.bias[k] / self.in_channels as f32;
         conv3x3_plane(x, self.height, self.width, kernel, share)
     }
-
-    /// Kernel (i, k)'s map of `layer`; the arguments are checked by the caller.
-    fn map(&self, layer: NervLayer, i: usize, k: usize) -> Vec<f32> {
-        let p = self.plane(i, k);
-        let (h, w, s) = (self.height, self.width, self.scale);
-        match layer {
-            NervLayer::Head => p,
-            NervLayer::Block { pre_gelu: true, .. } => phase_place(&p, h, w, s, k % (s * s)),
-            NervLayer::Block {
-                pre_gelu: false, ..
-            } => self.simulate(p, k),
-        }
-    }
-
-    /// `box3(GELU(placed))`, then `box3(GELU(up2(·)))` per downstream block. GELU commutes with
-    /// the placement and with `up2`, so it runs on the smaller plane each time.
-    fn simulate(&self, mut p: Vec<f32>, k: usize) -> Vec<f32> {
-        let s = self.scale;
-        let (mut h, mut w) = (self.height * s, self.width * s);
-        gelu_in_place(&mut p);
-        let mut z = box3(
-            &phase_place(&p, self.height, self.width, s, k % (s * s)),
-            h,
-            w,
-        );
-        for _ in 0..self.downstream {
-            gelu_in_place(&mut z);
-            z = box3(&up2(&z, h, w), 2 * h, 2 * w);
-            (h, w) = (2 * h, 2 * w);
-        }
-        z
-    }
 }
 
 /// The map of kernel (input channel `i`, conv output channel `k`) of `layer`, `[H, W]` with
 /// `(H, W)` = [`NervBlockData::map_size`]. For the head, `k` is the RGB channel.
 pub fn kernel_map(data: &NervBlockData, layer: NervLayer, i: usize, k: usize) -> Result<Vec<f32>> {
+    let (h, w) = data.map_size(layer);
+    let mut out = vec![0.0; h * w];
+    kernel_map_into(data, layer, i, k, &mut out)?;
+    Ok(out)
+}
+
+/// [`kernel_map`] written into `out`, which must hold exactly the map's `H·W` values.
+pub fn kernel_map_into(
+    data: &NervBlockData,
+    layer: NervLayer,
+    i: usize,
+    k: usize,
+    out: &mut [f32],
+) -> Result<()> {
     data.check_kernels(layer, &(i..i + 1))?;
-    if k >= data.out_channels() {
+    let (h, w) = data.map_size(layer);
+    if k >= data.out_channels() || out.len() != h * w {
         return Err(XincError::InvalidArgument(format!(
-            "NeRV {layer}: output channel {k} out of 0..{}",
-            data.out_channels()
+            "NeRV {layer}: output channel {k} out of 0..{}, or a buffer of {} values for a {h}×{w} map",
+            data.out_channels(),
+            out.len()
         )));
     }
-    Ok(data.map(layer, i, k))
+    fused_kernel_map_into(data, layer, i, k, out);
+    Ok(())
 }
 
 /// The reductions of `layer`'s canvas restricted to the input channels `inputs`, neuron shape
@@ -471,33 +262,6 @@ pub fn nerv_layer_summary(
     })
 }
 
-/// Streams the maps of output channel `k` over `inputs`: writes their per-pixel sum into `dst`
-/// and returns each map's (sum, absolute sum) over the pixels.
-fn output_channel_sums(
-    data: &NervBlockData,
-    layer: NervLayer,
-    inputs: Range<usize>,
-    k: usize,
-    dst: &mut [f32],
-) -> Vec<(f64, f64)> {
-    let mut acc = vec![0.0f64; dst.len()];
-    let sums = inputs
-        .map(|i| {
-            let map = data.map(layer, i, k);
-            let mut sa = (0.0f64, 0.0f64);
-            for (a, &v) in acc.iter_mut().zip(&map) {
-                *a += v as f64;
-                sa = (sa.0 + v as f64, sa.1 + v.abs() as f64);
-            }
-            sa
-        })
-        .collect();
-    for (d, &a) in dst.iter_mut().zip(&acc) {
-        *d = a as f32;
-    }
-    sums
-}
-
 /// The sum of a layer's maps over all its kernels, `[H, W]`: `summary.sum_neurons`
 /// (`[Cout, H, W]`) summed over the output channels, in f64.
 pub fn sum_over_kernels(summary: &LayerSummary) -> Vec<f32> {
@@ -523,7 +287,7 @@ pub fn nerv_layer_maps(
     let (cout, (h, w)) = (data.out_channels(), data.map_size(layer));
     let mut out = zeroed_buffer(inputs.len() * cout * h * w);
     out.par_chunks_mut(h * w).enumerate().for_each(|(m, dst)| {
-        dst.copy_from_slice(&data.map(layer, inputs.start + m / cout, m % cout));
+        fused_kernel_map_into(data, layer, inputs.start + m / cout, m % cout, dst);
     });
     Ok(ContributionMap {
         layer: layer.to_string(),
@@ -702,56 +466,6 @@ pub fn write_nerv_canvas(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn conv_uses_zero_padding_and_cross_correlation() {
-        // x = [[1, 2], [3, 4]]; kernel picks the right neighbour (tap (1, 2)) and the centre.
-        let x = [1.0, 2.0, 3.0, 4.0];
-        let mut k = [0.0; 9];
-        k[5] = 10.0;
-        k[4] = 1.0;
-        assert_eq!(conv3x3_plane(&x, 2, 2, &k, 0.5), vec![21.5, 2.5, 43.5, 4.5]);
-        // All-ones kernel: the 2×2 plane's every 3×3 window holds all four values.
-        assert_eq!(conv3x3_plane(&x, 2, 2, &[1.0; 9], 0.0), vec![10.0; 4]);
-    }
-
-    #[test]
-    fn box3_divides_borders_by_nine() {
-        let x = [9.0; 9];
-        let b = box3(&x, 3, 3);
-        assert_eq!(b[4], 9.0);
-        assert!((b[0] - 4.0).abs() < 1e-6 && (b[1] - 6.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn up2_and_phase_place_lay_out_pixels() {
-        assert_eq!(
-            up2(&[1.0, 2.0], 1, 2),
-            vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]
-        );
-        // Phase 3 of s = 2: (dy, dx) = (1, 1).
-        let p = phase_place(&[1.0, 2.0], 1, 2, 2, 3);
-        assert_eq!(p, vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 2.0]);
-        // Phase 6 of s = 4: (dy, dx) = (1, 2).
-        let q = phase_place(&[5.0], 1, 1, 4, 6);
-        assert_eq!(q.iter().position(|&v| v == 5.0), Some(6));
-    }
-
-    #[test]
-    fn gelu_matches_reference_values() {
-        assert!((f64::from(gelu_erf(1.0)) - 0.841_344_746_1).abs() < 1e-7);
-        assert_eq!(gelu_erf(0.0), 0.0);
-        assert!((f64::from(gelu_erf(-1.0)) + 0.158_655_253_9).abs() < 1e-7);
-        // erf across its branches: erf(0.5), erf(1), erf(2), erf(4).
-        for (x, e) in [
-            (0.5, 0.520_499_877_813_046_5),
-            (1.0, 0.842_700_792_949_714_9),
-            (2.0, 0.995_322_265_018_952_7),
-            (4.0, 0.999_999_984_582_742_1),
-        ] {
-            assert!((erf(x) - e).abs() < 1e-15 && (erf(-x) + e).abs() < 1e-15);
-        }
-    }
 
     #[test]
     fn layer_names_round_trip() {

@@ -1,0 +1,143 @@
+//! The naive NeRV canvas, step by step as the official code describes it (spec A.7–A.10): the
+//! 3×3 conv of one kernel, PixelShuffle placement, GELU, box filter and nearest ×2 upsampling,
+//! each a separate full-size plane. [`reference_kernel_map`] chains them into one kernel's map;
+//! it is slow on purpose, and the fused path of [`super::fused`] is tested against it. The
+//! conv primitive [`conv3x3_plane`] is shared with the fused path.
+
+use super::gelu::gelu_erf;
+use super::{NervBlockData, NervLayer};
+
+/// Adds `wt · src` shifted by `(dy − 1, dx − 1)` into `out` (both `[h, w]`), zero padded:
+/// `out[y][x] += wt · src[y + dy − 1][x + dx − 1]` where that pixel exists.
+fn add_shifted(
+    out: &mut [f32],
+    src: &[f32],
+    (h, w): (usize, usize),
+    (dy, dx): (usize, usize),
+    wt: f32,
+) {
+    let (y0, y1) = (usize::from(dy == 0), if dy == 2 { h - 1 } else { h });
+    let (x0, x1) = (usize::from(dx == 0), if dx == 2 { w - 1 } else { w });
+    if x1 <= x0 {
+        return;
+    }
+    for y in y0..y1 {
+        let o = &mut out[y * w + x0..y * w + x1];
+        let s = &src[(y + dy - 1) * w + x0 + dx - 1..][..x1 - x0];
+        for (a, &b) in o.iter_mut().zip(s) {
+            *a += wt * b;
+        }
+    }
+}
+
+/// 3×3 cross-correlation of the `[h, w]` plane `x` with `kernel` (row-major `[3, 3]`), zero
+/// padding 1, plus `bias`: `out[y][x] = Σ_{ky,kx} kernel[ky][kx]·x[y+ky−1][x+kx−1] + bias`. The
+/// taps are accumulated in row-major order, then the bias is added.
+pub fn conv3x3_plane(x: &[f32], h: usize, w: usize, kernel: &[f32; 9], bias: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; h * w];
+    for (t, &wt) in kernel.iter().enumerate() {
+        add_shifted(&mut out, x, (h, w), (t / 3, t % 3), wt);
+    }
+    out.iter_mut().for_each(|v| *v += bias);
+    out
+}
+
+/// The 3×3 mean filter of the `[h, w]` plane `x` with zero padding 1: every pixel, borders
+/// included, is the sum of its 3×3 neighbourhood times 1/9 (PyTorch `Conv2d` with weights 1/9).
+pub fn box3(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    conv3x3_plane(x, h, w, &[1.0 / 9.0; 9], 0.0)
+}
+
+/// Nearest-neighbour ×2 upsampling of the `[h, w]` plane `x` to `[2h, 2w]`:
+/// `out[y][x] = x[y / 2][x / 2]`.
+pub fn up2(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(4 * h * w);
+    for row in x.chunks_exact(w).take(h) {
+        let wide: Vec<f32> = row.iter().flat_map(|&v| [v, v]).collect();
+        out.extend_from_slice(&wide);
+        out.extend_from_slice(&wide);
+    }
+    out
+}
+
+/// Places the `[h, w]` plane `p` on PixelShuffle phase `phase = dy·s + dx` of an `[h·s, w·s]`
+/// plane: `out[s·y + dy][s·x + dx] = p[y][x]`, every other pixel 0.
+pub fn phase_place(p: &[f32], h: usize, w: usize, s: usize, phase: usize) -> Vec<f32> {
+    let (dy, dx) = (phase / s, phase % s);
+    let mut out = vec![0.0f32; h * s * w * s];
+    for (y, row) in p.chunks_exact(w).take(h).enumerate() {
+        let dst = &mut out[(s * y + dy) * w * s..][..w * s];
+        for (x, &v) in row.iter().enumerate() {
+            dst[s * x + dx] = v;
+        }
+    }
+    out
+}
+
+/// Kernel (i, k)'s map of `layer`, computed literally: `P = conv3x3(x_i, W[k, i]) + b[k]/Cin`,
+/// then the head map `P`, the pre-GELU map `place(P)`, or the block map
+/// `box3(GELU(place(P)))` followed, per downstream block, by `box3(GELU(up2(·)))`. Every GELU
+/// is the f64 [`gelu_erf`]. The arguments are not checked.
+pub fn reference_kernel_map(
+    data: &NervBlockData,
+    layer: NervLayer,
+    i: usize,
+    k: usize,
+) -> Vec<f32> {
+    let (h, w, s) = (data.height, data.width, data.scale);
+    let p = data.plane(i, k);
+    let placed = |p: &[f32]| phase_place(p, h, w, s, k % (s * s));
+    match layer {
+        NervLayer::Head => p,
+        NervLayer::Block { pre_gelu: true, .. } => placed(&p),
+        NervLayer::Block { .. } => {
+            let gelu = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(gelu_erf).collect() };
+            let (mut hh, mut ww) = (h * s, w * s);
+            let mut z = box3(&gelu(placed(&p)), hh, ww);
+            for _ in 0..data.downstream {
+                z = box3(&up2(&gelu(z), hh, ww), 2 * hh, 2 * ww);
+                (hh, ww) = (2 * hh, 2 * ww);
+            }
+            z
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_uses_zero_padding_and_cross_correlation() {
+        // x = [[1, 2], [3, 4]]; kernel picks the right neighbour (tap (1, 2)) and the centre.
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let mut k = [0.0; 9];
+        k[5] = 10.0;
+        k[4] = 1.0;
+        assert_eq!(conv3x3_plane(&x, 2, 2, &k, 0.5), vec![21.5, 2.5, 43.5, 4.5]);
+        // All-ones kernel: the 2×2 plane's every 3×3 window holds all four values.
+        assert_eq!(conv3x3_plane(&x, 2, 2, &[1.0; 9], 0.0), vec![10.0; 4]);
+    }
+
+    #[test]
+    fn box3_divides_borders_by_nine() {
+        let x = [9.0; 9];
+        let b = box3(&x, 3, 3);
+        assert_eq!(b[4], 9.0);
+        assert!((b[0] - 4.0).abs() < 1e-6 && (b[1] - 6.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn up2_and_phase_place_lay_out_pixels() {
+        assert_eq!(
+            up2(&[1.0, 2.0], 1, 2),
+            vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]
+        );
+        // Phase 3 of s = 2: (dy, dx) = (1, 1).
+        let p = phase_place(&[1.0, 2.0], 1, 2, 2, 3);
+        assert_eq!(p, vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 2.0]);
+        // Phase 6 of s = 4: (dy, dx) = (1, 2).
+        let q = phase_place(&[5.0], 1, 1, 4, 6);
+        assert_eq!(q.iter().position(|&v| v == 5.0), Some(6));
+    }
+}

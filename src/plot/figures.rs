@@ -1,0 +1,975 @@
+//! Builders for the figures of the paper's analyses, each returning a [`Figure`].
+//!
+//! They take plain data (slices, names), not analysis result types; the report glues them to the
+//! analyses.
+//!
+//! | builder | draws |
+//! |---|---|
+//! | [`map_grid_figure`] | contribution maps, one magma PNG `image` trace per map, titled |
+//! | [`heatmap`] | a matrix (neurons × instances shares, frac maps); hover: row, column, value |
+//! | [`box_plots`] | distributions, one trace per name, optionally grouped by category (log-std per partition per layer) |
+//! | [`sorted_curves`] | values sorted in decreasing order against their rank (pixels per neuron) |
+//! | [`line_series`] | curves over a shared x (per-frame shares) |
+//! | [`scatter_groups`] | a 2-D embedding coloured by group; hovering a point shows its map beside the plot |
+//!
+//! Maps are coloured like [`map_grid`]: each one min-max normalised on its own, constant maps
+//! black. User text (titles, names, labels) is shown literally (entity-escaped for plotly).
+
+use base64::Engine as _;
+use image::{codecs::png::PngEncoder, RgbImage};
+use plotly::color::Rgb;
+use plotly::common::{
+    Anchor, ColorBar, ColorScale, ColorScaleElement, ColorScalePalette, Font, Marker, Mode,
+};
+use plotly::layout::{
+    Annotation, Axis, AxisRange, AxisType, BoxMode, CategoryOrder, HoverMode, Margin,
+};
+use plotly::{BoxPlot, HeatMap, Image, Layout, Plot, Scatter};
+
+use super::figure::Figure;
+use super::html::plotly_text;
+use super::{magma, map_grid};
+use crate::error::{Result, XincError};
+
+fn invalid(message: String) -> XincError {
+    XincError::InvalidArgument(message)
+}
+
+/// Checks that `len` values fill a non-empty `height × width` grid.
+fn check_shape(len: usize, height: usize, width: usize, what: &str) -> Result<()> {
+    match height.checked_mul(width) {
+        Some(n) if n > 0 && n == len => Ok(()),
+        _ => Err(invalid(format!(
+            "{what}: {len} values do not fill a {height}×{width} grid"
+        ))),
+    }
+}
+
+/// A `data:image/png;base64,…` URI of one map (`height·width` values, row-major), min-max
+/// normalised and magma-coloured like [`map_grid`].
+pub fn map_data_uri(map: &[f32], height: usize, width: usize) -> Result<String> {
+    check_shape(map.len(), height, width, "map")?;
+    png_data_uri(&map_grid(&[map], height, width, 1, 0))
+}
+
+fn png_data_uri(img: &RgbImage) -> Result<String> {
+    let mut png = Vec::new();
+    img.write_with_encoder(PngEncoder::new(&mut png))
+        .map_err(|e| invalid(format!("cannot encode a {:?} PNG: {e}", img.dimensions())))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+    Ok(format!("data:image/png;base64,{b64}"))
+}
+
+/// Averages `factor × factor` blocks of a map (edge blocks over the pixels they have), e.g. to
+/// make small hover thumbnails. Returns the map and its new height and width.
+pub fn downsample_map(
+    map: &[f32],
+    height: usize,
+    width: usize,
+    factor: usize,
+) -> Result<(Vec<f32>, usize, usize)> {
+    check_shape(map.len(), height, width, "map")?;
+    if factor == 0 {
+        return Err(invalid("downsample_map: factor must be at least 1".into()));
+    }
+    let (oh, ow) = (height.div_ceil(factor), width.div_ceil(factor));
+    let mut sum = vec![0.0f64; oh * ow];
+    let mut count = vec![0u32; oh * ow];
+    for (p, &v) in map.iter().enumerate() {
+        let o = (p / width / factor) * ow + (p % width) / factor;
+        sum[o] += f64::from(v);
+        count[o] += 1;
+    }
+    let out = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, &c)| (s / f64::from(c)) as f32);
+    Ok((out.collect(), oh, ow))
+}
+
+/// A layout with `title` and room for it.
+fn base_layout(title: &str) -> Layout {
+    Layout::new()
+        .title(plotly_text(title))
+        .hover_mode(HoverMode::Closest)
+}
+
+fn titled_axis(label: &str) -> Axis {
+    Axis::new().title(plotly_text(label))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Map grids
+
+/// Title of [`map_grid_figure`]'s figure (change it with [`Figure::with_title`]).
+pub const MAP_GRID_TITLE: &str = "Contribution maps";
+
+/// Where the maps of [`map_grid_figure`] sit in one shared pair of (hidden) axes, in map pixels.
+struct Mosaic {
+    cols: usize,
+    rows: usize,
+    height: usize,
+    width: usize,
+    /// Horizontal gap between maps.
+    gap: usize,
+    /// Band above each map for its title.
+    band: usize,
+    /// Screen pixels per map pixel.
+    scale: f64,
+}
+
+impl Mosaic {
+    /// About this many screen pixels wide (small maps are enlarged at most 4×).
+    const TARGET_PX: f64 = 1000.0;
+    const MARGIN: usize = 10;
+    const TOP: usize = 50;
+
+    fn new(n: usize, height: usize, width: usize, cols: usize) -> Mosaic {
+        let cols = cols.clamp(1, n.max(1));
+        let scale = (Self::TARGET_PX / (cols * width) as f64).min(4.0);
+        Mosaic {
+            cols,
+            rows: n.div_ceil(cols),
+            height,
+            width,
+            gap: (8.0 / scale).ceil() as usize,
+            band: (18.0 / scale).ceil() as usize,
+            scale,
+        }
+    }
+
+    /// The centre of the top-left pixel of map `k`.
+    fn origin(&self, k: usize) -> (f64, f64) {
+        let x = (k % self.cols) * (self.width + self.gap);
+        let y = (k / self.cols) * (self.height + self.band) + self.band;
+        (x as f64, y as f64)
+    }
+
+    fn extent(&self) -> (f64, f64) {
+        let w = self.cols * self.width + (self.cols - 1) * self.gap;
+        (w as f64, (self.rows * (self.height + self.band)) as f64)
+    }
+
+    fn layout(&self, title: &str) -> Layout {
+        let (w, h) = self.extent();
+        base_layout(title)
+            .width((w * self.scale).ceil() as usize + 2 * Self::MARGIN)
+            .height((h * self.scale).ceil() as usize + Self::TOP + Self::MARGIN)
+            .margin(
+                Margin::new()
+                    .left(Self::MARGIN)
+                    .right(Self::MARGIN)
+                    .top(Self::TOP)
+                    .bottom(Self::MARGIN),
+            )
+            .x_axis(
+                Axis::new()
+                    .visible(false)
+                    .range(AxisRange::new(-0.5, w - 0.5)),
+            )
+            .y_axis(
+                Axis::new()
+                    .visible(false)
+                    .range(AxisRange::new(h - 0.5, -0.5))
+                    .scale_anchor("x"),
+            )
+    }
+
+    /// The image trace and the title annotation of map `k`.
+    fn place(&self, k: usize, name: &str, uri: String) -> (Box<Image>, Annotation) {
+        let (x0, y0) = self.origin(k);
+        let name = plotly_text(name);
+        let image = Image::new(Vec::<Vec<Rgb>>::new())
+            .source(uri)
+            .x0(x0)
+            .y0(y0)
+            .name(name.clone())
+            .hover_template("%{fullData.name}<extra></extra>");
+        let note = Annotation::new()
+            .text(name)
+            .x(x0 + (self.width as f64 - 1.0) / 2.0)
+            .y(y0 - 0.5)
+            .x_ref("x")
+            .y_ref("y")
+            .y_anchor(Anchor::Bottom)
+            .show_arrow(false)
+            .font(Font::new().size(11));
+        (image, note)
+    }
+}
+
+/// A grid of contribution maps (each `height·width`, row-major), `cols` per row, each drawn as a
+/// plotly `image` trace with a magma PNG source and titled by `titles` (one per map, or empty for
+/// "map k"). Hovering a map shows its title. The figure is titled [`MAP_GRID_TITLE`].
+pub fn map_grid_figure(
+    maps: &[&[f32]],
+    height: usize,
+    width: usize,
+    titles: &[impl AsRef<str>],
+    cols: usize,
+) -> Result<Figure> {
+    if maps.is_empty() {
+        return Err(invalid("map_grid_figure: no maps".into()));
+    }
+    if !titles.is_empty() && titles.len() != maps.len() {
+        return Err(invalid(format!(
+            "map_grid_figure: {} titles for {} maps",
+            titles.len(),
+            maps.len()
+        )));
+    }
+    let mosaic = Mosaic::new(maps.len(), height, width, cols);
+    let mut plot = Plot::new();
+    let mut notes = Vec::with_capacity(maps.len());
+    for (k, map) in maps.iter().enumerate() {
+        check_shape(map.len(), height, width, &format!("map {k}"))?;
+        let name = titles
+            .get(k)
+            .map_or_else(|| format!("map {k}"), |t| t.as_ref().to_owned());
+        let (image, note) = mosaic.place(k, &name, map_data_uri(map, height, width)?);
+        plot.add_trace(image);
+        notes.push(note);
+    }
+    plot.set_layout(mosaic.layout(MAP_GRID_TITLE).annotations(notes));
+    Ok(Figure::new(MAP_GRID_TITLE, plot))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heatmaps
+
+/// The colour scale of a [`heatmap`].
+#[derive(Clone, Debug, Default)]
+pub enum ColorMap {
+    /// matplotlib's magma, as the paper's maps (sampled from [`magma`]).
+    #[default]
+    Magma,
+    /// One of plotly's named scales (e.g. `RdBu` for signed values).
+    Palette(ColorScalePalette),
+}
+
+impl ColorMap {
+    fn scale(&self) -> ColorScale {
+        match self {
+            ColorMap::Magma => ColorScale::Vector(
+                (0..=10)
+                    .map(|i| {
+                        let t = i as f32 / 10.0;
+                        let [r, g, b] = magma(t).0;
+                        ColorScaleElement(f64::from(t), format!("rgb({r},{g},{b})"))
+                    })
+                    .collect(),
+            ),
+            ColorMap::Palette(p) => ColorScale::Palette(p.clone()),
+        }
+    }
+}
+
+/// Labels, names and colours of a [`heatmap`].
+#[derive(Clone, Debug)]
+pub struct HeatmapStyle {
+    /// What a row is ("neuron"): the y-axis title and the hover's first line.
+    pub row_label: String,
+    /// What a column is ("instance").
+    pub col_label: String,
+    /// What a value is ("share"): the colour bar's title.
+    pub value_label: String,
+    /// One name per row, or empty for the row index.
+    pub row_names: Vec<String>,
+    /// One name per column, or empty for the column index.
+    pub col_names: Vec<String>,
+    pub colors: ColorMap,
+    /// Colour-scale bounds; `None` lets plotly use the data's range.
+    pub zmin: Option<f64>,
+    pub zmax: Option<f64>,
+    /// Square cells (for maps); otherwise the matrix fills the plot.
+    pub square_cells: bool,
+}
+
+impl Default for HeatmapStyle {
+    fn default() -> Self {
+        HeatmapStyle {
+            row_label: "row".into(),
+            col_label: "column".into(),
+            value_label: "value".into(),
+            row_names: Vec::new(),
+            col_names: Vec::new(),
+            colors: ColorMap::Magma,
+            zmin: None,
+            zmax: None,
+            square_cells: false,
+        }
+    }
+}
+
+/// `names` (checked to be `n` long) or the indices `0..n`, as axis categories.
+fn axis_names(names: &[String], n: usize, what: &str) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok((0..n).map(|i| i.to_string()).collect());
+    }
+    if names.len() != n {
+        return Err(invalid(format!("heatmap: {} {what} for {n}", names.len())));
+    }
+    Ok(names.iter().map(|s| plotly_text(s)).collect())
+}
+
+/// A `height × width` matrix (row-major `values`) as a heatmap, row 0 at the top. Hovering a cell
+/// shows its row, column and value under the style's labels.
+pub fn heatmap<T: Copy + Into<f64>>(
+    values: &[T],
+    height: usize,
+    width: usize,
+    title: &str,
+    style: &HeatmapStyle,
+) -> Result<Figure> {
+    check_shape(values.len(), height, width, "heatmap")?;
+    let rows = axis_names(&style.row_names, height, "row names")?;
+    let cols = axis_names(&style.col_names, width, "column names")?;
+    let z: Vec<Vec<f64>> = values
+        .chunks(width)
+        .map(|r| r.iter().map(|&v| v.into()).collect())
+        .collect();
+    let hover = format!(
+        "{} %{{y}}<br>{} %{{x}}<br>{} %{{z:.4g}}<extra></extra>",
+        plotly_text(&style.row_label),
+        plotly_text(&style.col_label),
+        plotly_text(&style.value_label)
+    );
+    let mut trace = HeatMap::new(cols, rows, z)
+        .color_scale(style.colors.scale())
+        .color_bar(ColorBar::new().title(plotly_text(&style.value_label)))
+        .hover_template(hover);
+    if let Some(lo) = style.zmin {
+        trace = trace.zmin(lo);
+    }
+    if let Some(hi) = style.zmax {
+        trace = trace.zmax(hi);
+    }
+    let mut y_axis = titled_axis(&style.row_label).range(AxisRange::new(height as f64 - 0.5, -0.5));
+    let mut layout = base_layout(title).x_axis(titled_axis(&style.col_label));
+    if style.square_cells {
+        y_axis = y_axis.scale_anchor("x");
+        let h = 150 + 700 * height / width;
+        layout = layout.height(h.clamp(300, 900));
+    }
+    let mut plot = Plot::new();
+    plot.add_trace(trace);
+    plot.set_layout(layout.y_axis(y_axis));
+    Ok(Figure::new(title, plot))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Box plots
+
+/// One distribution of [`box_plots`]: `values` under the legend entry `name`, at x-category
+/// `category` if any (e.g. name = partition, category = layer).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoxGroup {
+    pub name: String,
+    pub category: Option<String>,
+    pub values: Vec<f64>,
+}
+
+impl BoxGroup {
+    /// A distribution without a category.
+    pub fn new(name: impl Into<String>, values: Vec<f64>) -> BoxGroup {
+        BoxGroup {
+            name: name.into(),
+            category: None,
+            values,
+        }
+    }
+
+    /// Places the distribution at x-category `category`.
+    pub fn in_category(mut self, category: impl Into<String>) -> BoxGroup {
+        self.category = Some(category.into());
+        self
+    }
+}
+
+/// The distinct items in order of first appearance.
+fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// Box plots with one trace (legend entry, colour) per distinct name. If the groups have
+/// categories (all of them must), boxes are grouped side by side per category, categories in
+/// order of first appearance, like the paper's log-std per partition per layer.
+pub fn box_plots(groups: &[BoxGroup], title: &str, y_label: &str) -> Result<Figure> {
+    let Some(first) = groups.first() else {
+        return Err(invalid("box_plots: no groups".into()));
+    };
+    let categorised = first.category.is_some();
+    if groups.iter().any(|g| g.category.is_some() != categorised) {
+        return Err(invalid(
+            "box_plots: either every group has a category or none has".into(),
+        ));
+    }
+    let mut plot = Plot::new();
+    for name in distinct(groups.iter().map(|g| g.name.as_str())) {
+        let members: Vec<&BoxGroup> = groups.iter().filter(|g| g.name == name).collect();
+        let ys: Vec<f64> = members.iter().flat_map(|g| g.values.clone()).collect();
+        let name = plotly_text(name);
+        if categorised {
+            let xs: Vec<String> = members
+                .iter()
+                .flat_map(|g| {
+                    let cat = plotly_text(g.category.as_deref().unwrap_or_default());
+                    std::iter::repeat_n(cat, g.values.len())
+                })
+                .collect();
+            plot.add_trace(BoxPlot::new_xy(xs, ys).name(name));
+        } else {
+            plot.add_trace(BoxPlot::new(ys).name(name));
+        }
+    }
+    let mut layout = base_layout(title).y_axis(titled_axis(y_label));
+    if categorised {
+        let cats = distinct(groups.iter().filter_map(|g| g.category.as_deref()));
+        let cats: Vec<String> = cats.into_iter().map(plotly_text).collect();
+        layout = layout.box_mode(BoxMode::Group).x_axis(
+            Axis::new()
+                .category_order(CategoryOrder::Array)
+                .category_array(cats),
+        );
+    }
+    plot.set_layout(layout);
+    Ok(Figure::new(title, plot))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Line figures
+
+/// Axis labels and scale of [`sorted_curves`] and [`line_series`].
+#[derive(Clone, Debug, Default)]
+pub struct LineStyle {
+    pub x_label: String,
+    pub y_label: String,
+    /// Logarithmic y axis (non-positive values are not drawn).
+    pub log_y: bool,
+}
+
+/// One named line; markers too when it has few points.
+fn line_trace(name: &str, x: Vec<f64>, y: Vec<f64>, style: &LineStyle) -> Box<Scatter<f64, f64>> {
+    let mode = if x.len() <= 60 {
+        Mode::LinesMarkers
+    } else {
+        Mode::Lines
+    };
+    let hover = format!(
+        "%{{fullData.name}}<br>{} %{{x:.4g}}<br>{} %{{y:.4g}}<extra></extra>",
+        plotly_text(&style.x_label),
+        plotly_text(&style.y_label)
+    );
+    Scatter::new(x, y)
+        .mode(mode)
+        .name(plotly_text(name))
+        .hover_template(hover)
+}
+
+fn line_figure(
+    traces: impl IntoIterator<Item = Box<Scatter<f64, f64>>>,
+    title: &str,
+    style: &LineStyle,
+) -> Figure {
+    let mut y_axis = titled_axis(&style.y_label);
+    if style.log_y {
+        y_axis = y_axis.type_(AxisType::Log);
+    }
+    let mut plot = Plot::new();
+    for trace in traces {
+        plot.add_trace(trace);
+    }
+    plot.set_layout(
+        base_layout(title)
+            .x_axis(titled_axis(&style.x_label))
+            .y_axis(y_axis),
+    );
+    Figure::new(title, plot)
+}
+
+/// Each curve's finite values sorted in decreasing order, against their rank (1, 2, …; or
+/// rank / count with `normalised_rank`, to compare curves of different lengths).
+pub fn sorted_curves<S: AsRef<str>, V: AsRef<[f64]>>(
+    curves: &[(S, V)],
+    title: &str,
+    style: &LineStyle,
+    normalised_rank: bool,
+) -> Result<Figure> {
+    if curves.is_empty() {
+        return Err(invalid("sorted_curves: no curves".into()));
+    }
+    let traces = curves.iter().map(|(name, values)| {
+        let mut y: Vec<f64> = values
+            .as_ref()
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        y.sort_by(|a, b| b.total_cmp(a));
+        let n = y.len() as f64;
+        let x = (1..=y.len())
+            .map(|r| {
+                if normalised_rank {
+                    r as f64 / n
+                } else {
+                    r as f64
+                }
+            })
+            .collect();
+        line_trace(name.as_ref(), x, y, style)
+    });
+    Ok(line_figure(traces, title, style))
+}
+
+/// Curves over the shared `x` (e.g. frame index), one per `(name, values)`.
+pub fn line_series<S: AsRef<str>, V: AsRef<[f64]>>(
+    x: &[f64],
+    series: &[(S, V)],
+    title: &str,
+    style: &LineStyle,
+) -> Result<Figure> {
+    if series.is_empty() {
+        return Err(invalid("line_series: no series".into()));
+    }
+    let mut traces = Vec::with_capacity(series.len());
+    for (name, values) in series {
+        let values = values.as_ref();
+        if values.len() != x.len() {
+            return Err(invalid(format!(
+                "line_series: series {:?} has {} values for {} x values",
+                name.as_ref(),
+                values.len(),
+                x.len()
+            )));
+        }
+        traces.push(line_trace(
+            name.as_ref(),
+            x.to_vec(),
+            values.to_vec(),
+            style,
+        ));
+    }
+    Ok(line_figure(traces, title, style))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding scatter with hover thumbnails
+
+/// The points of [`scatter_groups`]. Every non-empty per-point slice has one entry per point.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScatterData<'a> {
+    pub x: &'a [f64],
+    pub y: &'a [f64],
+    /// Each point's group (one trace and colour per group); empty puts all in group 0.
+    pub group: &'a [usize],
+    /// Name of group `g` at index `g`; empty for "group g".
+    pub group_names: &'a [String],
+    /// Each point's label (e.g. "layer 2 neuron 17"); empty for "point i".
+    pub labels: &'a [String],
+    /// Each point's map (`thumb_height·thumb_width`, row-major), shown beside the plot on hover;
+    /// empty for none. Keep them small (see [`downsample_map`]): each is inlined as a PNG.
+    pub thumbnails: &'a [Vec<f32>],
+    pub thumb_height: usize,
+    pub thumb_width: usize,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+}
+
+impl ScatterData<'_> {
+    fn check(&self) -> Result<()> {
+        let n = self.x.len();
+        let lengths = [
+            ("y", self.y.len(), false),
+            ("group", self.group.len(), true),
+            ("labels", self.labels.len(), true),
+            ("thumbnails", self.thumbnails.len(), true),
+        ];
+        for (what, len, may_be_empty) in lengths {
+            if len != n && !(may_be_empty && len == 0) {
+                return Err(invalid(format!(
+                    "scatter_groups: {len} {what} for {n} points"
+                )));
+            }
+        }
+        let groups = self.group.iter().max().map_or(1, |g| g + 1);
+        if !self.group_names.is_empty() && self.group_names.len() < groups {
+            return Err(invalid(format!(
+                "scatter_groups: {} group names for {groups} groups",
+                self.group_names.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn group_of(&self, i: usize) -> usize {
+        self.group.get(i).copied().unwrap_or(0)
+    }
+
+    fn group_name(&self, g: usize) -> String {
+        self.group_names
+            .get(g)
+            .map_or_else(|| format!("group {g}"), |s| plotly_text(s))
+    }
+
+    fn label(&self, i: usize) -> String {
+        self.labels
+            .get(i)
+            .map_or_else(|| format!("point {i}"), |s| plotly_text(s))
+    }
+
+    fn thumbnail_uris(&self) -> Result<Vec<String>> {
+        self.thumbnails
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                check_shape(
+                    t.len(),
+                    self.thumb_height,
+                    self.thumb_width,
+                    &format!("thumbnail {i}"),
+                )?;
+                map_data_uri(t, self.thumb_height, self.thumb_width)
+            })
+            .collect()
+    }
+}
+
+/// Width of the hover panel: thumbnails enlarged by a whole factor to about 256 CSS pixels.
+fn hover_panel_width(thumb_width: usize) -> usize {
+    if thumb_width >= 256 {
+        thumb_width.min(512)
+    } else {
+        thumb_width * (256 / thumb_width.max(1))
+    }
+}
+
+/// A scatter of a 2-D embedding (e.g. neurons), one trace per group. Hovering a point shows its
+/// label and coordinates; with thumbnails, its map also appears in a panel beside the plot (see
+/// [`figure`](super::figure): the PNG data URIs travel in `customdata`).
+pub fn scatter_groups(data: &ScatterData<'_>, title: &str) -> Result<Figure> {
+    data.check()?;
+    let uris = data.thumbnail_uris()?;
+    let labels: Vec<String> = (0..data.x.len()).map(|i| data.label(i)).collect();
+    let mut ids: Vec<usize> = (0..data.x.len()).map(|i| data.group_of(i)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let hover = format!(
+        "%{{text}}<br>{} %{{x:.3g}}, {} %{{y:.3g}}<extra>%{{fullData.name}}</extra>",
+        plotly_text(data.x_label),
+        plotly_text(data.y_label)
+    );
+    let mut plot = Plot::new();
+    for g in ids {
+        let members: Vec<usize> = (0..data.x.len())
+            .filter(|&i| data.group_of(i) == g)
+            .collect();
+        let pick_f = |v: &[f64]| members.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+        let pick_s = |v: &[String]| members.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+        let mut trace = Scatter::new(pick_f(data.x), pick_f(data.y))
+            .mode(Mode::Markers)
+            .name(data.group_name(g))
+            .text_array(pick_s(&labels))
+            .hover_template(hover.clone())
+            .marker(Marker::new().size(7).opacity(0.85));
+        if !uris.is_empty() {
+            trace = trace.custom_data(pick_s(&uris));
+        }
+        plot.add_trace(trace);
+    }
+    plot.set_layout(
+        base_layout(title)
+            .height(600)
+            .x_axis(titled_axis(data.x_label))
+            .y_axis(titled_axis(data.y_label)),
+    );
+    let figure = Figure::new(title, plot);
+    Ok(if uris.is_empty() {
+        figure
+    } else {
+        figure.with_hover_panel(hover_panel_width(data.thumb_width))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn json(fig: &Figure) -> Value {
+        serde_json::from_str(&fig.to_json()).unwrap()
+    }
+
+    fn decode_png(uri: &str) -> image::RgbImage {
+        let b64 = uri.strip_prefix("data:image/png;base64,").expect(uri);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+            .unwrap()
+            .to_rgb8()
+    }
+
+    fn assert_invalid<T: std::fmt::Debug>(r: Result<T>, needle: &str) {
+        match r {
+            Err(XincError::InvalidArgument(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("expected InvalidArgument({needle}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn map_grid_draws_png_image_traces() {
+        // 2×3 maps: values 0..5 (min at (0,0), max at (1,2)) and a constant map.
+        let a = [0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0];
+        let b = [7.0f32; 6];
+        let fig = map_grid_figure(&[&a, &b], 2, 3, &["n0", "n<1>"], 2).unwrap();
+        let v = json(&fig);
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(data.len(), 2);
+        assert_eq!(data[0]["type"], "image");
+        assert_eq!(data[1]["name"], "n&lt;1&gt;");
+        let img = decode_png(data[0]["source"].as_str().unwrap());
+        assert_eq!(img.dimensions(), (3, 2));
+        assert_eq!(*img.get_pixel(0, 0), magma(0.0));
+        assert_eq!(*img.get_pixel(2, 1), magma(1.0));
+        assert_eq!(*img.get_pixel(1, 0), magma(0.2));
+        let flat = decode_png(data[1]["source"].as_str().unwrap());
+        assert!(flat.pixels().all(|p| *p == magma(0.0)));
+        // Side by side, below the same title band.
+        assert_eq!(data[0]["x0"], 0.0);
+        assert_eq!(data[0]["y0"], data[1]["y0"]);
+        let notes = v["layout"]["annotations"].as_array().unwrap();
+        assert_eq!(notes[0]["text"], "n0");
+        // 4× enlargement: 2-pixel gaps, a 5-pixel title band, so an 8 × 7 mosaic.
+        assert_eq!(data[1]["x0"], 5.0);
+        assert_eq!(data[1]["y0"], 5.0);
+        assert_eq!(
+            v["layout"]["xaxis"]["range"],
+            serde_json::json!([-0.5, 7.5])
+        );
+        assert_eq!(
+            v["layout"]["yaxis"]["range"],
+            serde_json::json!([6.5, -0.5])
+        );
+        assert_eq!(fig.title(), MAP_GRID_TITLE);
+        // No heatmap cells: the fragment is small and carries the PNGs.
+        assert!(fig.to_html_fragment().contains("data:image/png;base64,"));
+    }
+
+    #[test]
+    fn map_grid_rejects_bad_input() {
+        let a = [0.0f32; 6];
+        let short = [0.0f32; 5];
+        assert_invalid(
+            map_grid_figure(&[&a, &short], 2, 3, &[] as &[&str], 2),
+            "map 1",
+        );
+        assert_invalid(map_grid_figure(&[&a], 2, 3, &["x", "y"], 1), "2 titles");
+        assert_invalid(map_grid_figure(&[], 2, 3, &[] as &[&str], 1), "no maps");
+        assert_invalid(map_data_uri(&[], 0, 0), "0×0");
+    }
+
+    #[test]
+    fn downsample_averages_blocks() {
+        let map: Vec<f32> = (0..12).map(|v| v as f32).collect(); // 3×4
+        let (small, h, w) = downsample_map(&map, 3, 4, 2).unwrap();
+        assert_eq!((h, w), (2, 2));
+        assert_eq!(small, vec![2.5, 4.5, 8.5, 10.5]);
+        assert_invalid(downsample_map(&map, 3, 4, 0), "factor");
+    }
+
+    #[test]
+    fn heatmap_hover_shows_row_column_value() {
+        let style = HeatmapStyle {
+            row_label: "neuron".into(),
+            col_label: "instance".into(),
+            value_label: "share".into(),
+            col_names: vec!["cat".into(), "dog & co".into(), "sky".into()],
+            zmin: Some(0.0),
+            zmax: Some(1.0),
+            ..HeatmapStyle::default()
+        };
+        let values = [0.1f32, 0.2, 0.7, 0.5, 0.25, 0.25];
+        let fig = heatmap(&values, 2, 3, "Shares", &style).unwrap();
+        let v = json(&fig);
+        let t = &v["data"][0];
+        assert_eq!(t["type"], "heatmap");
+        assert_eq!(t["z"][1][0], 0.5);
+        assert_eq!(t["z"][0][2].as_f64().unwrap() as f32, 0.7);
+        assert_eq!(t["x"][1], "dog &amp; co");
+        assert_eq!(t["y"], serde_json::json!(["0", "1"]));
+        assert_eq!(t["zmin"], 0.0);
+        assert_eq!(t["zmax"], 1.0);
+        let hover = t["hovertemplate"].as_str().unwrap();
+        assert!(hover.contains("neuron %{y}") && hover.contains("instance %{x}"));
+        assert!(hover.contains("share %{z"));
+        assert_eq!(t["colorscale"][10][1], {
+            let [r, g, b] = magma(1.0).0;
+            format!("rgb({r},{g},{b})")
+        });
+        assert_eq!(
+            v["layout"]["yaxis"]["range"],
+            serde_json::json!([1.5, -0.5])
+        );
+        assert_invalid(heatmap(&values, 3, 3, "x", &style), "6 values");
+        let bad = HeatmapStyle {
+            row_names: vec!["a".into()],
+            ..HeatmapStyle::default()
+        };
+        assert_invalid(heatmap(&values, 2, 3, "x", &bad), "1 row names for 2");
+    }
+
+    #[test]
+    fn box_plots_group_partitions_by_layer() {
+        let groups = vec![
+            BoxGroup::new("object", vec![1.0, 2.0]).in_category("layer 1"),
+            BoxGroup::new("background", vec![3.0]).in_category("layer 1"),
+            BoxGroup::new("object", vec![4.0, 5.0, 6.0]).in_category("layer 2"),
+            BoxGroup::new("background", vec![7.0]).in_category("layer 2"),
+        ];
+        let fig = box_plots(&groups, "log std", "log σ").unwrap();
+        let v = json(&fig);
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(data.len(), 2, "one trace per partition");
+        assert_eq!(data[0]["name"], "object");
+        assert_eq!(data[0]["y"], serde_json::json!([1.0, 2.0, 4.0, 5.0, 6.0]));
+        assert_eq!(
+            data[0]["x"],
+            serde_json::json!(["layer 1", "layer 1", "layer 2", "layer 2", "layer 2"])
+        );
+        assert_eq!(v["layout"]["boxmode"], "group");
+        assert_eq!(
+            v["layout"]["xaxis"]["categoryarray"],
+            serde_json::json!(["layer 1", "layer 2"])
+        );
+        let plain = box_plots(&[BoxGroup::new("a", vec![1.0])], "t", "y").unwrap();
+        assert!(json(&plain)["data"][0].get("x").is_none());
+        let mixed = [BoxGroup::new("a", vec![1.0]), groups[0].clone()];
+        assert_invalid(box_plots(&mixed, "t", "y"), "category");
+        assert_invalid(box_plots(&[], "t", "y"), "no groups");
+    }
+
+    #[test]
+    fn sorted_curves_rank_values_descending() {
+        let style = LineStyle {
+            x_label: "rank".into(),
+            y_label: "pixels".into(),
+            log_y: true,
+        };
+        let curves = [("layer 1", vec![3.0, f64::NAN, 10.0, 1.0])];
+        let v = json(&sorted_curves(&curves, "ppn", &style, false).unwrap());
+        assert_eq!(v["data"][0]["y"], serde_json::json!([10.0, 3.0, 1.0]));
+        assert_eq!(v["data"][0]["x"], serde_json::json!([1.0, 2.0, 3.0]));
+        assert_eq!(v["layout"]["yaxis"]["type"], "log");
+        let v = json(&sorted_curves(&curves, "ppn", &style, true).unwrap());
+        assert_eq!(v["data"][0]["x"][2], 1.0);
+        let empty: [(&str, Vec<f64>); 0] = [];
+        assert_invalid(sorted_curves(&empty, "t", &style, false), "no curves");
+    }
+
+    #[test]
+    fn line_series_share_x() {
+        let x = [0.0, 1.0, 2.0];
+        let series = [
+            ("object", vec![0.5, 0.6, 0.7]),
+            ("background", vec![0.5, 0.4, 0.3]),
+        ];
+        let fig = line_series(&x, &series, "per-frame share", &LineStyle::default()).unwrap();
+        let v = json(&fig);
+        assert_eq!(v["data"][1]["name"], "background");
+        assert_eq!(v["data"][1]["y"], serde_json::json!([0.5, 0.4, 0.3]));
+        assert_eq!(v["data"][0]["mode"], "lines+markers");
+        let bad = [("object", vec![0.5])];
+        assert_invalid(
+            line_series(&x, &bad, "t", &LineStyle::default()),
+            "1 values for 3",
+        );
+    }
+
+    #[test]
+    fn scatter_hover_shows_thumbnails() {
+        let x = [0.0, 1.0, 2.0];
+        let y = [1.0, 0.0, -1.0];
+        let group = [1, 0, 1];
+        let names = ["low".to_string(), "high".to_string()];
+        let labels = ["n0".to_string(), "n1".to_string(), "n<2>".to_string()];
+        let thumbs = vec![vec![0.0, 1.0], vec![1.0, 0.0], vec![2.0, 2.0]];
+        let data = ScatterData {
+            x: &x,
+            y: &y,
+            group: &group,
+            group_names: &names,
+            labels: &labels,
+            thumbnails: &thumbs,
+            thumb_height: 1,
+            thumb_width: 2,
+            x_label: "PC 1",
+            y_label: "PC 2",
+        };
+        let fig = scatter_groups(&data, "Neuron embedding").unwrap();
+        assert!(fig.has_hover_panel());
+        let v = json(&fig);
+        let traces = v["data"].as_array().unwrap();
+        assert_eq!(traces.len(), 2);
+        assert_eq!(traces[0]["name"], "low");
+        assert_eq!(traces[1]["x"], serde_json::json!([0.0, 2.0]));
+        assert_eq!(traces[1]["text"], serde_json::json!(["n0", "n&lt;2&gt;"]));
+        let uri = traces[0]["customdata"][0].as_str().unwrap();
+        let img = decode_png(uri);
+        assert_eq!(img.dimensions(), (2, 1));
+        assert_eq!(*img.get_pixel(0, 0), magma(1.0)); // point 1's map is [1, 0]
+
+        let html = fig.to_html_fragment();
+        assert!(html.contains("plotly_hover"));
+        assert!(html.contains("xinc hover images"));
+        assert!(html.contains(&format!("id=\"{}-hover\"", fig.id())));
+        assert!(html.contains(uri), "thumbnails travel in the fragment");
+        let bundle = fig.evcxr_bundle(true);
+        assert!(bundle.starts_with("EVCXR_BEGIN_CONTENT text/html\n"));
+        assert!(!bundle.contains(crate::plot::html::PLOTLY_MIME));
+        assert!(bundle.contains("plotly_hover"));
+
+        let plain = ScatterData {
+            thumbnails: &[],
+            ..data
+        };
+        let plain_fig = scatter_groups(&plain, "t").unwrap();
+        assert!(!plain_fig.has_hover_panel());
+        assert!(!plain_fig.to_html_fragment().contains("plotly_hover"));
+    }
+
+    #[test]
+    fn scatter_rejects_mismatched_input() {
+        let x = [0.0, 1.0];
+        let data = ScatterData {
+            x: &x,
+            y: &[0.0],
+            ..ScatterData::default()
+        };
+        assert_invalid(scatter_groups(&data, "t"), "1 y for 2");
+        let thumbs = vec![vec![0.0; 3], vec![0.0; 4]];
+        let data = ScatterData {
+            x: &x,
+            y: &x,
+            thumbnails: &thumbs,
+            thumb_height: 2,
+            thumb_width: 2,
+            ..ScatterData::default()
+        };
+        assert_invalid(scatter_groups(&data, "t"), "thumbnail 0");
+        let names = ["only".to_string()];
+        let data = ScatterData {
+            x: &x,
+            y: &x,
+            group: &[0, 3],
+            group_names: &names,
+            ..ScatterData::default()
+        };
+        assert_invalid(scatter_groups(&data, "t"), "1 group names for 4");
+    }
+}

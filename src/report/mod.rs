@@ -1,0 +1,232 @@
+//! `xinc report`: every analysis of the paper (spec B) on one clip and its models, written as
+//! - `index.html`: one offline page (plotly.js embedded once) with a section per finding, its
+//!   tables and interactive figures;
+//! - `stats/*.parquet`: every table, one file per analysis (schemas in the analysis modules);
+//! - `summary.json`: the headline numbers and the verdict on each of the paper's claims.
+//!
+//! The FFN is analysed on the clip's first frame (layers 1..L), the NeRV on the clip's annotated
+//! frames (head and the last block, as the paper; the per-neuron table also covers every other
+//! block on the first analysed frame, streamed). Sections live in [`sections`]; this module holds
+//! the page and the table collection.
+
+mod sections;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::analysis::write_parquet;
+use crate::data::panoptic::Clip;
+use crate::error::{Result, XincError};
+use crate::models::ffn::Ffn;
+use crate::models::nerv::Nerv;
+use crate::plot::figure::Figure;
+use crate::plot::html::{escape_html, plotly_script_tag};
+use crate::plot::table::frame_to_html;
+
+pub use sections::Headlines;
+
+/// What to analyse and where to write.
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    pub out: PathBuf,
+    /// Seed of every k-means (RGB and Gabor partitions, neuron groups).
+    pub seed: u64,
+    /// Neuron groups per layer (spec B.8: 6).
+    pub groups: usize,
+    /// Frames t whose contribution change D_t (t−1 → t) is compared with the flow (spec B.5:
+    /// 1 and 10); frames beyond the clip are skipped.
+    pub motion_frames: Vec<usize>,
+}
+
+impl ReportOptions {
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        ReportOptions {
+            out: out.into(),
+            seed: 0,
+            groups: 6,
+            motion_frames: vec![1, 10],
+        }
+    }
+}
+
+/// The models of one clip: an image model of its first frame, a video model of the clip, or both.
+pub struct ReportModels<'a> {
+    pub ffn: Option<(&'a Ffn, String)>,
+    pub nerv: Option<(&'a Nerv, String)>,
+}
+
+/// One section of the page: a heading, an explanation, then tables and figures in order.
+struct Section {
+    id: &'static str,
+    title: &'static str,
+    intro: String,
+    items: Vec<String>,
+}
+
+impl Section {
+    fn new(id: &'static str, title: &'static str, intro: &str) -> Self {
+        Section {
+            id,
+            title,
+            intro: intro.to_string(),
+            items: Vec::new(),
+        }
+    }
+
+    fn figure(&mut self, fig: Figure) {
+        self.items.push(fig.to_html_fragment());
+    }
+
+    fn table(&mut self, caption: &str, df: &DataFrame) {
+        self.items.push(format!(
+            "<h4>{}</h4>\n{}",
+            escape_html(caption),
+            frame_to_html(df, 40)
+        ));
+    }
+}
+
+/// The report under construction: sections for the page, tables for `stats/`, timings.
+struct Report {
+    sections: Vec<Section>,
+    tables: BTreeMap<&'static str, Vec<DataFrame>>,
+    timings: Vec<(String, f64)>,
+}
+
+impl Report {
+    fn add_table(&mut self, name: &'static str, df: DataFrame) {
+        self.tables.entry(name).or_default().push(df);
+    }
+
+    /// Runs one section builder, timing it.
+    fn timed<T>(&mut self, what: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        tracing::info!("report: {what}");
+        let out = f(self)?;
+        let seconds = start.elapsed().as_secs_f64();
+        tracing::info!("report: {what} done in {seconds:.2} s");
+        self.timings.push((what.to_string(), seconds));
+        Ok(out)
+    }
+
+    /// Stacks each table's parts and writes `stats/<name>.parquet`.
+    fn write_tables(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut written = Vec::new();
+        for (name, parts) in std::mem::take(&mut self.tables) {
+            let mut df = stack(name, parts)?;
+            let path = dir.join(format!("{name}.parquet"));
+            write_parquet(&mut df, &path)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    fn page(&self, clip: &Clip, headlines: &Headlines) -> String {
+        let mut html = String::from("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n");
+        html += &format!(
+            "<title>xinc report: {}</title>\n{}\n<style>{STYLE}</style></head><body>\n",
+            escape_html(&clip.video),
+            plotly_script_tag()
+        );
+        html += &format!(
+            "<h1>Explaining the implicit neural canvas: video {}</h1>\n",
+            escape_html(&clip.video)
+        );
+        html += &headlines.to_html();
+        html += "<nav><ul>";
+        for s in &self.sections {
+            html += &format!(
+                "<li><a href=\"#{}\">{}</a></li>",
+                s.id,
+                escape_html(s.title)
+            );
+        }
+        html += "</ul></nav>\n";
+        for s in &self.sections {
+            html += &format!(
+                "<section id=\"{}\"><h2>{}</h2>\n<p>{}</p>\n",
+                s.id,
+                escape_html(s.title),
+                s.intro
+            );
+            for item in &s.items {
+                html += item;
+                html += "\n";
+            }
+            html += "</section>\n";
+        }
+        html += "<h2>Timings</h2><table class=\"t\"><tr><th>step</th><th>seconds</th></tr>";
+        for (what, s) in &self.timings {
+            html += &format!("<tr><td>{}</td><td>{s:.2}</td></tr>", escape_html(what));
+        }
+        html += "</table></body></html>\n";
+        html
+    }
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}\
+    table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}\
+    section{margin-top:2em}.claim-yes{color:#060}.claim-no{color:#a00}";
+
+/// Vertically stacks the parts of one table (same schema).
+fn stack(name: &str, parts: Vec<DataFrame>) -> Result<DataFrame> {
+    let mut iter = parts.into_iter();
+    let mut df = iter
+        .next()
+        .ok_or_else(|| XincError::InvalidArgument(format!("table {name} has no rows")))?;
+    for part in iter {
+        df.vstack_mut(&part).map_err(|e| {
+            XincError::InvalidArgument(format!("table {name}: parts do not stack: {e}"))
+        })?;
+    }
+    Ok(df)
+}
+
+/// What [`write_report`] wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportOutput {
+    pub index: PathBuf,
+    pub tables: Vec<PathBuf>,
+    pub summary: PathBuf,
+    pub headlines: Headlines,
+    pub seconds: f64,
+}
+
+/// Runs every analysis on `clip` with `models` and writes the report into `opts.out`.
+pub fn write_report(
+    clip: &Clip,
+    models: &ReportModels,
+    opts: &ReportOptions,
+) -> Result<ReportOutput> {
+    if models.ffn.is_none() && models.nerv.is_none() {
+        return Err(XincError::InvalidArgument(
+            "a report needs an FFN or a NeRV model".into(),
+        ));
+    }
+    let start = Instant::now();
+    let mut report = Report {
+        sections: Vec::new(),
+        tables: BTreeMap::new(),
+        timings: Vec::new(),
+    };
+    let headlines = sections::build(&mut report, clip, models, opts)?;
+    let tables = report.write_tables(&opts.out.join("stats"))?;
+    let index = opts.out.join("index.html");
+    let page = report.page(clip, &headlines);
+    crate::io::write_atomic(&index, |f| f.write_all(page.as_bytes()))?;
+    let summary = opts.out.join("summary.json");
+    let seconds = start.elapsed().as_secs_f64();
+    let out = ReportOutput {
+        index,
+        tables,
+        summary: summary.clone(),
+        headlines,
+        seconds,
+    };
+    crate::io::save_json(&summary, &out)?;
+    Ok(out)
+}

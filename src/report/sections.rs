@@ -1,0 +1,868 @@
+//! The sections of the report, one function per finding, and the headline numbers they yield.
+//!
+//! Every section reads the analysed layers through [`NeuronMaps`] (FFN maps in memory, NeRV
+//! kernels computed on demand), adds its tables to the report's `stats/` and its figures to the
+//! page, and records its headline numbers per layer in [`Headlines`].
+
+use std::collections::BTreeMap;
+
+use candle_core::Device;
+use serde::Serialize;
+
+use super::{Report, ReportModels, ReportOptions, Section};
+use crate::analysis::distributed::{distributed_from_rows, PAPER_TARGETS};
+use crate::analysis::groups::{neuron_groups, neuron_vectors, Features, GroupOptions, THUMBNAIL};
+use crate::analysis::intensity::intensity_from_heat;
+use crate::analysis::motion::{frame_flow, motion_table, motion_vs_flow, DEFAULT_TOP_PERCENTS};
+use crate::analysis::objects::{
+    area_summary_frame, area_vs_neurons, object_shares, other_region, ObjectShares,
+};
+use crate::analysis::partitions::{
+    frame_partitions, gabor_labels, gt_from_planar, neuron_variances, summary_frame,
+    PartitionConfig,
+};
+use crate::analysis::source::{InMemoryMaps, NervKernelMaps, NeuronMaps};
+use crate::analysis::stats::{neuron_rows, neuron_table, NeuronRow};
+use crate::analysis::Fidelity;
+use crate::canvas::ffn::{ffn_canvas, FfnLayer};
+use crate::canvas::nerv::{NervFrameData, NervLayer};
+use crate::canvas::ContributionMap;
+use crate::data::optical_flow::FarnebackParams;
+use crate::data::panoptic::{Clip, PanopticFrame};
+use crate::error::{Result, XincError};
+use crate::models::nerv::Nerv;
+use crate::plot::figures::{box_plots, map_grid_figure, sorted_curves, BoxGroup, LineStyle};
+use crate::plot::figures::{heatmap, scatter_groups, HeatmapStyle, ScatterData};
+use crate::plot::html::escape_html;
+
+/// The headline numbers of one analysed layer (first analysed frame).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LayerHeadline {
+    pub model: String,
+    pub layer: String,
+    pub neurons: usize,
+    pub dead_fraction: f64,
+    /// Median pixels per live neuron (share > 1/N), as a fraction of the frame.
+    pub median_pixels_fraction: f64,
+    /// Mean fraction of neurons above τ per pixel, t = 0.1 and 0.5.
+    pub neurons_per_pixel: [f64; 2],
+    pub pearson_intensity: f64,
+    pub spearman_absdiff_edges: f64,
+    /// Mean within-category minus mean between-category correlation of instance profiles.
+    pub semantics_gap: f64,
+    pub area_spearman: f64,
+    /// The partition with the lowest median log std: official and corrected modes.
+    pub lowest_partition: [String; 2],
+    /// Median log std per partition (instances, RGB, Gabor, grid), official mode.
+    pub median_log_std: Vec<(String, f64)>,
+    pub group_ari: f64,
+}
+
+/// One motion comparison.
+#[derive(Clone, Debug, Serialize)]
+pub struct MotionHeadline {
+    pub layer: String,
+    pub frame: usize,
+    pub pearson: f64,
+    pub spearman: f64,
+    pub iou_top10: f64,
+    pub flow_source: String,
+}
+
+/// One of the paper's claims, whether the numbers support it, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Claim {
+    pub claim: String,
+    pub holds: bool,
+    pub evidence: String,
+}
+
+/// Everything the report concludes, also written to `summary.json`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Headlines {
+    pub video: String,
+    pub layers: Vec<LayerHeadline>,
+    pub motion: Vec<MotionHeadline>,
+    pub claims: Vec<Claim>,
+}
+
+/// The analysed layers of one model on one frame.
+struct Analysed<'a> {
+    model: String,
+    frame: usize,
+    gt: Vec<f32>,
+    annotation: Option<&'a PanopticFrame>,
+    layers: Vec<Box<dyn NeuronMaps + 'a>>,
+}
+
+/// Builds every section; returns the headlines.
+pub(super) fn build(
+    report: &mut Report,
+    clip: &Clip,
+    models: &ReportModels,
+    opts: &ReportOptions,
+) -> Result<Headlines> {
+    let dev = Device::Cpu;
+    let mut heads: BTreeMap<(String, String), LayerHeadline> = BTreeMap::new();
+    let ffn_canvas_maps = match models.ffn {
+        Some((ffn, _)) => Some(report.timed("FFN canvas", |_| ffn_maps(ffn, clip))?),
+        None => None,
+    };
+    let nerv_frames = match models.nerv {
+        Some((nerv, _)) => Some(report.timed("NeRV forward passes", |_| {
+            nerv_frame_data(nerv, &analysed_frames(clip, nerv), &dev)
+        })?),
+        None => None,
+    };
+    let mut units: Vec<Analysed> = Vec::new();
+    if let (Some((_, name)), Some(canvas)) = (&models.ffn, &ffn_canvas_maps) {
+        units.push(Analysed {
+            model: name.clone(),
+            frame: 0,
+            gt: clip.frame_ffn(0)?.to_chw(),
+            annotation: annotation(clip, 0),
+            layers: canvas
+                .iter()
+                .map(|m| Box::new(InMemoryMaps::new(m)) as Box<dyn NeuronMaps>)
+                .collect(),
+        });
+    }
+    if let (Some((nerv, name)), Some(frames)) = (&models.nerv, &nerv_frames) {
+        for (f, data) in frames {
+            units.push(Analysed {
+                model: name.clone(),
+                frame: *f,
+                gt: clip.frame_nerv(*f)?,
+                annotation: annotation(clip, *f),
+                layers: paper_layers(nerv)
+                    .into_iter()
+                    .map(|l| nerv_source(data, l))
+                    .collect::<Result<_>>()?,
+            });
+        }
+    }
+    let firsts = first_units(&units);
+    report.timed("per-neuron statistics, distributed, intensity", |r| {
+        neurons_distributed_intensity(r, &units, &firsts, &mut heads)
+    })?;
+    if let (Some((nerv, name)), Some(frames)) = (&models.nerv, &nerv_frames) {
+        report.timed("per-neuron statistics of the inner NeRV blocks", |r| {
+            inner_blocks(r, nerv, name, &frames[0])
+        })?;
+    }
+    report.timed("objects", |r| objects(r, &units, &mut heads))?;
+    report.timed("what neurons care about", |r| {
+        partitions(r, clip, &units, &firsts, opts, &mut heads)
+    })?;
+    let mut headlines = Headlines {
+        video: clip.video.clone(),
+        ..Headlines::default()
+    };
+    if let Some((nerv, _)) = &models.nerv {
+        headlines.motion = report.timed("motion", |r| motion(r, clip, nerv, opts, &dev))?;
+    }
+    report.timed("neuron groups", |r| {
+        groups(r, &units, &firsts, opts, &mut heads)
+    })?;
+    headlines.layers = heads.into_values().collect();
+    headlines.claims = claims(&headlines);
+    Ok(headlines)
+}
+
+/// The FFN's summed-layer maps of its image (`layer1..layerL`).
+fn ffn_maps(ffn: &crate::models::ffn::Ffn, clip: &Clip) -> Result<Vec<ContributionMap>> {
+    let cfg = ffn.config();
+    let (h, w) = (cfg.height(), cfg.width());
+    if [h, w] != clip.size {
+        return Err(XincError::InvalidArgument(format!(
+            "the FFN learned {h}×{w} images, the clip is read at {:?}",
+            clip.size
+        )));
+    }
+    let acts = ffn.forward_image(&Device::Cpu)?;
+    let layers: Vec<FfnLayer> = (1..=cfg.num_layers).map(FfnLayer::Summed).collect();
+    Ok(ffn_canvas(ffn, &acts, &layers)?.layers)
+}
+
+/// The clip's annotated frames that the NeRV learned (frame 0 when none is annotated).
+fn analysed_frames(clip: &Clip, nerv: &Nerv) -> Vec<usize> {
+    let t = nerv.config().frames;
+    let frames: Vec<usize> = clip
+        .annotations
+        .iter()
+        .map(|a| a.frame_index)
+        .filter(|&f| f < t)
+        .collect();
+    if frames.is_empty() {
+        vec![0]
+    } else {
+        frames
+    }
+}
+
+fn nerv_frame_data(
+    nerv: &Nerv,
+    frames: &[usize],
+    dev: &Device,
+) -> Result<Vec<(usize, NervFrameData)>> {
+    frames
+        .iter()
+        .map(|&f| Ok((f, NervFrameData::new(nerv, &nerv.forward_frame(f, dev)?)?)))
+        .collect()
+}
+
+fn annotation(clip: &Clip, frame: usize) -> Option<&PanopticFrame> {
+    clip.annotations.iter().find(|a| a.frame_index == frame)
+}
+
+/// The NeRV layers the paper analyses: the head and the last block.
+fn paper_layers(nerv: &Nerv) -> Vec<NervLayer> {
+    vec![
+        NervLayer::Head,
+        NervLayer::Block {
+            index: nerv.blocks().len(),
+            pre_gelu: false,
+        },
+    ]
+}
+
+fn nerv_source(data: &NervFrameData, layer: NervLayer) -> Result<Box<dyn NeuronMaps + '_>> {
+    let inputs = data.inputs(layer, None)?;
+    Ok(Box::new(NervKernelMaps::new(
+        data.layer(layer)?,
+        layer,
+        inputs,
+    )?))
+}
+
+/// The first analysed frame of each model (indices into `units`).
+fn first_units(units: &[Analysed]) -> Vec<usize> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for (i, u) in units.iter().enumerate() {
+        if !seen.contains(&u.model.as_str()) {
+            seen.push(&u.model);
+            out.push(i);
+        }
+    }
+    out
+}
+
+fn headline<'h>(
+    heads: &'h mut BTreeMap<(String, String), LayerHeadline>,
+    model: &str,
+    src: &dyn NeuronMaps,
+) -> &'h mut LayerHeadline {
+    heads
+        .entry((model.to_string(), src.layer().to_string()))
+        .or_insert_with(|| LayerHeadline {
+            model: model.to_string(),
+            layer: src.layer().to_string(),
+            neurons: src.num_neurons(),
+            ..LayerHeadline::default()
+        })
+}
+
+/// Per-neuron statistics of every analysed layer and frame; B.2 and B.1 on the first frames.
+fn neurons_distributed_intensity(
+    r: &mut Report,
+    units: &[Analysed],
+    firsts: &[usize],
+    heads: &mut BTreeMap<(String, String), LayerHeadline>,
+) -> Result<()> {
+    let mut dist = Section::new(
+        "distributed",
+        "Representation is distributed (B.2)",
+        "Pixels per neuron: the pixels where a neuron's share of the absolute contribution exceeds \
+         1/N. Neurons per pixel: the fraction of neurons whose |contribution| exceeds τ(t), the \
+         value above which the layer's largest contributions carry 1 − t of its total. Each layer \
+         uses its own contributions (the official MLP notebook used layer 2's for layer 3).",
+    );
+    let mut inten = Section::new(
+        "intensity",
+        "Contribution vs intensity and edges (B.1)",
+        "heat = Σ_n |C_n|, min-max normalised, against the normalised intensity of the frame; \
+         diff = heat − intensity, compared with the Sobel edge magnitude.",
+    );
+    let (mut curves, mut frac_maps, mut frac_titles) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, u) in units.iter().enumerate() {
+        for src in &u.layers {
+            let (rows, heat) = neuron_rows(src.as_ref());
+            r.add_table(
+                "neurons",
+                neuron_table(src.as_ref(), &u.model, u.frame, &rows)?,
+            );
+            if !firsts.contains(&i) {
+                continue;
+            }
+            let d = distributed_from_rows(src.as_ref(), &rows, &PAPER_TARGETS)?;
+            let tables = d.to_frame()?;
+            r.add_table("pixels_per_neuron", tables.pixels_per_neuron);
+            r.add_table("distributed_curve", tables.curve);
+            r.add_table("distributed_summary", tables.summary);
+            r.add_table("neurons_per_pixel", tables.neurons_per_pixel);
+            let label = format!("{} {}", u.model, src.layer());
+            curves.push((
+                label.clone(),
+                d.pixels
+                    .sorted
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect::<Vec<f64>>(),
+            ));
+            for npp in &d.per_pixel {
+                frac_maps.push(npp.fraction.clone());
+                frac_titles.push(format!("{label}, t = {}", npp.t));
+            }
+            let h = headline(heads, &u.model, src.as_ref());
+            fill_distributed(h, &rows, &d, src.num_pixels());
+            let it = intensity_from_heat(src.layer(), &heat, src.size(), &u.gt)?;
+            r.add_table("intensity", it.to_frame()?);
+            h.pearson_intensity = it.pearson_intensity;
+            h.spearman_absdiff_edges = it.spearman_absdiff_edges;
+            let maps = [&it.intensity_norm, &it.edges, &it.heat_norm, &it.diff];
+            let titles = ["intensity", "Sobel edges", "heat", "heat − intensity"]
+                .map(|t| format!("{label}: {t}"));
+            let (hh, ww) = src.size();
+            let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
+            inten.figure(map_grid_figure(&refs, hh, ww, &titles, 4)?);
+        }
+    }
+    let style = LineStyle {
+        x_label: "neuron rank / N".into(),
+        y_label: "pixels above 1/N".into(),
+        log_y: false,
+    };
+    dist.figure(sorted_curves(
+        &curves,
+        "Pixels per neuron, sorted",
+        &style,
+        true,
+    )?);
+    if let Some(first) = units.first().and_then(|u| u.layers.first()) {
+        let (hh, ww) = first.size();
+        let refs: Vec<&[f32]> = frac_maps.iter().map(|m| m.as_slice()).collect();
+        dist.figure(map_grid_figure(&refs, hh, ww, &frac_titles, 4)?);
+    }
+    for (name, caption) in [
+        ("distributed_summary", "Pixels per neuron"),
+        ("neurons_per_pixel", "Neurons per pixel"),
+    ] {
+        if let Some(parts) = r.tables.get(name) {
+            dist.table(caption, &super::stack(name, parts.clone())?);
+        }
+    }
+    if let Some(parts) = r.tables.get("intensity") {
+        inten.table("Correlations", &super::stack("intensity", parts.clone())?);
+    }
+    r.sections.push(dist);
+    r.sections.push(inten);
+    Ok(())
+}
+
+fn fill_distributed(
+    h: &mut LayerHeadline,
+    rows: &[NeuronRow],
+    d: &crate::analysis::distributed::Distributed,
+    pixels: usize,
+) {
+    let n = rows.len().max(1) as f64;
+    h.dead_fraction = d.pixels.dead as f64 / n;
+    let mut live: Vec<u32> = rows
+        .iter()
+        .filter(|r| r.abs_sum > 0.0)
+        .map(|r| r.pixels)
+        .collect();
+    live.sort_unstable();
+    h.median_pixels_fraction = live.get(live.len() / 2).map_or(0.0, |&m| m as f64) / pixels as f64;
+    for (slot, npp) in h.neurons_per_pixel.iter_mut().zip(&d.per_pixel) {
+        *slot = npp.mean;
+    }
+}
+
+/// The per-neuron table of the NeRV blocks before the last, first analysed frame, streamed.
+fn inner_blocks(
+    r: &mut Report,
+    nerv: &Nerv,
+    model: &str,
+    frame: &(usize, NervFrameData),
+) -> Result<()> {
+    let blocks = nerv.blocks().len();
+    for index in (1..blocks).rev() {
+        let layer = NervLayer::Block {
+            index,
+            pre_gelu: false,
+        };
+        let src = nerv_source(&frame.1, layer)?;
+        let (rows, _) = neuron_rows(src.as_ref());
+        r.add_table(
+            "neurons",
+            neuron_table(src.as_ref(), model, frame.0, &rows)?,
+        );
+    }
+    Ok(())
+}
+
+/// B.3 / B.4 / B.7: instance shares, semantics, thing vs stuff, area vs neurons.
+fn objects(
+    r: &mut Report,
+    units: &[Analysed],
+    heads: &mut BTreeMap<(String, String), LayerHeadline>,
+) -> Result<()> {
+    let mut sec = Section::new(
+        "objects",
+        "Objects, things and stuff (B.3, B.4, B.7)",
+        "A[n, instance] = mean |C_n| over the instance's mask (with the pseudo-instance \"other\" = \
+         union of the masks, as the official code), normalised over instances (and, for the \
+         video model, over the analysed frames). Semantics gap: the mean correlation of the \
+         neuron profiles of same-category instance pairs minus that of different-category pairs \
+         (near 0: no object semantics). Area vs neurons: Spearman ρ between an instance's area and \
+         the number of neurons whose mean share on it exceeds 1/N.",
+    );
+    let other = other_region(Fidelity::Official);
+    let models: Vec<&str> = dedup(units.iter().map(|u| u.model.as_str()));
+    let mut area_results = Vec::new();
+    for model in models {
+        let frames: Vec<&Analysed> = units
+            .iter()
+            .filter(|u| u.model == model && u.annotation.is_some())
+            .collect();
+        let Some(first) = frames.first() else {
+            continue;
+        };
+        for (l, src0) in first.layers.iter().enumerate() {
+            let pairs: Vec<(&dyn NeuronMaps, &PanopticFrame)> = frames
+                .iter()
+                .filter_map(|u| Some((u.layers[l].as_ref(), u.annotation?)))
+                .collect();
+            let shares = object_shares(&pairs, other)?;
+            add_object_tables(r, &shares)?;
+            let area = area_vs_neurons(src0.as_ref(), pairs[0].1)?;
+            let h = headline(heads, model, src0.as_ref());
+            h.semantics_gap = shares.semantics(0).gap();
+            h.area_spearman = area.spearman;
+            r.add_table("area_neurons", area.to_frame()?);
+            area_results.push(area);
+            if l + 1 == first.layers.len() {
+                sec.figure(share_heatmap(&shares, model)?);
+            }
+        }
+    }
+    for (name, caption) in [
+        ("semantics", "Semantics (instance profiles by category)"),
+        (
+            "thing_stuff",
+            "Thing vs stuff (per neuron mean |c| per pixel)",
+        ),
+    ] {
+        if let Some(parts) = r.tables.get(name) {
+            sec.table(caption, &super::stack(name, parts.clone())?);
+        }
+    }
+    if !area_results.is_empty() {
+        sec.table(
+            "Object area vs contributing neurons",
+            &area_summary_frame(&area_results)?,
+        );
+    }
+    r.sections.push(sec);
+    Ok(())
+}
+
+fn add_object_tables(r: &mut Report, shares: &ObjectShares) -> Result<()> {
+    r.add_table("object_shares", shares.to_frame()?);
+    r.add_table("semantics", shares.semantics_frame()?);
+    r.add_table("thing_stuff", shares.thing_vs_stuff().summary_frame()?);
+    Ok(())
+}
+
+/// The first frame's shares of (at most 60) live neurons over the instances.
+fn share_heatmap(shares: &ObjectShares, model: &str) -> Result<crate::plot::figure::Figure> {
+    let ni = shares.instances.len();
+    let rows = shares.neurons.len().min(60);
+    let values: Vec<f64> = (0..rows)
+        .flat_map(|k| shares.share_row(0, k).to_vec())
+        .collect();
+    let style = HeatmapStyle {
+        row_label: "neuron".into(),
+        col_label: "instance".into(),
+        value_label: "share".into(),
+        row_names: shares.neurons[..rows]
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+        col_names: shares.instances.iter().map(|i| i.name.clone()).collect(),
+        ..HeatmapStyle::default()
+    };
+    heatmap(
+        &values,
+        rows,
+        ni,
+        &format!(
+            "{model} {}: instance shares, frame {}",
+            shares.layer, shares.frames[0]
+        ),
+        &style,
+    )
+}
+
+/// B.6 in both fidelity modes: δ-variance per partition, box plots of log std.
+fn partitions(
+    r: &mut Report,
+    clip: &Clip,
+    units: &[Analysed],
+    firsts: &[usize],
+    opts: &ReportOptions,
+    heads: &mut BTreeMap<(String, String), LayerHeadline>,
+) -> Result<()> {
+    let mut sec = Section::new(
+        "partitions",
+        "What neurons care about: colour, edges, space, objects (B.6)",
+        "For each neuron, the variance over the regions of a partition of δ = (actual − expected) / \
+         expected share of its |contribution|. A low variance means the neuron is indifferent to \
+         that partition. Official mode: lattice grid cells, six θ = 0 Gabor kernels with uint8 \
+         responses, signed grid δ. Corrected mode: contiguous cells, 24 float Gabor kernels, |δ| \
+         everywhere, \"other\" = complement.",
+    );
+    for (mode, fidelity) in [Fidelity::Official, Fidelity::Corrected]
+        .into_iter()
+        .enumerate()
+    {
+        let mut results = Vec::new();
+        let mut boxes = Vec::new();
+        for &i in firsts {
+            let u = &units[i];
+            let Some(ann) = u.annotation else { continue };
+            let (h, w) = (clip.size[0], clip.size[1]);
+            let mut cfg = PartitionConfig::for_video(&clip.video, fidelity);
+            cfg.seed = opts.seed;
+            let parts = frame_partitions(&gt_from_planar(&u.gt, h, w)?, ann, &cfg)?;
+            for src in &u.layers {
+                let v = neuron_variances(src.as_ref(), &parts)?;
+                let summary = v.summary();
+                let lowest = summary.iter().find(|s| s.rank == 1).map(|s| s.kind.name());
+                let hl = headline(heads, &u.model, src.as_ref());
+                hl.lowest_partition[mode] = lowest.unwrap_or("none").to_string();
+                if fidelity == Fidelity::Official {
+                    hl.median_log_std = summary
+                        .iter()
+                        .map(|s| (s.kind.name().to_string(), s.median_log_std))
+                        .collect();
+                }
+                for (kind, var) in v.kinds.iter().zip(&v.variance) {
+                    let logs: Vec<f64> = var
+                        .iter()
+                        .filter(|v| v.is_finite() && **v > 0.0)
+                        .map(|v| 0.5 * v.ln())
+                        .collect();
+                    boxes.push(BoxGroup::new(kind.name(), logs).in_category(format!(
+                        "{} {}",
+                        u.model,
+                        src.layer()
+                    )));
+                }
+                r.add_table("partition_variances", v.to_frame()?);
+                results.push(v);
+            }
+        }
+        if results.is_empty() {
+            continue;
+        }
+        let summary = summary_frame(&results)?;
+        sec.table(&format!("{} mode", fidelity.name()), &summary);
+        r.add_table("partitions_summary", summary);
+        sec.figure(box_plots(
+            &boxes,
+            &format!("log std of δ per partition ({} mode)", fidelity.name()),
+            "log std",
+        )?);
+    }
+    r.sections.push(sec);
+    Ok(())
+}
+
+/// B.5: contribution change against the flow, head and last block, frames of `opts`.
+fn motion(
+    r: &mut Report,
+    clip: &Clip,
+    nerv: &Nerv,
+    opts: &ReportOptions,
+    dev: &Device,
+) -> Result<Vec<MotionHeadline>> {
+    let mut sec = Section::new(
+        "motion",
+        "Motion vs change in contribution (B.5)",
+        "D_t(p) = Σ_n ||C_n^t(p)| − |C_n^(t−1)(p)||, against the flow magnitude of frame t: the \
+         clip's own flow files where it has them (ground truth on synthetic clips), else \
+         Farnebäck's dense optical flow estimated from the frames.",
+    );
+    let limit = nerv.config().frames.min(clip.frames.len());
+    let mut results = Vec::new();
+    for &t in opts.motion_frames.iter().filter(|&&t| t >= 1 && t < limit) {
+        let data = nerv_frame_data(nerv, &[t - 1, t], dev)?;
+        let (flow, source) = frame_flow(clip, t, &FarnebackParams::default())?;
+        let (mut maps, mut titles) = (Vec::new(), Vec::new());
+        for layer in paper_layers(nerv) {
+            let (prev, cur) = (
+                nerv_source(&data[0].1, layer)?,
+                nerv_source(&data[1].1, layer)?,
+            );
+            let m = motion_vs_flow(
+                prev.as_ref(),
+                cur.as_ref(),
+                t,
+                &flow,
+                source,
+                &DEFAULT_TOP_PERCENTS,
+            )?;
+            if maps.is_empty() {
+                maps.push(m.flow_norm.clone());
+                titles.push(format!("flow magnitude, frame {t}"));
+            }
+            maps.push(m.change_norm.clone());
+            titles.push(format!("D_t {layer}, frame {t}"));
+            results.push(m);
+        }
+        let [h, w] = clip.size;
+        let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
+        sec.figure(map_grid_figure(&refs, h, w, &titles, 3)?);
+    }
+    if results.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table = motion_table(&results)?;
+    sec.table("Agreement of D_t with the flow", &table);
+    r.add_table("motion", table);
+    r.sections.push(sec);
+    Ok(results
+        .iter()
+        .map(|m| MotionHeadline {
+            layer: m.layer.clone(),
+            frame: m.frame,
+            pearson: m.pearson,
+            spearman: m.spearman,
+            iou_top10: m
+                .iou
+                .iter()
+                .find(|(k, _)| *k == 10.0)
+                .map_or(f64::NAN, |x| x.1),
+            flow_source: m.flow_source.name().to_string(),
+        })
+        .collect())
+}
+
+/// B.8: Gabor-cluster neuron vectors, k-means groups, PCA embedding, seed stability.
+fn groups(
+    r: &mut Report,
+    units: &[Analysed],
+    firsts: &[usize],
+    opts: &ReportOptions,
+    heads: &mut BTreeMap<(String, String), LayerHeadline>,
+) -> Result<()> {
+    let mut sec = Section::new(
+        "groups",
+        "Neuron groups (B.8)",
+        "Each live neuron's min-max normalised |contribution| averaged over 32 Gabor-texture \
+         clusters of the frame (official Gabor features), grouped by k-means; shown on the first \
+         two principal components (PCA from linfa-reduction: no maintained Rust UMAP fits this \
+         stack). Hover a point to see the neuron's map. Stability: mean pairwise adjusted Rand \
+         index of the grouping over 5 k-means seeds.",
+    );
+    let group_opts = GroupOptions {
+        k: opts.groups,
+        seed: opts.seed,
+        ..GroupOptions::default()
+    };
+    for &i in firsts {
+        let u = &units[i];
+        let [h, w] = [u.layers[0].size().0, u.layers[0].size().1];
+        let labels = gabor_labels(
+            &gt_from_planar(&u.gt, h, w)?,
+            32,
+            opts.seed,
+            Fidelity::Official,
+        )?;
+        for src in &u.layers {
+            let features = Features::Labels {
+                name: "gabor",
+                labels: &labels,
+            };
+            let vectors = neuron_vectors(src.as_ref(), &features, THUMBNAIL)?;
+            if vectors.neurons.len() < group_opts.k {
+                continue;
+            }
+            let g = neuron_groups(&vectors, &group_opts)?;
+            headline(heads, &u.model, src.as_ref()).group_ari = g.ari_mean;
+            r.add_table("neuron_groups", g.to_frame()?);
+            r.add_table("groups_summary", g.summary()?);
+            sec.figure(group_scatter(&g, &vectors, &u.model)?);
+        }
+    }
+    if let Some(parts) = r.tables.get("groups_summary") {
+        sec.table("Groups", &super::stack("groups_summary", parts.clone())?);
+    }
+    r.sections.push(sec);
+    Ok(())
+}
+
+fn group_scatter(
+    g: &crate::analysis::groups::NeuronGroups,
+    v: &crate::analysis::groups::NeuronVectors,
+    model: &str,
+) -> Result<crate::plot::figure::Figure> {
+    let x: Vec<f64> = g.embedding.iter().map(|p| p[0]).collect();
+    let y: Vec<f64> = g.embedding.iter().map(|p| p[1]).collect();
+    let names: Vec<String> = (0..g.k).map(|k| format!("group {k}")).collect();
+    let labels: Vec<String> = g
+        .ids
+        .iter()
+        .map(|(u, c)| match c {
+            Some(c) => format!("kernel ({u}, {c})"),
+            None => format!("neuron {u}"),
+        })
+        .collect();
+    let data = ScatterData {
+        x: &x,
+        y: &y,
+        group: &g.group,
+        group_names: &names,
+        labels: &labels,
+        thumbnails: &v.thumbnails,
+        thumb_height: v.thumb_size.0,
+        thumb_width: v.thumb_size.1,
+        x_label: "PC 1",
+        y_label: "PC 2",
+    };
+    scatter_groups(&data, &format!("{model} {}: neuron groups", g.layer))
+}
+
+fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// The paper's claims, each checked against a stated criterion.
+fn claims(h: &Headlines) -> Vec<Claim> {
+    let layers = &h.layers;
+    let all = |f: &dyn Fn(&LayerHeadline) -> bool| !layers.is_empty() && layers.iter().all(f);
+    let list = |f: &dyn Fn(&LayerHeadline) -> String| {
+        layers
+            .iter()
+            .map(|l| format!("{} {}: {}", l.model, l.layer, f(l)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let lowest_grid = |mode: usize| {
+        layers
+            .iter()
+            .filter(|l| l.lowest_partition[mode] == "grid")
+            .count()
+    };
+    let texture_over_objects = |l: &LayerHeadline| {
+        let get = |name: &str| {
+            l.median_log_std
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(f64::NAN, |x| x.1)
+        };
+        get("rgb").max(get("gabor")) > get("instances")
+    };
+    let mut out = vec![
+        Claim {
+            claim: "distributed: most pixels get meaningful contributions from many neurons".into(),
+            holds: all(&|l| l.neurons_per_pixel[0] >= 0.1),
+            evidence: format!(
+                "criterion: mean fraction of neurons above τ(0.1) ≥ 0.1 in every layer; {}",
+                list(&|l| format!(
+                    "{:.3} (median pixels per live neuron {:.1}% of the frame, {:.0}% dead)",
+                    l.neurons_per_pixel[0],
+                    100.0 * l.median_pixels_fraction,
+                    100.0 * l.dead_fraction
+                ))
+            ),
+        },
+        Claim {
+            claim: "contributions follow intensity; deviations mark edges".into(),
+            holds: all(&|l| l.pearson_intensity > 0.3),
+            evidence: format!(
+                "criterion: Pearson(heat, intensity) > 0.3 in every layer; {}",
+                list(&|l| format!(
+                    "r = {:.3}, ρ(|diff|, edges) = {:.3}",
+                    l.pearson_intensity, l.spearman_absdiff_edges
+                ))
+            ),
+        },
+        Claim {
+            claim: "space-agnostic: grid cells vary least".into(),
+            holds: lowest_grid(0) * 2 > layers.len(),
+            evidence: format!(
+                "criterion: grid has the lowest median log std in most layers; official mode {}/{} layers, corrected mode {}/{} layers",
+                lowest_grid(0),
+                layers.len(),
+                lowest_grid(1),
+                layers.len()
+            ),
+        },
+        Claim {
+            claim: "colour/edge-biased: RGB or Gabor clusters vary more than instances".into(),
+            holds: all(&|l| texture_over_objects(l)),
+            evidence: format!(
+                "criterion: max(median log std RGB, Gabor) > instances in every layer (official mode); {}",
+                list(&|l| format!("{:?}", l.median_log_std))
+            ),
+        },
+        Claim {
+            claim: "no object semantics".into(),
+            holds: all(&|l| !(l.semantics_gap > 0.2)),
+            evidence: format!(
+                "criterion: within-category minus between-category profile correlation ≤ 0.2 in every layer; {}",
+                list(&|l| format!("gap {:.3}, ρ(area, neurons) {:.3}", l.semantics_gap, l.area_spearman))
+            ),
+        },
+    ];
+    if !h.motion.is_empty() {
+        let mean = h.motion.iter().map(|m| m.pearson).sum::<f64>() / h.motion.len() as f64;
+        out.push(Claim {
+            claim: "motion-dominated: contribution change tracks optical flow".into(),
+            holds: mean > 0.3,
+            evidence: format!(
+                "criterion: mean Pearson(D_t, flow) > 0.3; {}",
+                h.motion
+                    .iter()
+                    .map(|m| format!(
+                        "{} t={}: r {:.3}, ρ {:.3}, IoU top 10% {:.3} ({})",
+                        m.layer, m.frame, m.pearson, m.spearman, m.iou_top10, m.flow_source
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
+    out
+}
+
+impl Headlines {
+    /// The claims as an HTML list, for the top of the page.
+    pub(super) fn to_html(&self) -> String {
+        let mut html = String::from("<h2>Findings</h2><ul>");
+        for c in &self.claims {
+            html += &format!(
+                "<li><b class=\"{}\">{}</b> {}<br><small>{}</small></li>",
+                if c.holds { "claim-yes" } else { "claim-no" },
+                if c.holds {
+                    "supported:"
+                } else {
+                    "not supported:"
+                },
+                escape_html(&c.claim),
+                escape_html(&c.evidence)
+            );
+        }
+        html + "</ul>"
+    }
+}
