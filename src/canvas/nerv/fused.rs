@@ -110,12 +110,18 @@ impl Expansion {
                     } else {
                         (Some(hi + 1).filter(|&n| n < h), hi)
                     };
-                    row.copy_from_slice(r(b));
-                    scale_row(row, 2.0);
-                    if let Some(a) = a {
-                        add_row(row, r(a), 1.0);
+                    match a {
+                        Some(a) => {
+                            for ((o, &vb), &va) in row.iter_mut().zip(r(b)).zip(r(a)) {
+                                *o = (2.0 * vb + va) * (1.0 / 9.0);
+                            }
+                        }
+                        None => {
+                            for (o, &vb) in row.iter_mut().zip(r(b)) {
+                                *o = (2.0 * vb) * (1.0 / 9.0);
+                            }
+                        }
                     }
-                    scale_row(row, 1.0 / 9.0);
                     emit(row);
                 }
             }
@@ -151,40 +157,74 @@ fn horizontal_box_place(
     dx: usize,
     rows: &mut Vec<f32>,
 ) {
-    let ow = w * s;
-    rows.clear();
-    rows.resize(h * ow, 0.0);
-    for (src, dst) in g.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+    horizontal_box(g, (h, w), s, rows, |src, wide| {
+        wide.fill(0.0);
         for (x, &v) in src.iter().enumerate() {
-            let c = s * x + dx;
-            for t in c.saturating_sub(1)..(c + 2).min(ow) {
-                dst[t] += v;
-            }
+            wide[s * x + dx] = v;
         }
-    }
+    });
 }
 
 /// The horizontal 3-tap sums of each upsampled low row: `rows[y][2x] = g[y][x−1] + 2·g[y][x]`,
 /// `rows[y][2x+1] = 2·g[y][x] + g[y][x+1]`, zero outside (`[h, 2w]`).
 fn horizontal_box_up2(g: &[f32], (h, w): (usize, usize), rows: &mut Vec<f32>) {
+    horizontal_box(g, (h, w), 2, rows, |src, wide| {
+        for (pair, &v) in wide.chunks_exact_mut(2).zip(src) {
+            pair.fill(v);
+        }
+    });
+}
+
+/// For each low row of `g`: `widen` writes it at `factor`× width, then the 3-tap sum (zero
+/// padded) of that wide row goes into `rows` (`[h, w·factor]`). Contiguous slice adds, so the
+/// compiler vectorises them.
+fn horizontal_box(
+    g: &[f32],
+    (h, w): (usize, usize),
+    factor: usize,
+    rows: &mut Vec<f32>,
+    widen: impl Fn(&[f32], &mut [f32]),
+) {
+    let ow = w * factor;
     rows.clear();
-    rows.resize(h * 2 * w, 0.0);
-    for (src, dst) in g.chunks_exact(w).zip(rows.chunks_exact_mut(2 * w)) {
-        for x in 0..w {
-            let left = if x > 0 { src[x - 1] } else { 0.0 };
-            let right = if x + 1 < w { src[x + 1] } else { 0.0 };
-            dst[2 * x] = left + 2.0 * src[x];
-            dst[2 * x + 1] = 2.0 * src[x] + right;
+    rows.resize(h * ow, 0.0);
+    let mut wide = vec![0.0f32; ow + 2];
+    for (src, dst) in g.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+        widen(src, &mut wide[1..=ow]);
+        for ((d, (&a, &b)), &c) in dst
+            .iter_mut()
+            .zip(wide.iter().zip(&wide[1..]))
+            .zip(&wide[2..])
+        {
+            *d = a + b + c;
         }
     }
 }
 
-/// The (sum, absolute sum) of a row, in eight f32 lanes, returned in f64.
+/// The (sum, absolute sum) of a row, in eight f32 lanes (AVX2 when the CPU has it; the same
+/// operations either way), returned in f64.
 pub(super) fn row_sums(row: &[f32]) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { row_sums_avx2(row) };
+    }
+    row_sums_portable(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_sums_avx2(row: &[f32]) -> (f64, f64) {
+    row_sums_portable(row)
+}
+
+#[inline(always)]
+fn row_sums_portable(row: &[f32]) -> (f64, f64) {
     let (mut s, mut a) = ([0.0f32; 8], [0.0f32; 8]);
     let chunks = row.chunks_exact(8);
     let tail = chunks.remainder();
     for c in chunks {
+        let c: &[f32; 8] = c.try_into().expect("chunks of 8");
         for j in 0..8 {
             s[j] += c[j];
             a[j] += c[j].abs();
