@@ -101,7 +101,7 @@ pub fn mean(v: &[f64]) -> f64 {
 pub fn min_max(v: &[f64]) -> Vec<f64> {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !(hi > lo) {
+    if hi.is_nan() || lo.is_nan() || hi <= lo {
         return vec![0.0; v.len()];
     }
     v.iter().map(|&x| (x - lo) / (hi - lo)).collect()

@@ -168,13 +168,7 @@ fn gelu_slice_portable(v: &mut [f32]) {
 #[allow(clippy::excessive_precision)]
 pub fn gelu_f32(x: f32) -> f32 {
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
-    let z = if z > 4.0 {
-        4.0
-    } else if z < -4.0 {
-        -4.0
-    } else {
-        z
-    };
+    let z = z.clamp(-4.0, 4.0);
     let z2 = z * z;
     let mut p = z2 * -2.72614225801306e-10 + 2.77068142495902e-08;
     p = z2 * p + -2.10102402082508e-06;
