@@ -211,6 +211,22 @@ pub(crate) fn table_error(what: &str, e: PolarsError) -> XincError {
     XincError::InvalidArgument(format!("building the {what} table: {e}"))
 }
 
+/// A one-axis canvas of `data.len() / (H·W)` maps named `toy`, for the analyses' unit tests.
+#[cfg(test)]
+pub(crate) fn toy_maps(
+    height: usize,
+    width: usize,
+    data: Vec<f32>,
+) -> crate::canvas::ContributionMap {
+    crate::canvas::ContributionMap {
+        layer: "toy".into(),
+        neuron_shape: vec![data.len() / (height * width)],
+        height,
+        width,
+        data,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

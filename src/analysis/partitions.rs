@@ -679,18 +679,8 @@ pub fn summary_frame(results: &[PartitionVariances]) -> Result<DataFrame> {
 mod tests {
     use super::*;
     use crate::analysis::source::InMemoryMaps;
-    use crate::canvas::ContributionMap;
+    use crate::analysis::toy_maps as maps;
     use crate::data::panoptic::{Mask, Segment};
-
-    fn maps(height: usize, width: usize, data: Vec<f32>) -> ContributionMap {
-        ContributionMap {
-            layer: "toy".into(),
-            neuron_shape: vec![data.len() / (height * width)],
-            height,
-            width,
-            data,
-        }
-    }
 
     fn segment(name: &str, height: usize, width: usize, on: &[usize]) -> Segment {
         let mask = Mask {

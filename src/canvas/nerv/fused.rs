@@ -128,11 +128,17 @@ impl Expansion {
         }
     }
 
-    /// Writes the full-resolution expansion of `g` into `out` (`out_size` pixels).
-    pub(super) fn expand_into(self, g: &[f32], hw: (usize, usize), out: &mut [f32]) {
-        let (mut rows, mut row) = (Vec::new(), Vec::new());
+    /// Writes the full-resolution expansion of `g` into `out` (`out_size` pixels); `rows` and
+    /// `row` are scratch buffers as in [`Self::for_each_row`].
+    pub(super) fn expand_into(
+        self,
+        g: &[f32],
+        hw: (usize, usize),
+        (rows, row): (&mut Vec<f32>, &mut Vec<f32>),
+        out: &mut [f32],
+    ) {
         let mut at = 0;
-        self.for_each_row(g, hw, &mut rows, &mut row, |r| {
+        self.for_each_row(g, hw, rows, row, |r| {
             out[at..at + r.len()].copy_from_slice(r);
             at += r.len();
         });
@@ -274,11 +280,6 @@ impl NervBlockData<'_> {
             }
         }
     }
-
-    /// The plane of [`Self::final_plane`], borrowed from the workspace.
-    pub(super) fn plane_of<'w>(&self, ws: &'w Workspace) -> &'w [f32] {
-        &ws.plane
-    }
 }
 
 /// Kernel (i, k)'s full map of `layer`, written into `out` (the map's size).
@@ -291,7 +292,7 @@ pub(super) fn fused_kernel_map_into(
 ) {
     let mut ws = Workspace::default();
     let (hw, step) = data.final_plane(layer, i, k, &mut ws);
-    step.expand_into(&ws.plane, hw, out);
+    step.expand_into(&ws.plane, hw, (&mut ws.rows, &mut ws.row), out);
 }
 
 /// Kernel (i, k)'s full map of `layer`.
@@ -316,16 +317,15 @@ pub(super) fn output_channel_sums(
     let mut ws = Workspace::default();
     let mut acc: Vec<f64> = Vec::new();
     let mut last = ((0, 0), Expansion::Identity);
-    let (mut rows, mut row) = (Vec::new(), Vec::new());
     let sums = inputs
         .map(|i| {
             last = data.final_plane(layer, i, k, &mut ws);
             let (hw, step) = last;
-            let g = data.plane_of(&ws);
+            let g = &ws.plane;
             acc.resize(g.len(), 0.0);
             acc.iter_mut().zip(g).for_each(|(a, &v)| *a += f64::from(v));
             let mut sa = (0.0, 0.0);
-            step.for_each_row(g, hw, &mut rows, &mut row, |r| {
+            step.for_each_row(g, hw, &mut ws.rows, &mut ws.row, |r| {
                 let (s, a) = row_sums(r);
                 sa = (sa.0 + s, sa.1 + a);
             });
@@ -335,7 +335,7 @@ pub(super) fn output_channel_sums(
     let (hw, step) = last;
     if !acc.is_empty() {
         let total: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
-        step.expand_into(&total, hw, dst);
+        step.expand_into(&total, hw, (&mut ws.rows, &mut ws.row), dst);
     }
     sums
 }
