@@ -173,9 +173,7 @@ enum ImportCommand {
     Nerv(ImportNervArgs),
 }
 
-/// The official NeRV flags of the paper's runs (README of the official code).
-const PAPER_NERV_ARGS: &str = "--embed pe_1.25_80 --fc_hw 8_16 --dec_strds 4 2 2 --ks 0_3_3 --reduce 1.2 \
-     --modelsize 1.0 --lower_width 6 --conv_type convnext pshuffel --act gelu --norm none --out_bias tanh";
+const PAPER_NERV_ARGS: &str = NervConfig::PAPER_ARGS;
 
 #[derive(Args)]
 struct ImportNervArgs {
@@ -809,44 +807,14 @@ fn demo_grid(
 }
 
 fn report_cmd(a: ReportArgs, device: &Device) -> CliResult {
-    let (mut ffn, mut nerv) = (None, None);
-    let mut size = None;
-    for path in &a.models {
-        let dir = ModelDir::new(path);
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        match dir.config()?.architecture {
-            xinc::models::Architecture::Ffn(_) => {
-                let (m, _) = dir.load_ffn(device)?;
-                size = Some([m.config().height(), m.config().width()]);
-                ffn = Some((m, name));
-            }
-            xinc::models::Architecture::Nerv(_) => {
-                let (m, _) = dir.load_nerv(device)?;
-                nerv = Some((m, name));
-            }
-        }
-    }
-    let clip = open_clip(
-        &a.data,
-        &ClipOptions {
-            size: size.unwrap_or([128, 256]),
-            video: a.video.clone(),
-        },
-    )?;
-    let models = xinc::report::ReportModels {
-        ffn: ffn.as_ref().map(|(m, n)| (m, n.clone())),
-        nerv: nerv.as_ref().map(|(m, n)| (m, n.clone())),
-    };
+    let study = xinc::study::Study::open(&a.data, &a.models, a.video.as_deref(), device)?;
     let opts = xinc::report::ReportOptions {
         seed: a.seed,
         groups: a.groups,
         motion_frames: a.motion_frames.clone(),
         ..xinc::report::ReportOptions::new(&a.out)
     };
-    let out = xinc::report::write_report(&clip, &models, &opts)?;
+    let out = xinc::report::write_report(&study, &opts)?;
     for c in &out.headlines.claims {
         println!(
             "[{}] {}\n    {}",
@@ -861,7 +829,7 @@ fn report_cmd(a: ReportArgs, device: &Device) -> CliResult {
     }
     println!(
         "report of video {} in {:.1} s: {} ({} tables in {}/stats, {})",
-        clip.video,
+        study.clip.video,
         out.seconds,
         out.index.display(),
         out.tables.len(),

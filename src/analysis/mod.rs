@@ -206,6 +206,21 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
         .map_err(|e| XincError::dataset(path, format!("not a readable Parquet table: {e}")))
 }
 
+/// Stacks the parts of one table (same schema; `name` names it in errors), e.g. one analysis's
+/// tables of several layers.
+pub fn stack_tables(name: &str, parts: Vec<DataFrame>) -> Result<DataFrame> {
+    let mut iter = parts.into_iter();
+    let mut df = iter
+        .next()
+        .ok_or_else(|| XincError::InvalidArgument(format!("table {name} has no rows")))?;
+    for part in iter {
+        df.vstack_mut(&part).map_err(|e| {
+            XincError::InvalidArgument(format!("table {name}: parts do not stack: {e}"))
+        })?;
+    }
+    Ok(df)
+}
+
 /// A polars error as an [`XincError`], naming what was being built.
 pub(crate) fn table_error(what: &str, e: PolarsError) -> XincError {
     XincError::InvalidArgument(format!("building the {what} table: {e}"))

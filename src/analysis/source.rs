@@ -30,9 +30,30 @@ pub trait NeuronMaps: Sync {
     /// Writes neuron `n`'s map into `out` (`H·W` values).
     fn map_into(&self, n: usize, out: &mut [f32]);
 
+    /// Neuron `n`'s map as a new vector.
+    fn map(&self, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.num_pixels()];
+        self.map_into(n, &mut out);
+        out
+    }
+
+    /// Neuron `n`'s name ([`neuron_label`]).
+    fn neuron_name(&self, n: usize) -> String {
+        neuron_label(self.neuron_id(n))
+    }
+
     fn num_pixels(&self) -> usize {
         let (h, w) = self.size();
         h * w
+    }
+}
+
+/// The name of a neuron with ids [`NeuronMaps::neuron_id`]: `neuron u` (one-axis layers) or
+/// `kernel (i, k)` (NeRV).
+pub fn neuron_label(id: (usize, Option<usize>)) -> String {
+    match id {
+        (u, None) => format!("neuron {u}"),
+        (i, Some(k)) => format!("kernel ({i}, {k})"),
     }
 }
 

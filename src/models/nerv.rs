@@ -71,6 +71,11 @@ impl Default for NervConfig {
 }
 
 impl NervConfig {
+    /// The official NeRV flags of the paper's runs (README of the official code).
+    pub const PAPER_ARGS: &'static str = "--embed pe_1.25_80 --fc_hw 8_16 --dec_strds 4 2 2 \
+        --ks 0_3_3 --reduce 1.2 --modelsize 1.0 --lower_width 6 --conv_type convnext pshuffel \
+        --act gelu --norm none --out_bias tanh";
+
     /// Parses the official command-line flags (`--embed pe_1.25_80 --fc_hw 8_16 --dec_strds 4 2 2
     /// --ks 0_3_3 --reduce 1.2 --modelsize 1.0 --lower_width 6 --conv_type convnext pshuffel --act
     /// gelu --norm none --out_bias tanh …`) for a clip of `frames` frames. Flags that do not shape

@@ -17,7 +17,10 @@
 //!   extension and by VS Code, with no script;
 //! * `text/html`: the fragment, preceded by plotly.js inlined *once per kernel session* (the first
 //!   figure displayed carries it; later ones reuse `window.Plotly`). Classic Notebook, JupyterLab
-//!   without the plotly extension, and `nbconvert --to html` use this, offline;
+//!   without the plotly extension, and `nbconvert --to html` use this, offline. evcxr links each
+//!   cell's code with its own copy of xinc's statics, so "already sent" is kept in the kernel
+//!   process's environment (`XINC_NOTEBOOK_PLOTLY_JS`), which every cell shares, and DOM ids
+//!   carry a per-process nonce (pid, clock) besides the display count;
 //! * `text/plain`: a one-line summary for the terminal REPL.
 //!
 //! Figures with a hover panel emit only `text/html` and `text/plain` (the JSON renderer cannot run
@@ -28,7 +31,8 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use plotly::Plot;
 
@@ -38,14 +42,37 @@ use super::html::{
 };
 use crate::error::Result;
 
-/// Whether this kernel session has already sent plotly.js in a `text/html` display.
-static NOTEBOOK_HAS_PLOTLY_JS: AtomicBool = AtomicBool::new(false);
-/// Makes the DOM ids of notebook displays unique (the same figure may be shown twice).
+/// Set in the kernel's environment once a `text/html` display has carried plotly.js.
+const PLOTLY_JS_SENT: &str = "XINC_NOTEBOOK_PLOTLY_JS";
+/// Serialises this copy's reads and writes of [`PLOTLY_JS_SENT`] (cells run one at a time).
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+/// Makes the DOM ids of this copy's displays unique (the same figure may be shown twice).
 static DISPLAY_COUNT: AtomicU64 = AtomicU64::new(0);
 
 /// Makes the next notebook display inline plotly.js again (after clearing a notebook's outputs).
 pub fn reset_notebook_plotly_js() {
-    NOTEBOOK_HAS_PLOTLY_JS.store(false, Ordering::SeqCst);
+    let _guard = ENV_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    std::env::remove_var(PLOTLY_JS_SENT);
+}
+
+/// True for the first call in this kernel process (and after [`reset_notebook_plotly_js`]).
+fn first_plotly_js() -> bool {
+    let _guard = ENV_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    if std::env::var_os(PLOTLY_JS_SENT).is_some() {
+        return false;
+    }
+    std::env::set_var(PLOTLY_JS_SENT, "1");
+    true
+}
+
+/// A DOM id prefix unique to this display: the figure id, then pid, clock and count, so that
+/// displays of separately linked copies of this code (evcxr cells) never collide.
+fn display_dom(id: &str) -> String {
+    let n = DISPLAY_COUNT.fetch_add(1, Ordering::Relaxed);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{id}-{}-{clock:x}-{n}", std::process::id())
 }
 
 /// A plotly figure with a DOM id and a title. Build one with the functions of
@@ -153,8 +180,7 @@ impl Figure {
     /// The evcxr display blocks (see the module header); `embed_plotly_js` puts plotly.js before
     /// the HTML fragment. [`Figure::evcxr_display`] prints this.
     pub fn evcxr_bundle(&self, embed_plotly_js: bool) -> String {
-        let n = DISPLAY_COUNT.fetch_add(1, Ordering::Relaxed);
-        let dom = format!("{}-{}-{n}", self.id, std::process::id());
+        let dom = display_dom(&self.id);
         let mut html = String::new();
         if embed_plotly_js {
             html.push_str(plotly_script_tag());
@@ -181,8 +207,7 @@ impl Figure {
     /// Displays the figure in an evcxr notebook (called by evcxr for a cell's trailing `Figure`).
     pub fn evcxr_display(&self) {
         // Any HTML output that carries plotly.js loads it for the later ones too.
-        let first = !NOTEBOOK_HAS_PLOTLY_JS.swap(true, Ordering::SeqCst);
-        let embed = first || self.has_hover_panel();
+        let embed = first_plotly_js() || self.has_hover_panel();
         print_bundle(&self.evcxr_bundle(embed));
     }
 
@@ -301,6 +326,17 @@ mod tests {
         assert_eq!(fig.title(), "A < B");
         assert_eq!(fig.id(), "my-id");
         assert!(fig.to_json().contains("A &lt; B"));
+    }
+
+    #[test]
+    fn plotly_js_is_sent_once_per_process_until_reset() {
+        reset_notebook_plotly_js();
+        assert!(first_plotly_js());
+        assert!(!first_plotly_js());
+        assert_eq!(std::env::var(PLOTLY_JS_SENT).as_deref(), Ok("1"));
+        reset_notebook_plotly_js();
+        assert!(first_plotly_js());
+        assert_ne!(display_dom("a"), display_dom("a"));
     }
 
     #[test]

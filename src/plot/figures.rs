@@ -1,16 +1,20 @@
 //! Builders for the figures of the paper's analyses, each returning a [`Figure`].
 //!
-//! They take plain data (slices, names), not analysis result types; the report glues them to the
-//! analyses.
+//! Most take plain data (slices, names); the last two draw analysis results directly, for the
+//! report and the notebooks.
 //!
 //! | builder | draws |
 //! |---|---|
 //! | [`map_grid_figure`] | contribution maps, one magma PNG `image` trace per map, titled |
+//! | [`strongest_maps_figure`] | the maps of a layer's strongest neurons (largest Σ|c|) |
+//! | [`rgb_grid_figure`] | frames and reconstructions (planar RGB), laid out like the maps |
 //! | [`heatmap`] | a matrix (neurons × instances shares, frac maps); hover: row, column, value |
 //! | [`box_plots`] | distributions, one trace per name, optionally grouped by category (log-std per partition per layer) |
 //! | [`sorted_curves`] | values sorted in decreasing order against their rank (pixels per neuron) |
 //! | [`line_series`] | curves over a shared x (per-frame shares) |
 //! | [`scatter_groups`] | a 2-D embedding coloured by group; hovering a point shows its map beside the plot |
+//! | [`object_share_heatmap`] | [`ObjectShares`] of one layer: neurons × instances |
+//! | [`neuron_group_scatter`] | [`NeuronGroups`] on their PCA embedding, maps on hover |
 //!
 //! Maps are coloured like [`map_grid`]: each one min-max normalised on its own, constant maps
 //! black. User text (titles, names, labels) is shown literally (entity-escaped for plotly).
@@ -29,6 +33,10 @@ use plotly::{BoxPlot, HeatMap, Image, Layout, Plot, Scatter};
 use super::figure::Figure;
 use super::html::plotly_text;
 use super::{magma, map_grid};
+use crate::analysis::groups::{NeuronGroups, NeuronVectors};
+use crate::analysis::objects::ObjectShares;
+use crate::analysis::source::{neuron_label, NeuronMaps};
+use crate::analysis::stats::neuron_rows;
 use crate::error::{Result, XincError};
 
 fn invalid(message: String) -> XincError {
@@ -208,25 +216,90 @@ pub fn map_grid_figure(
     titles: &[impl AsRef<str>],
     cols: usize,
 ) -> Result<Figure> {
-    if maps.is_empty() {
-        return Err(invalid("map_grid_figure: no maps".into()));
-    }
-    if !titles.is_empty() && titles.len() != maps.len() {
+    mosaic_figure(maps, height, width, titles, cols, "map", |map| {
+        check_shape(map.len(), height, width, "map")?;
+        map_data_uri(map, height, width)
+    })
+}
+
+/// The maps of the `count` neurons of `src` with the largest total |contribution|, strongest
+/// first, laid out like [`map_grid_figure`] and titled by neuron and share of the layer's total.
+pub fn strongest_maps_figure(src: &dyn NeuronMaps, count: usize, cols: usize) -> Result<Figure> {
+    let (rows, _) = neuron_rows(src);
+    let total: f64 = rows.iter().map(|r| r.abs_sum).sum();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| rows[b].abs_sum.total_cmp(&rows[a].abs_sum));
+    order.truncate(count);
+    let maps: Vec<Vec<f32>> = order.iter().map(|&n| src.map(n)).collect();
+    let titles: Vec<String> = order
+        .iter()
+        .map(|&n| {
+            let share = 100.0 * rows[n].abs_sum / total.max(f64::MIN_POSITIVE);
+            format!("{} ({share:.1}%)", src.neuron_name(n))
+        })
+        .collect();
+    let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+    let (h, w) = src.size();
+    let fig = map_grid_figure(&refs, h, w, &titles, cols)?;
+    Ok(fig.with_title(&format!(
+        "{}: the {} strongest neurons",
+        src.layer(),
+        refs.len()
+    )))
+}
+
+/// A grid of RGB images (planar `[3, height, width]` values in [0, 1], as frames and model
+/// outputs are), laid out and titled like [`map_grid_figure`]; the figure is titled "Images".
+pub fn rgb_grid_figure(
+    images: &[&[f32]],
+    height: usize,
+    width: usize,
+    titles: &[impl AsRef<str>],
+    cols: usize,
+) -> Result<Figure> {
+    let fig = mosaic_figure(images, height, width, titles, cols, "image", |planar| {
+        check_shape(planar.len(), 3 * height, width, "planar RGB image")?;
+        let plane = height * width;
+        png_data_uri(&RgbImage::from_fn(width as u32, height as u32, |x, y| {
+            let p = y as usize * width + x as usize;
+            let byte = |c: usize| (planar[c * plane + p].clamp(0.0, 1.0) * 255.0).round() as u8;
+            image::Rgb([byte(0), byte(1), byte(2)])
+        }))
+    })?;
+    Ok(fig.with_title("Images"))
+}
+
+/// One titled PNG `image` trace per item (`uri` encodes it) on a [`Mosaic`].
+fn mosaic_figure(
+    items: &[&[f32]],
+    height: usize,
+    width: usize,
+    titles: &[impl AsRef<str>],
+    cols: usize,
+    what: &str,
+    uri: impl Fn(&[f32]) -> Result<String>,
+) -> Result<Figure> {
+    if items.is_empty() {
         return Err(invalid(format!(
-            "map_grid_figure: {} titles for {} maps",
-            titles.len(),
-            maps.len()
+            "a grid of {what}s needs at least one {what}"
         )));
     }
-    let mosaic = Mosaic::new(maps.len(), height, width, cols);
+    if !titles.is_empty() && titles.len() != items.len() {
+        return Err(invalid(format!(
+            "a grid of {what}s: {} titles for {} {what}s",
+            titles.len(),
+            items.len()
+        )));
+    }
+    let mosaic = Mosaic::new(items.len(), height, width, cols);
     let mut plot = Plot::new();
-    let mut notes = Vec::with_capacity(maps.len());
-    for (k, map) in maps.iter().enumerate() {
-        check_shape(map.len(), height, width, &format!("map {k}"))?;
+    let mut notes = Vec::with_capacity(items.len());
+    for (k, item) in items.iter().enumerate() {
         let name = titles
             .get(k)
-            .map_or_else(|| format!("map {k}"), |t| t.as_ref().to_owned());
-        let (image, note) = mosaic.place(k, &name, map_data_uri(map, height, width)?);
+            .map_or_else(|| format!("{what} {k}"), |t| t.as_ref().to_owned());
+        let uri = uri(item).map_err(|e| invalid(format!("{what} {k}: {e}")))?;
+        let (image, note) = mosaic.place(k, &name, uri);
         plot.add_trace(image);
         notes.push(note);
     }
@@ -696,6 +769,57 @@ pub fn scatter_groups(data: &ScatterData<'_>, title: &str) -> Result<Figure> {
     })
 }
 
+/// The shares of the first `max_neurons` live neurons over the instances, first analysed frame
+/// (rows: neurons, columns: instances); `model` names the figure.
+pub fn object_share_heatmap(
+    shares: &ObjectShares,
+    model: &str,
+    max_neurons: usize,
+) -> Result<Figure> {
+    let ni = shares.instances.len();
+    let rows = shares.neurons.len().min(max_neurons);
+    let values: Vec<f64> = (0..rows)
+        .flat_map(|k| shares.share_row(0, k).to_vec())
+        .collect();
+    let style = HeatmapStyle {
+        row_label: "neuron".into(),
+        col_label: "instance".into(),
+        value_label: "share".into(),
+        row_names: shares.neurons[..rows]
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+        col_names: shares.instances.iter().map(|i| i.name.clone()).collect(),
+        ..HeatmapStyle::default()
+    };
+    let title = format!(
+        "{model} {}: instance shares, frame {}",
+        shares.layer, shares.frames[0]
+    );
+    heatmap(&values, rows, ni, &title, &style)
+}
+
+/// The neuron groups on their PCA embedding, one colour per group, each neuron's map on hover.
+pub fn neuron_group_scatter(g: &NeuronGroups, v: &NeuronVectors, model: &str) -> Result<Figure> {
+    let x: Vec<f64> = g.embedding.iter().map(|p| p[0]).collect();
+    let y: Vec<f64> = g.embedding.iter().map(|p| p[1]).collect();
+    let names: Vec<String> = (0..g.k).map(|k| format!("group {k}")).collect();
+    let labels: Vec<String> = g.ids.iter().map(|&id| neuron_label(id)).collect();
+    let data = ScatterData {
+        x: &x,
+        y: &y,
+        group: &g.group,
+        group_names: &names,
+        labels: &labels,
+        thumbnails: &v.thumbnails,
+        thumb_height: v.thumb_size.0,
+        thumb_width: v.thumb_size.1,
+        x_label: "PC 1",
+        y_label: "PC 2",
+    };
+    scatter_groups(&data, &format!("{model} {}: neuron groups", g.layer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,8 +894,43 @@ mod tests {
             "map 1",
         );
         assert_invalid(map_grid_figure(&[&a], 2, 3, &["x", "y"], 1), "2 titles");
-        assert_invalid(map_grid_figure(&[], 2, 3, &[] as &[&str], 1), "no maps");
+        assert_invalid(
+            map_grid_figure(&[], 2, 3, &[] as &[&str], 1),
+            "at least one map",
+        );
         assert_invalid(map_data_uri(&[], 0, 0), "0×0");
+    }
+
+    #[test]
+    fn strongest_maps_come_first_with_their_share() {
+        // Three 1×2 maps: Σ|c| = 1, 6, 3 (total 10).
+        let canvas = crate::analysis::toy_maps(1, 2, vec![1.0, 0.0, -4.0, 2.0, 0.0, 3.0]);
+        let src = crate::analysis::source::InMemoryMaps::new(&canvas);
+        let fig = strongest_maps_figure(&src, 2, 2).unwrap();
+        assert_eq!(fig.title(), "toy: the 2 strongest neurons");
+        let v = json(&fig);
+        assert_eq!(v["data"].as_array().unwrap().len(), 2);
+        assert_eq!(v["data"][0]["name"], "neuron 1 (60.0%)");
+        assert_eq!(v["data"][1]["name"], "neuron 2 (30.0%)");
+    }
+
+    #[test]
+    fn rgb_grid_draws_the_pixels() {
+        // 1×2 planar image: pixel 0 red, pixel 1 (0.5, 1.5 → clamped, −1 → 0).
+        let planar = [1.0f32, 0.5, 0.0, 1.5, 0.0, -1.0];
+        let fig = rgb_grid_figure(&[&planar], 1, 2, &["frame 0"], 1).unwrap();
+        assert_eq!(fig.title(), "Images");
+        let v = json(&fig);
+        let uri = v["data"][0]["source"].as_str().unwrap();
+        let img = decode_png(uri);
+        assert_eq!(img.dimensions(), (2, 1));
+        assert_eq!(img.get_pixel(0, 0).0, [255, 0, 0]);
+        assert_eq!(img.get_pixel(1, 0).0, [128, 255, 0]);
+        assert_eq!(v["data"][0]["name"], "frame 0");
+        assert_invalid(
+            rgb_grid_figure(&[&planar[..5]], 1, 2, &[] as &[&str], 1),
+            "image 0",
+        );
     }
 
     #[test]

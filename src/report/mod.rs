@@ -18,14 +18,13 @@ use std::time::Instant;
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::analysis::write_parquet;
+use crate::analysis::{stack_tables, write_parquet};
 use crate::data::panoptic::Clip;
 use crate::error::{Result, XincError};
-use crate::models::ffn::Ffn;
-use crate::models::nerv::Nerv;
 use crate::plot::figure::Figure;
 use crate::plot::html::{escape_html, plotly_script_tag};
 use crate::plot::table::frame_to_html;
+use crate::study::Study;
 
 pub use sections::Headlines;
 
@@ -51,12 +50,6 @@ impl ReportOptions {
             motion_frames: vec![1, 10],
         }
     }
-}
-
-/// The models of one clip: an image model of its first frame, a video model of the clip, or both.
-pub struct ReportModels<'a> {
-    pub ffn: Option<(&'a Ffn, String)>,
-    pub nerv: Option<(&'a Nerv, String)>,
 }
 
 /// One section of the page: a heading, an explanation, then tables and figures in order.
@@ -117,7 +110,7 @@ impl Report {
     fn write_tables(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {
         let mut written = Vec::new();
         for (name, parts) in std::mem::take(&mut self.tables) {
-            let mut df = stack(name, parts)?;
+            let mut df = stack_tables(name, parts)?;
             let path = dir.join(format!("{name}.parquet"));
             write_parquet(&mut df, &path)?;
             written.push(path);
@@ -172,20 +165,6 @@ const STYLE: &str = "body{font-family:sans-serif;max-width:1200px;margin:auto;pa
     table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}\
     section{margin-top:2em}.claim-yes{color:#060}.claim-no{color:#a00}";
 
-/// Vertically stacks the parts of one table (same schema).
-fn stack(name: &str, parts: Vec<DataFrame>) -> Result<DataFrame> {
-    let mut iter = parts.into_iter();
-    let mut df = iter
-        .next()
-        .ok_or_else(|| XincError::InvalidArgument(format!("table {name} has no rows")))?;
-    for part in iter {
-        df.vstack_mut(&part).map_err(|e| {
-            XincError::InvalidArgument(format!("table {name}: parts do not stack: {e}"))
-        })?;
-    }
-    Ok(df)
-}
-
 /// What [`write_report`] wrote.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportOutput {
@@ -196,13 +175,9 @@ pub struct ReportOutput {
     pub seconds: f64,
 }
 
-/// Runs every analysis on `clip` with `models` and writes the report into `opts.out`.
-pub fn write_report(
-    clip: &Clip,
-    models: &ReportModels,
-    opts: &ReportOptions,
-) -> Result<ReportOutput> {
-    if models.ffn.is_none() && models.nerv.is_none() {
+/// Runs every analysis of `study` and writes the report into `opts.out`.
+pub fn write_report(study: &Study, opts: &ReportOptions) -> Result<ReportOutput> {
+    if study.ffn.is_none() && study.nerv.is_none() {
         return Err(XincError::InvalidArgument(
             "a report needs an FFN or a NeRV model".into(),
         ));
@@ -213,10 +188,10 @@ pub fn write_report(
         tables: BTreeMap::new(),
         timings: Vec::new(),
     };
-    let headlines = sections::build(&mut report, clip, models, opts)?;
+    let headlines = sections::build(&mut report, study, opts)?;
     let tables = report.write_tables(&opts.out.join("stats"))?;
     let index = opts.out.join("index.html");
-    let page = report.page(clip, &headlines);
+    let page = report.page(&study.clip, &headlines);
     crate::io::write_atomic(&index, |f| f.write_all(page.as_bytes()))?;
     let summary = opts.out.join("summary.json");
     let seconds = start.elapsed().as_secs_f64();

@@ -6,10 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::Device;
 use serde::Serialize;
 
-use super::{Report, ReportModels, ReportOptions, Section};
+use super::{Report, ReportOptions, Section};
 use crate::analysis::distributed::{distributed_from_rows, PAPER_TARGETS};
 use crate::analysis::groups::{neuron_groups, neuron_vectors, Features, GroupOptions, THUMBNAIL};
 use crate::analysis::intensity::intensity_from_heat;
@@ -21,19 +20,18 @@ use crate::analysis::partitions::{
     frame_partitions, gabor_labels, gt_from_planar, neuron_variances, summary_frame,
     PartitionConfig,
 };
-use crate::analysis::source::{InMemoryMaps, NervKernelMaps, NeuronMaps};
+use crate::analysis::source::{InMemoryMaps, NeuronMaps};
 use crate::analysis::stats::{neuron_rows, neuron_table, NeuronRow};
-use crate::analysis::Fidelity;
-use crate::canvas::ffn::{ffn_canvas, FfnLayer};
+use crate::analysis::{stack_tables, Fidelity};
 use crate::canvas::nerv::{NervFrameData, NervLayer};
-use crate::canvas::ContributionMap;
 use crate::data::optical_flow::FarnebackParams;
 use crate::data::panoptic::{Clip, PanopticFrame};
-use crate::error::{Result, XincError};
+use crate::error::Result;
 use crate::models::nerv::Nerv;
 use crate::plot::figures::{box_plots, map_grid_figure, sorted_curves, BoxGroup, LineStyle};
-use crate::plot::figures::{heatmap, scatter_groups, HeatmapStyle, ScatterData};
+use crate::plot::figures::{neuron_group_scatter, object_share_heatmap};
 use crate::plot::html::escape_html;
+use crate::study::Study;
 
 /// The headline numbers of one analysed layer (first analysed frame).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -96,45 +94,41 @@ struct Analysed<'a> {
 }
 
 /// Builds every section; returns the headlines.
-pub(super) fn build(
-    report: &mut Report,
-    clip: &Clip,
-    models: &ReportModels,
-    opts: &ReportOptions,
-) -> Result<Headlines> {
-    let dev = Device::Cpu;
+pub(super) fn build(report: &mut Report, study: &Study, opts: &ReportOptions) -> Result<Headlines> {
+    let clip = &study.clip;
     let mut heads: BTreeMap<(String, String), LayerHeadline> = BTreeMap::new();
-    let ffn_canvas_maps = match models.ffn {
-        Some((ffn, _)) => Some(report.timed("FFN canvas", |_| ffn_maps(ffn, clip))?),
+    let ffn_canvas_maps = match &study.ffn {
+        Some(_) => Some(report.timed("FFN canvas", |_| study.ffn_canvas())?),
         None => None,
     };
-    let nerv_frames = match models.nerv {
-        Some((nerv, _)) => Some(report.timed("NeRV forward passes", |_| {
-            nerv_frame_data(nerv, &analysed_frames(clip, nerv), &dev)
+    let nerv_frames = match &study.nerv {
+        Some(_) => Some(report.timed("NeRV forward passes", |_| {
+            nerv_frame_data(study, &study.analysed_frames())
         })?),
         None => None,
     };
     let mut units: Vec<Analysed> = Vec::new();
-    if let (Some((_, name)), Some(canvas)) = (&models.ffn, &ffn_canvas_maps) {
+    if let (Some(ffn), Some(canvas)) = (&study.ffn, &ffn_canvas_maps) {
         units.push(Analysed {
-            model: name.clone(),
+            model: ffn.name.clone(),
             frame: 0,
-            gt: clip.frame_ffn(0)?.to_chw(),
-            annotation: annotation(clip, 0),
+            gt: study.ffn_target()?,
+            annotation: study.annotation(0),
             layers: canvas
                 .iter()
                 .map(|m| Box::new(InMemoryMaps::new(m)) as Box<dyn NeuronMaps>)
                 .collect(),
         });
     }
-    if let (Some((nerv, name)), Some(frames)) = (&models.nerv, &nerv_frames) {
+    if let (Some(nerv), Some(frames)) = (&study.nerv, &nerv_frames) {
         for (f, data) in frames {
             units.push(Analysed {
-                model: name.clone(),
+                model: nerv.name.clone(),
                 frame: *f,
-                gt: clip.frame_nerv(*f)?,
-                annotation: annotation(clip, *f),
-                layers: paper_layers(nerv)
+                gt: study.nerv_target(*f)?,
+                annotation: study.annotation(*f),
+                layers: study
+                    .paper_layers()?
                     .into_iter()
                     .map(|l| nerv_source(data, l))
                     .collect::<Result<_>>()?,
@@ -145,9 +139,9 @@ pub(super) fn build(
     report.timed("per-neuron statistics, distributed, intensity", |r| {
         neurons_distributed_intensity(r, &units, &firsts, &mut heads)
     })?;
-    if let (Some((nerv, name)), Some(frames)) = (&models.nerv, &nerv_frames) {
+    if let (Some(nerv), Some(frames)) = (&study.nerv, &nerv_frames) {
         report.timed("per-neuron statistics of the inner NeRV blocks", |r| {
-            inner_blocks(r, nerv, name, &frames[0])
+            inner_blocks(r, &nerv.model, &nerv.name, &frames[0])
         })?;
     }
     report.timed("objects", |r| objects(r, &units, &mut heads))?;
@@ -158,8 +152,8 @@ pub(super) fn build(
         video: clip.video.clone(),
         ..Headlines::default()
     };
-    if let Some((nerv, _)) = &models.nerv {
-        headlines.motion = report.timed("motion", |r| motion(r, clip, nerv, opts, &dev))?;
+    if study.nerv.is_some() {
+        headlines.motion = report.timed("motion", |r| motion(r, study, opts))?;
     }
     report.timed("neuron groups", |r| {
         groups(r, &units, &firsts, opts, &mut heads)
@@ -169,70 +163,15 @@ pub(super) fn build(
     Ok(headlines)
 }
 
-/// The FFN's summed-layer maps of its image (`layer1..layerL`).
-fn ffn_maps(ffn: &crate::models::ffn::Ffn, clip: &Clip) -> Result<Vec<ContributionMap>> {
-    let cfg = ffn.config();
-    let (h, w) = (cfg.height(), cfg.width());
-    if [h, w] != clip.size {
-        return Err(XincError::InvalidArgument(format!(
-            "the FFN learned {h}×{w} images, the clip is read at {:?}",
-            clip.size
-        )));
-    }
-    let acts = ffn.forward_image(&Device::Cpu)?;
-    let layers: Vec<FfnLayer> = (1..=cfg.num_layers).map(FfnLayer::Summed).collect();
-    Ok(ffn_canvas(ffn, &acts, &layers)?.layers)
-}
-
-/// The clip's annotated frames that the NeRV learned (frame 0 when none is annotated).
-fn analysed_frames(clip: &Clip, nerv: &Nerv) -> Vec<usize> {
-    let t = nerv.config().frames;
-    let frames: Vec<usize> = clip
-        .annotations
-        .iter()
-        .map(|a| a.frame_index)
-        .filter(|&f| f < t)
-        .collect();
-    if frames.is_empty() {
-        vec![0]
-    } else {
-        frames
-    }
-}
-
-fn nerv_frame_data(
-    nerv: &Nerv,
-    frames: &[usize],
-    dev: &Device,
-) -> Result<Vec<(usize, NervFrameData)>> {
+fn nerv_frame_data(study: &Study, frames: &[usize]) -> Result<Vec<(usize, NervFrameData)>> {
     frames
         .iter()
-        .map(|&f| Ok((f, NervFrameData::new(nerv, &nerv.forward_frame(f, dev)?)?)))
+        .map(|&f| Ok((f, study.nerv_frame(f)?)))
         .collect()
 }
 
-fn annotation(clip: &Clip, frame: usize) -> Option<&PanopticFrame> {
-    clip.annotations.iter().find(|a| a.frame_index == frame)
-}
-
-/// The NeRV layers the paper analyses: the head and the last block.
-fn paper_layers(nerv: &Nerv) -> Vec<NervLayer> {
-    vec![
-        NervLayer::Head,
-        NervLayer::Block {
-            index: nerv.blocks().len(),
-            pre_gelu: false,
-        },
-    ]
-}
-
 fn nerv_source(data: &NervFrameData, layer: NervLayer) -> Result<Box<dyn NeuronMaps + '_>> {
-    let inputs = data.inputs(layer, None)?;
-    Ok(Box::new(NervKernelMaps::new(
-        data.layer(layer)?,
-        layer,
-        inputs,
-    )?))
+    Ok(Box::new(Study::nerv_maps(data, layer)?))
 }
 
 /// The first analysed frame of each model (indices into `units`).
@@ -349,11 +288,11 @@ fn neurons_distributed_intensity(
         ("neurons_per_pixel", "Neurons per pixel"),
     ] {
         if let Some(parts) = r.tables.get(name) {
-            dist.table(caption, &super::stack(name, parts.clone())?);
+            dist.table(caption, &stack_tables(name, parts.clone())?);
         }
     }
     if let Some(parts) = r.tables.get("intensity") {
-        inten.table("Correlations", &super::stack("intensity", parts.clone())?);
+        inten.table("Correlations", &stack_tables("intensity", parts.clone())?);
     }
     r.sections.push(dist);
     r.sections.push(inten);
@@ -444,7 +383,7 @@ fn objects(
             r.add_table("area_neurons", area.to_frame()?);
             area_results.push(area);
             if l + 1 == first.layers.len() {
-                sec.figure(share_heatmap(&shares, model)?);
+                sec.figure(object_share_heatmap(&shares, model, 60)?);
             }
         }
     }
@@ -456,7 +395,7 @@ fn objects(
         ),
     ] {
         if let Some(parts) = r.tables.get(name) {
-            sec.table(caption, &super::stack(name, parts.clone())?);
+            sec.table(caption, &stack_tables(name, parts.clone())?);
         }
     }
     if !area_results.is_empty() {
@@ -474,36 +413,6 @@ fn add_object_tables(r: &mut Report, shares: &ObjectShares) -> Result<()> {
     r.add_table("semantics", shares.semantics_frame()?);
     r.add_table("thing_stuff", shares.thing_vs_stuff().summary_frame()?);
     Ok(())
-}
-
-/// The first frame's shares of (at most 60) live neurons over the instances.
-fn share_heatmap(shares: &ObjectShares, model: &str) -> Result<crate::plot::figure::Figure> {
-    let ni = shares.instances.len();
-    let rows = shares.neurons.len().min(60);
-    let values: Vec<f64> = (0..rows)
-        .flat_map(|k| shares.share_row(0, k).to_vec())
-        .collect();
-    let style = HeatmapStyle {
-        row_label: "neuron".into(),
-        col_label: "instance".into(),
-        value_label: "share".into(),
-        row_names: shares.neurons[..rows]
-            .iter()
-            .map(|n| n.to_string())
-            .collect(),
-        col_names: shares.instances.iter().map(|i| i.name.clone()).collect(),
-        ..HeatmapStyle::default()
-    };
-    heatmap(
-        &values,
-        rows,
-        ni,
-        &format!(
-            "{model} {}: instance shares, frame {}",
-            shares.layer, shares.frames[0]
-        ),
-        &style,
-    )
 }
 
 /// B.6 in both fidelity modes: δ-variance per partition, box plots of log std.
@@ -582,13 +491,8 @@ fn partitions(
 }
 
 /// B.5: contribution change against the flow, head and last block, frames of `opts`.
-fn motion(
-    r: &mut Report,
-    clip: &Clip,
-    nerv: &Nerv,
-    opts: &ReportOptions,
-    dev: &Device,
-) -> Result<Vec<MotionHeadline>> {
+fn motion(r: &mut Report, study: &Study, opts: &ReportOptions) -> Result<Vec<MotionHeadline>> {
+    let (clip, nerv) = (&study.clip, study.nerv()?);
     let mut sec = Section::new(
         "motion",
         "Motion vs change in contribution (B.5)",
@@ -599,10 +503,10 @@ fn motion(
     let limit = nerv.config().frames.min(clip.frames.len());
     let mut results = Vec::new();
     for &t in opts.motion_frames.iter().filter(|&&t| t >= 1 && t < limit) {
-        let data = nerv_frame_data(nerv, &[t - 1, t], dev)?;
+        let data = nerv_frame_data(study, &[t - 1, t])?;
         let (flow, source) = frame_flow(clip, t, &FarnebackParams::default())?;
         let (mut maps, mut titles) = (Vec::new(), Vec::new());
-        for layer in paper_layers(nerv) {
+        for layer in study.paper_layers()? {
             let (prev, cur) = (
                 nerv_source(&data[0].1, layer)?,
                 nerv_source(&data[1].1, layer)?,
@@ -695,45 +599,14 @@ fn groups(
             headline(heads, &u.model, src.as_ref()).group_ari = g.ari_mean;
             r.add_table("neuron_groups", g.to_frame()?);
             r.add_table("groups_summary", g.summary()?);
-            sec.figure(group_scatter(&g, &vectors, &u.model)?);
+            sec.figure(neuron_group_scatter(&g, &vectors, &u.model)?);
         }
     }
     if let Some(parts) = r.tables.get("groups_summary") {
-        sec.table("Groups", &super::stack("groups_summary", parts.clone())?);
+        sec.table("Groups", &stack_tables("groups_summary", parts.clone())?);
     }
     r.sections.push(sec);
     Ok(())
-}
-
-fn group_scatter(
-    g: &crate::analysis::groups::NeuronGroups,
-    v: &crate::analysis::groups::NeuronVectors,
-    model: &str,
-) -> Result<crate::plot::figure::Figure> {
-    let x: Vec<f64> = g.embedding.iter().map(|p| p[0]).collect();
-    let y: Vec<f64> = g.embedding.iter().map(|p| p[1]).collect();
-    let names: Vec<String> = (0..g.k).map(|k| format!("group {k}")).collect();
-    let labels: Vec<String> = g
-        .ids
-        .iter()
-        .map(|(u, c)| match c {
-            Some(c) => format!("kernel ({u}, {c})"),
-            None => format!("neuron {u}"),
-        })
-        .collect();
-    let data = ScatterData {
-        x: &x,
-        y: &y,
-        group: &g.group,
-        group_names: &names,
-        labels: &labels,
-        thumbnails: &v.thumbnails,
-        thumb_height: v.thumb_size.0,
-        thumb_width: v.thumb_size.1,
-        x_label: "PC 1",
-        y_label: "PC 2",
-    };
-    scatter_groups(&data, &format!("{model} {}: neuron groups", g.layer))
 }
 
 fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Executes every notebook headlessly with the repository's Rust kernel, into out/notebooks/:
+#   <name>.ipynb  the executed notebook (outputs included)
+#   <name>.html   its HTML export (figures inline, plotly.js embedded: opens offline)
+#   timings.tsv   seconds per notebook
+# Fails on the first notebook with an error cell (a compile error, a panic, an `Err` from `?`).
+#
+#   scripts/run-notebooks.sh [NOTEBOOK.ipynb ...]     default: notebooks/*.ipynb in order
+#
+# Needs scripts/setup-notebooks.sh first. The kernels build in the persistent pool of
+# kernels/rust/evcxr-kernel, so only the first notebook of a cold machine compiles xinc's
+# dependencies (about 20 minutes on 2 cores); later ones and later runs reuse them.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${XINC_CACHE:-$HOME/.cache/xinc}"
+venv="${XINC_NOTEBOOK_VENV:-$cache/notebook-venv}"
+out="${XINC_NOTEBOOK_OUT:-$repo/out/notebooks}"
+timeout="${XINC_NOTEBOOK_TIMEOUT:-3600}"
+
+[ -x "$venv/bin/jupyter" ] || { echo "Jupyter is missing: run scripts/setup-notebooks.sh" >&2; exit 1; }
+export JUPYTER_PATH="$repo"
+export XINC_GOLDEN="${XINC_GOLDEN:-$(cd "$repo/.." && pwd)/shared/golden}"
+# Everything the notebooks compile is in the lock file and the local registry cache: fetch it
+# now, then forbid the network while they run.
+(cd "$repo" && cargo fetch --locked --quiet)
+export CARGO_NET_OFFLINE=true
+
+mkdir -p "$out"
+if [ "$#" -gt 0 ]; then notebooks=("$@"); else notebooks=("$repo"/notebooks/*.ipynb); fi
+printf 'notebook\tseconds\n' > "$out/timings.tsv"
+total_start=$(date +%s)
+for nb in "${notebooks[@]}"; do
+  name="$(basename "$nb" .ipynb)"
+  echo "== $name"
+  start=$(date +%s)
+  # nbclient runs in the notebook's folder, so `:dep xinc = { path = ".." }` finds the crate.
+  "$venv/bin/jupyter" nbconvert --to notebook --execute \
+    --ExecutePreprocessor.kernel_name=rust \
+    --ExecutePreprocessor.timeout="$timeout" \
+    --output-dir "$out" --output "$name" "$nb"
+  seconds=$(( $(date +%s) - start ))
+  "$venv/bin/python" "$repo/scripts/check-notebook.py" "$out/$name.ipynb"
+  "$venv/bin/jupyter" nbconvert --to html --log-level=WARN --output-dir "$out" "$out/$name.ipynb"
+  printf '%s\t%s\n' "$name" "$seconds" >> "$out/timings.tsv"
+  echo "   $name: ${seconds} s"
+done
+echo "== every notebook ran in $(( $(date +%s) - total_start )) s: $out"

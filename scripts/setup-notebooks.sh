@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Sets up the xinc notebook environment, then (with --lab) opens JupyterLab on notebooks/.
+#
+#   scripts/setup-notebooks.sh          install what is missing, print how to start
+#   scripts/setup-notebooks.sh --lab    the same, then start JupyterLab (kernel "Rust (xinc)")
+#
+# Installs, skipping what is already there:
+# - Jupyter (JupyterLab, nbconvert, nbclient, and plotly for its JupyterLab figure renderer: the
+#   pinned set of scripts/notebook-requirements.txt)
+#   in a virtualenv at $XINC_NOTEBOOK_VENV (default ~/.cache/xinc/notebook-venv);
+# - evcxr_jupyter $EVCXR_VERSION with `cargo install --locked` (about 19 minutes on 2 cores).
+# The kernel spec is the repository's kernels/rust, found through JUPYTER_PATH=<repository root>;
+# nothing is written into ~/.local/share/jupyter.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${XINC_CACHE:-$HOME/.cache/xinc}"
+venv="${XINC_NOTEBOOK_VENV:-$cache/notebook-venv}"
+requirements="$repo/scripts/notebook-requirements.txt"
+EVCXR_VERSION=0.22.0
+
+python="${PYTHON:-python3}"
+command -v "$python" >/dev/null || { echo "python3 (3.9 or newer, with venv) is required" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain 1.95 or newer for evcxr $EVCXR_VERSION)" >&2; exit 1; }
+
+# Jupyter: reinstalled when the pinned set changes.
+stamp="$venv/.xinc-requirements"
+if [ -x "$venv/bin/jupyter" ] && cmp -s "$requirements" "$stamp"; then
+  echo "== Jupyter: present in $venv"
+else
+  echo "== Jupyter: installing the pinned set into $venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+fi
+
+# evcxr_jupyter: the pinned version, from crates.io with its lock file.
+evcxr="$(command -v evcxr_jupyter || echo "$HOME/.cargo/bin/evcxr_jupyter")"
+if [ -x "$evcxr" ] && "$evcxr" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
+  echo "== evcxr_jupyter $EVCXR_VERSION: present ($evcxr)"
+else
+  echo "== evcxr_jupyter $EVCXR_VERSION: cargo install --locked (about 19 minutes on 2 cores)"
+  # Its own build folder, so that a CARGO_TARGET_DIR set for xinc is neither used nor disturbed.
+  CARGO_TARGET_DIR="$cache/evcxr-install-target" \
+    cargo install evcxr_jupyter --version "$EVCXR_VERSION" --locked
+  rm -rf "$cache/evcxr-install-target"
+fi
+
+export JUPYTER_PATH="$repo${JUPYTER_PATH:+:$JUPYTER_PATH}"
+"$venv/bin/jupyter" kernelspec list | grep -q "$repo/kernels/rust" \
+  || { echo "the kernel spec $repo/kernels/rust is not visible to Jupyter" >&2; exit 1; }
+echo "== kernel: $repo/kernels/rust (through JUPYTER_PATH)"
+
+if [ "${1:-}" = "--lab" ]; then
+  shift
+  exec "$venv/bin/jupyter" lab --notebook-dir="$repo/notebooks" "$@"
+fi
+cat <<EOF
+Ready. Start JupyterLab with
+  scripts/setup-notebooks.sh --lab
+or run every notebook headlessly with
+  scripts/run-notebooks.sh
+EOF
