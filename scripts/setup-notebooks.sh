@@ -34,9 +34,9 @@ else
 fi
 
 # evcxr_jupyter: the pinned version, from crates.io with its lock file.
-evcxr="$(command -v evcxr_jupyter || echo "$HOME/.cargo/bin/evcxr_jupyter")"
-if [ -x "$evcxr" ] && "$evcxr" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
-  echo "== evcxr_jupyter $EVCXR_VERSION: present ($evcxr)"
+# (evcxr_jupyter has no --version; cargo's install list records the version.)
+if cargo install --list | grep -q "^evcxr_jupyter v$EVCXR_VERSION:"; then
+  echo "== evcxr_jupyter $EVCXR_VERSION: present"
 else
   echo "== evcxr_jupyter $EVCXR_VERSION: cargo install --locked (about 19 minutes on 2 cores)"
   # Its own build folder, so that a CARGO_TARGET_DIR set for xinc is neither used nor disturbed.
