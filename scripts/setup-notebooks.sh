@@ -46,8 +46,10 @@ else
 fi
 
 export JUPYTER_PATH="$repo${JUPYTER_PATH:+:$JUPYTER_PATH}"
-"$venv/bin/jupyter" kernelspec list | grep -q "$repo/kernels/rust" \
-  || { echo "the kernel spec $repo/kernels/rust is not visible to Jupyter" >&2; exit 1; }
+# (Read the whole list first: `grep -q` on a pipe would close it early and fail the pipeline.)
+specs="$("$venv/bin/jupyter" kernelspec list)"
+grep -q "$repo/kernels/rust" <<<"$specs" \
+  || { echo "the kernel spec $repo/kernels/rust is not visible to Jupyter:"$'\n'"$specs" >&2; exit 1; }
 echo "== kernel: $repo/kernels/rust (through JUPYTER_PATH)"
 
 if [ "${1:-}" = "--lab" ]; then
