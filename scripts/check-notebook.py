@@ -3,7 +3,9 @@
     python check-notebook.py EXECUTED.ipynb
 
 Fails (exit 1) on an `error` output, on stderr that reports a Rust compile error or a panic, on a
-code cell that never ran, and on a notebook without any plotly figure. Prints what it counted.
+code cell that never ran, on a notebook without any plotly figure, and when the first figure's
+HTML does not carry plotly.js (the later ones rely on it: in the HTML export and in frontends
+that render `text/html`, they would stay blank). Prints what it counted.
 """
 
 import json
@@ -11,12 +13,13 @@ import re
 import sys
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+PLOTLY_JS = "* plotly.js v"
 FAILURE = re.compile(r"^error(\[E\d+\])?:|panicked at", re.MULTILINE)
 
 
 def check(path):
     nb = json.load(open(path, encoding="utf-8"))
-    problems, figures, tables = [], 0, 0
+    problems, figures, tables, first_html_figure = [], 0, 0, None
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
             continue
@@ -35,10 +38,14 @@ def check(path):
                 html = "".join(data.get("text/html", ""))
                 if PLOTLY_MIME in data or "plotly-graph-div" in html:
                     figures += 1
+                if "plotly-graph-div" in html and first_html_figure is None:
+                    first_html_figure = (i, PLOTLY_JS in html)
                 if "<table" in html:
                     tables += 1
     if figures == 0:
         problems.append("no plotly figure was displayed")
+    if first_html_figure is not None and not first_html_figure[1]:
+        problems.append(f"cell {first_html_figure[0]}: the first figure does not carry plotly.js")
     print(f"   {path}: {figures} figures, {tables} tables")
     for p in problems:
         print(f"   PROBLEM {p}")

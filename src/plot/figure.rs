@@ -23,6 +23,9 @@
 //!   carry a per-process nonce (pid, clock) besides the display count;
 //! * `text/plain`: a one-line summary for the terminal REPL.
 //!
+//! evcxr keeps only the last display of a cell, so a notebook shows one figure per cell (a
+//! second `evcxr_display` in the same cell replaces the first, plotly.js included).
+//!
 //! Figures with a hover panel emit only `text/html` and `text/plain` (the JSON renderer cannot run
 //! the hover script), and always inline plotly.js: in a frontend that draws the other figures from
 //! JSON, no earlier HTML output has loaded it. If a notebook's outputs were cleared and plotly.js
