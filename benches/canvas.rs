@@ -1,35 +1,45 @@
-//! Criterion benchmarks of the FFN canvas at the paper's size (128×256, width 104).
+//! Criterion benchmarks of the FFN canvas and training step at the golden configuration
+//! (`ffn_0005`: 128×256, width 104), with the bundled checkpoint of that configuration.
 //!
-//! `maps_from_activations` is the counterpart of the official `compute_all_layer_mappings`, which
-//! also starts from the forward pass's intermediate results (2.8 s single-threaded on the 2-core
-//! reference machine, `../shared/golden/TIMINGS.md`).
+//! - `maps/<layer>` and `maps/all_layers`: the full maps from the forward pass's activations, the
+//!   counterpart of the official `compute_all_layer_mappings` (2.84 s single-threaded on the
+//!   2-core reference machine, `../shared/golden/TIMINGS.md`), which also starts from the
+//!   forward pass's intermediate results;
+//! - `forward_and_maps`: the same including the forward pass;
+//! - `streamed_summary`: per-neuron reductions without holding the canvas;
+//! - `train_20_steps`: 20 full-batch Adam steps of the fused CPU trainer plus one evaluation,
+//!   from a fresh seeded model (divide by 20 for a step).
 
-use std::collections::HashMap;
 use std::hint::black_box;
+use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_summary, FfnLayer, DEFAULT_TILE};
-use xinc::models::ffn::{Ffn, FfnConfig};
+use xinc::data::image::load_rgb_resized;
+use xinc::models::ffn::Ffn;
+use xinc::models::ModelDir;
+use xinc::study::BUNDLED_FFN;
+use xinc::train::ffn::{train_ffn, FfnTrainParams};
 
-fn paper_model() -> Ffn {
-    let config = FfnConfig::paper(128, 256);
-    let tensors: HashMap<_, _> = config
-        .init_tensors(0, &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .collect();
-    Ffn::from_tensors(config, tensors, "bench", &Device::Cpu).unwrap()
+fn bundled_model() -> Ffn {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_FFN);
+    ModelDir::new(dir).load_ffn(&Device::Cpu).unwrap().0
 }
 
 fn ffn_canvas_bench(c: &mut Criterion) {
     let dev = Device::Cpu;
-    let model = paper_model();
+    let model = bundled_model();
     let layers = FfnLayer::all(model.config());
     let acts = model.forward_image(&dev).unwrap();
     let mut group = c.benchmark_group("ffn_canvas_128x256_w104");
     group.sample_size(30);
-    group.bench_function("maps_from_activations", |b| {
+    for &layer in &layers {
+        group.bench_function(format!("maps/{layer}"), |b| {
+            b.iter(|| black_box(ffn_canvas(&model, &acts, &[layer]).unwrap()))
+        });
+    }
+    group.bench_function("maps/all_layers", |b| {
         b.iter(|| black_box(ffn_canvas(&model, &acts, &layers).unwrap()))
     });
     group.bench_function("forward_pass", |b| {
@@ -47,5 +57,25 @@ fn ffn_canvas_bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ffn_canvas_bench);
+fn ffn_train_bench(c: &mut Criterion) {
+    let model = bundled_model();
+    let config = model.config().clone();
+    let image = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/cityscapes_vps/val/img_all/frankfurt_000000_001736_leftImg8bit.png");
+    let target = load_rgb_resized(&image, config.height(), config.width()).unwrap();
+    let params = FfnTrainParams {
+        iters: 20,
+        eval_every: 20,
+        progress: false,
+        ..FfnTrainParams::default()
+    };
+    let mut group = c.benchmark_group("ffn_train_128x256_w104");
+    group.sample_size(10);
+    group.bench_function("train_20_steps", |b| {
+        b.iter(|| black_box(train_ffn(config.clone(), &target, &params, &Device::Cpu).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ffn_canvas_bench, ffn_train_bench);
 criterion_main!(benches);

@@ -1,52 +1,82 @@
-//! Criterion benchmarks of the NeRV canvas, per layer, for the paper's 978,557-parameter model at
-//! 128×256 (one frame, full input-channel range, streamed summaries), and of one training step.
-//! The official code (single thread, this 2-core machine, `../shared/golden/TIMINGS.md`) takes
-//! 0.007 s for the head, 1.37 s for block 3, 1.84 s for block 2 and 14.4 s for block 1.
+//! Criterion benchmarks of the NeRV canvas and training step at the golden configuration
+//! (`nerv_synth`: the paper's 978,557-parameter model, 128×256), with the bundled checkpoint of
+//! that configuration, frame 0.
+//!
+//! - `summary/<layer>`: the streamed per-kernel reductions (`sum_hw`, `abssum_hw`, the sum over
+//!   input channels), all input channels;
+//! - `maps/<layer>`: the full maps in memory (block 1: 2.4 GB), the counterpart of the official
+//!   `compute_*_mappings` (single thread on the 2-core reference machine: head 0.007 s, block 3
+//!   1.37 s, block 2 1.84 s, block 1 14.4 s, `../shared/golden/TIMINGS.md`);
+//! - `train_10_steps`: 10 Adam steps (batch 2) on 4 frames plus one evaluation, from a fresh
+//!   seeded model (divide by 10 for a step).
 
 use std::hint::black_box;
+use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use xinc::canvas::nerv::{nerv_canvas_summary, NervFrameData, NervLayer};
+use xinc::canvas::nerv::{nerv_canvas_summary, nerv_layer_maps, NervFrameData, NervLayer};
 use xinc::models::nerv::{Nerv, NervConfig};
+use xinc::models::ModelDir;
+use xinc::study::{Study, BUNDLED_NERV};
+use xinc::train::nerv::{train_nerv, NervTrainParams};
 
-fn paper_model() -> Nerv {
-    let config = NervConfig::default();
-    let tensors = config
-        .weight_specs()
-        .into_iter()
-        .enumerate()
-        .map(|(n, spec)| {
-            let len: usize = spec.shape.iter().product();
-            let values: Vec<f32> = (0..len)
-                .map(|i| 0.05 * ((1000 * n + i) as f32 * 0.618).sin())
-                .collect();
-            (
-                spec.name,
-                candle_core::Tensor::from_vec(values, spec.shape, &Device::Cpu).unwrap(),
-            )
-        })
-        .collect();
-    Nerv::from_tensors(config, tensors, "bench", &Device::Cpu).unwrap()
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bundled_model() -> Nerv {
+    ModelDir::new(repo().join(BUNDLED_NERV))
+        .load_nerv(&Device::Cpu)
+        .unwrap()
+        .0
 }
 
 fn nerv_canvas_bench(c: &mut Criterion) {
     let dev = Device::Cpu;
-    let model = paper_model();
+    let model = bundled_model();
     let frame = NervFrameData::new(&model, &model.forward_frame(0, &dev).unwrap()).unwrap();
-    let mut group = c.benchmark_group("nerv_canvas_128x256_summary");
+    let mut group = c.benchmark_group("nerv_canvas_128x256");
     group.sample_size(10);
     group.bench_function("forward", |b| {
         b.iter(|| black_box(model.forward_frame(0, &dev).unwrap()))
     });
-    for layer in ["head", "block3", "block2", "block1", "block1_pre_gelu"] {
-        let l: NervLayer = layer.parse().unwrap();
-        group.bench_function(layer, |b| {
-            b.iter(|| black_box(nerv_canvas_summary(&frame, &[l], None).unwrap()))
+    for layer in NervLayer::all(model.blocks().len()) {
+        group.bench_function(format!("summary/{layer}"), |b| {
+            b.iter(|| black_box(nerv_canvas_summary(&frame, &[layer], None, &dev).unwrap()))
+        });
+        let data = frame.layer(layer).unwrap();
+        group.bench_function(format!("maps/{layer}"), |b| {
+            b.iter(|| black_box(nerv_layer_maps(&data, layer, 0..data.in_channels).unwrap()))
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, nerv_canvas_bench);
+fn nerv_train_bench(c: &mut Criterion) {
+    let study = Study::bundled(repo()).unwrap();
+    let frames: Vec<Vec<f32>> = (0..4).map(|f| study.nerv_target(f).unwrap()).collect();
+    let config = NervConfig {
+        frames: frames.len(),
+        ..NervConfig::default()
+    };
+    let params = NervTrainParams {
+        epochs: 5,
+        eval_every: 5,
+        progress: false,
+        ..NervTrainParams::default()
+    };
+    let mut group = c.benchmark_group("nerv_train_128x256");
+    group.sample_size(10);
+    group.bench_function("train_10_steps", |b| {
+        b.iter(|| {
+            black_box(
+                train_nerv(config.clone(), &frames, &params, None, false, &Device::Cpu).unwrap(),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, nerv_canvas_bench, nerv_train_bench);
 criterion_main!(benches);

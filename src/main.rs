@@ -14,6 +14,7 @@ use xinc::data::image::{load_rgb_resized, write_png, ImageTensor};
 use xinc::data::panoptic::{Clip, DatasetFormat};
 use xinc::data::synth::{generate, SynthParams};
 use xinc::data::synthetic::street_scene;
+use xinc::device_check::{check_device, DeviceCheckOptions};
 use xinc::models::ffn::{Ffn, FfnConfig};
 use xinc::models::import::{
     ffn_config_from_tensors, ffn_config_from_yaml, read_nerv_tensors, read_official_tensors,
@@ -58,6 +59,29 @@ enum Command {
     Synth(SynthArgs),
     /// Load a dataset clip and print its annotated segments per frame.
     Inspect(InspectArgs),
+    /// Run every canvas layer and a short training of the bundled models on `--device` and on
+    /// the CPU: compare them and time the device (see scripts/gpu-check.sh).
+    CheckDevice(CheckDeviceArgs),
+}
+
+#[derive(Args)]
+struct CheckDeviceArgs {
+    /// The repository root (bundled clip and checkpoints).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Where to write `device_check.json`.
+    #[arg(long, default_value = "out/device-check")]
+    out: PathBuf,
+    /// Timed device runs per layer (after one warm-up).
+    #[arg(long, default_value_t = 10)]
+    repeats: usize,
+    /// NeRV frames whose canvas is checked and timed.
+    #[arg(long, default_value_t = 3)]
+    frames: usize,
+    #[arg(long, default_value_t = 20)]
+    ffn_iters: usize,
+    #[arg(long, default_value_t = 2)]
+    nerv_epochs: usize,
 }
 
 #[derive(Args)]
@@ -341,8 +365,55 @@ fn run(cli: Cli) -> CliResult {
         Command::Render(a) => render_cmd(a, &device),
         Command::Demo(a) => demo_cmd(a, &device),
         Command::Report(a) => report_cmd(a, &device),
+        Command::CheckDevice(a) => check_device_cmd(a, &device),
         Command::Synth(a) => synth_cmd(a),
         Command::Inspect(a) => inspect_cmd(a),
+    }
+}
+
+fn check_device_cmd(a: CheckDeviceArgs, device: &Device) -> CliResult {
+    let opts = DeviceCheckOptions {
+        repeats: a.repeats,
+        frames: a.frames,
+        ffn_iters: a.ffn_iters,
+        nerv_epochs: a.nerv_epochs,
+        ..DeviceCheckOptions::default()
+    };
+    let report = check_device(&a.repo, device, &opts)?;
+    let json = serde_json::to_vec_pretty(&report)
+        .map_err(|e| XincError::InvalidArgument(e.to_string()))?;
+    xinc::io::write_atomic(&a.out.join("device_check.json"), |w| w.write_all(&json))?;
+    println!(
+        "{:<6} {:<16} {:>5} {:>10} {:>12} {:>10}",
+        "model", "layer", "frame", "cpu ms", "device ms", "rel diff"
+    );
+    for l in &report.layers {
+        println!(
+            "{:<6} {:<16} {:>5} {:>10.3} {:>12.4} {:>10.2e}{}",
+            l.model,
+            l.layer,
+            l.frame,
+            l.cpu_ms,
+            l.device_median_ms,
+            l.max_rel_diff,
+            if l.pass { "" } else { "  FAIL" }
+        );
+    }
+    for t in &report.training {
+        println!(
+            "train {}: {:.3} ms/step on the CPU, {:.3} ms/step on {:?}; losses cpu {:?} device {:?}; rel diff {:.2e}{}",
+            t.model, t.cpu_ms_per_step, t.device_ms_per_step, device, t.cpu_loss, t.device_loss, t.max_rel_diff,
+            if t.pass { "" } else { "  FAIL" }
+        );
+    }
+    if report.pass {
+        println!(
+            "device check passed -> {}",
+            a.out.join("device_check.json").display()
+        );
+        Ok(())
+    } else {
+        fail("device check FAILED: see the rows marked FAIL".to_string())
     }
 }
 
@@ -548,7 +619,7 @@ fn nerv_canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
     let start = Instant::now();
     let frame = NervFrameData::new(&model, &model.forward_frame(a.frame, device)?)?;
     if a.summary {
-        nerv_canvas_summary(&frame, &layers, a.in_channels.clone())?.save(&a.out)?;
+        nerv_canvas_summary(&frame, &layers, a.in_channels.clone(), device)?.save(&a.out)?;
     } else {
         write_nerv_canvas(
             &frame,
@@ -556,6 +627,7 @@ fn nerv_canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
             a.in_channels.clone(),
             &a.out,
             NERV_CHUNK_BYTES,
+            device,
         )?;
     }
     let names: Vec<String> = layers.iter().map(ToString::to_string).collect();
@@ -721,7 +793,7 @@ fn demo_nerv(a: &DemoArgs, device: &Device) -> CliResult {
     write_png(&a.out.join("nerv_frame0.png"), &frame0.to_rgb8())?;
     let start = Instant::now();
     let layers = NervLayer::all(model.blocks().len());
-    let summary = nerv_canvas_summary(&NervFrameData::new(&model, &acts)?, &layers, None)?;
+    let summary = nerv_canvas_summary(&NervFrameData::new(&model, &acts)?, &layers, None, device)?;
     summary.save(&a.out.join("nerv_canvas_summary.safetensors"))?;
     let psnr = match &cfg.provenance {
         Provenance::Trained(t) => format!("{:.2} dB", t.best_psnr),

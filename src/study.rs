@@ -47,6 +47,8 @@ pub struct Study {
     pub ffn: Option<Named<Ffn>>,
     /// A NeRV of the clip.
     pub nerv: Option<Named<Nerv>>,
+    /// Where the models live and their forward passes run.
+    pub device: Device,
 }
 
 impl Study {
@@ -84,7 +86,12 @@ impl Study {
             video: video.map(str::to_string),
         };
         let clip = open_clip(data.as_ref(), &opts)?;
-        Ok(Study { clip, ffn, nerv })
+        Ok(Study {
+            clip,
+            ffn,
+            nerv,
+            device: device.clone(),
+        })
     }
 
     /// The bundled clip with both bundled models; `repo` is the repository root (`..` from
@@ -122,7 +129,7 @@ impl Study {
                 self.clip.size
             )));
         }
-        let acts = ffn.forward_image(&Device::Cpu)?;
+        let acts = ffn.forward_image(&self.device)?;
         let layers: Vec<FfnLayer> = (1..=cfg.num_layers).map(FfnLayer::Summed).collect();
         Ok(ffn_canvas(ffn, &acts, &layers)?.layers)
     }
@@ -130,7 +137,7 @@ impl Study {
     /// The NeRV's activations of frame `f`, from which every layer's kernel maps are computed.
     pub fn nerv_frame(&self, f: usize) -> Result<NervFrameData> {
         let nerv = self.nerv()?;
-        NervFrameData::new(nerv, &nerv.forward_frame(f, &Device::Cpu)?)
+        NervFrameData::new(nerv, &nerv.forward_frame(f, &self.device)?)
     }
 
     /// Every kernel of `layer` of a NeRV frame, as a streamed source of maps.

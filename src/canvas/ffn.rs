@@ -23,7 +23,7 @@ use super::{
 };
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnActivations, FfnConfig};
-use crate::tensor::{transpose, with_f32_slice, zeroed_buffer};
+use crate::tensor::{transpose, with_avx2, with_f32_slice, zeroed_buffer};
 
 /// One layer of the FFN canvas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -171,6 +171,19 @@ impl LayerRule {
         self.offsets.len()
     }
 
+    /// The rule's scales and offsets as tensors on `device`.
+    fn on(self, device: &Device) -> Result<(LayerRule, DeviceRule)> {
+        let rows = self.rows();
+        let scales: Vec<f32> = (0..self.fan_in)
+            .flat_map(|i| self.scales.iter().map(move |r| r[i]))
+            .collect();
+        let dev = DeviceRule {
+            scales: Tensor::from_vec(scales, (self.fan_in, rows, 1), device)?,
+            offsets: Tensor::from_slice(&self.offsets, (1, rows, 1), device)?,
+        };
+        Ok((self, dev))
+    }
+
     /// Writes the `[fan_in·rows, t]` maps of a tile whose layer input is `x` (`[t, fan_in]`,
     /// pixel-major). Pixels are split into runs, in parallel; a run owns its segment of every map
     /// row. Within a run, micro-runs of 16 pixels are transposed into an L1-resident buffer, and
@@ -189,12 +202,15 @@ impl LayerRule {
         }
         segments.into_par_iter().enumerate().for_each_init(
             || vec![0.0f32; self.fan_in * MICRO_RUN],
-            |xt, (run, mut segs)| self.fill_run(&x[run * PIXEL_RUN * self.fan_in..], &mut segs, xt),
+            |xt, (run, mut segs)| {
+                with_avx2(|| self.fill_run(&x[run * PIXEL_RUN * self.fan_in..], &mut segs, xt))
+            },
         );
     }
 
     /// Fills one run's segments (`segs[m]`: map m, the run's pixels) from `x`, which starts at
     /// the run's first pixel, micro-run by micro-run.
+    #[inline(always)]
     fn fill_run(&self, x: &[f32], segs: &mut [&mut [f32]], xt: &mut [f32]) {
         let rows = self.rows();
         let len = segs[0].len();
@@ -224,6 +240,25 @@ impl LayerRule {
                 }
             }
         }
+    }
+}
+
+/// A [`LayerRule`]'s coefficients on a device: `scales` `[fan_in, rows, 1]`, `offsets` `[1, rows, 1]`.
+struct DeviceRule {
+    scales: Tensor,
+    offsets: Tensor,
+}
+
+impl DeviceRule {
+    /// The maps `[fan_in, rows, t]` of a tile whose layer input is `x` (`[t, fan_in]`), on `x`'s
+    /// device.
+    fn maps(&self, rule: &LayerRule, x: &Tensor) -> Result<Tensor> {
+        let m = x
+            .t()?
+            .unsqueeze(1)?
+            .broadcast_mul(&self.scales)?
+            .broadcast_add(&self.offsets)?;
+        Ok(if rule.relu { m.relu()? } else { m })
     }
 }
 
@@ -291,17 +326,12 @@ pub fn for_each_ffn_tile(
         .iter()
         .map(|&l| LayerRule::new(model, l))
         .collect::<Result<Vec<_>>>()?;
-    let coords = crate::data::coords::coordinate_grid(config.height(), config.width());
-    let p = config.num_pixels();
     let tile = tile.max(1);
     let mut buffers: Vec<Vec<f32>> = rules
         .iter()
         .map(|r| vec![0.0; r.fan_in * r.rows() * tile])
         .collect();
-    for p0 in (0..p).step_by(tile) {
-        let t = tile.min(p - p0);
-        let xy = Tensor::from_slice(&coords[2 * p0..2 * (p0 + t)], (t, 2), device)?;
-        let acts = model.forward(&xy)?;
+    for_each_forward(model, device, tile, |p0, t, acts| {
         for (rule, buf) in rules.iter().zip(buffers.iter_mut()) {
             buf.truncate(rule.fan_in * rule.rows() * t);
             with_f32_slice(acts.layer_input(rule.layer.linear_index())?, |x| {
@@ -314,13 +344,34 @@ pub fn for_each_ffn_tile(
             len: t,
             output: &output,
             maps: &buffers,
-        })?;
+        })
+    })
+}
+
+/// Runs the forward pass on `device` over pixel tiles of the model's image, in pixel order:
+/// `f(p0, len, activations)`.
+fn for_each_forward(
+    model: &Ffn,
+    device: &Device,
+    tile: usize,
+    mut f: impl FnMut(usize, usize, &FfnActivations) -> Result<()>,
+) -> Result<()> {
+    let config = model.config();
+    let coords = crate::data::coords::coordinate_grid(config.height(), config.width());
+    let p = config.num_pixels();
+    let tile = tile.max(1);
+    for p0 in (0..p).step_by(tile) {
+        let t = tile.min(p - p0);
+        let xy = Tensor::from_slice(&coords[2 * p0..2 * (p0 + t)], (t, 2), device)?;
+        f(p0, t, &model.forward(&xy)?)?;
     }
     Ok(())
 }
 
 /// Per-layer reductions (`sum_hw`, `abssum_hw`, `sum_neurons`) and the output, streamed tile by
-/// tile: the canvas itself is never held.
+/// tile: the canvas itself is never held. On the CPU each tile's maps are written by the fused
+/// rule and reduced; on any other device (CUDA) they are built and reduced there with tensor
+/// operations, and only the reductions come back.
 pub fn ffn_canvas_summary(
     model: &Ffn,
     device: &Device,
@@ -335,18 +386,50 @@ pub fn ffn_canvas_summary(
         .map(|l| SummaryAccumulator::new(&l.to_string(), &l.neuron_shape(config), height, width))
         .collect();
     let mut output = vec![0.0f32; config.dim_out * p];
-    for_each_ffn_tile(model, device, layers, tile, |tile| {
-        for (acc, maps) in accs.iter_mut().zip(tile.maps) {
-            acc.add_tile(tile.p0, tile.len, maps);
-        }
-        scatter_rows(&mut output, p, tile.p0, tile.len, tile.output);
-        Ok(())
-    })?;
+    if device.is_cpu() {
+        for_each_ffn_tile(model, device, layers, tile, |tile| {
+            for (acc, maps) in accs.iter_mut().zip(tile.maps) {
+                acc.add_tile(tile.p0, tile.len, maps);
+            }
+            scatter_rows(&mut output, p, tile.p0, tile.len, tile.output);
+            Ok(())
+        })?;
+    } else {
+        reduce_with_tensor_ops(model, device, layers, tile, &mut accs, &mut output)?;
+    }
     Ok(CanvasSummary {
         height,
         width,
         layers: accs.into_iter().map(SummaryAccumulator::finish).collect(),
         output,
+    })
+}
+
+/// The device half of [`ffn_canvas_summary`]: each tile's maps are built and reduced on `device`
+/// with tensor operations; `accs` (one per layer) and `output` (`[C, P]`) receive the results.
+fn reduce_with_tensor_ops(
+    model: &Ffn,
+    device: &Device,
+    layers: &[FfnLayer],
+    tile: usize,
+    accs: &mut [SummaryAccumulator],
+    output: &mut [f32],
+) -> Result<()> {
+    let p = model.config().num_pixels();
+    let rules = layers
+        .iter()
+        .map(|&l| LayerRule::new(model, l)?.on(device))
+        .collect::<Result<Vec<_>>>()?;
+    let sums = |m: &Tensor| -> Result<Vec<f32>> { Ok(m.sum(2)?.flatten_all()?.to_vec1::<f32>()?) };
+    for_each_forward(model, device, tile, |p0, t, acts| {
+        for (acc, (rule, dev_rule)) in accs.iter_mut().zip(&rules) {
+            let maps = dev_rule.maps(rule, acts.layer_input(rule.layer.linear_index())?)?;
+            let neuron_sums = maps.sum(0)?.flatten_all()?.to_vec1::<f32>()?;
+            acc.add_reduced(p0, t, &sums(&maps)?, &sums(&maps.abs()?)?, &neuron_sums);
+        }
+        let y = acts.pre_output.t()?.flatten_all()?.to_vec1::<f32>()?;
+        scatter_rows(output, p, p0, t, &y);
+        Ok(())
     })
 }
 
@@ -534,6 +617,39 @@ mod tests {
         assert_eq!(l3.data.len(), 20 * p);
         // Inner layers are ReLU'd aggregates: never negative.
         assert!(c.layer("layer1").unwrap().data.iter().all(|&v| v >= 0.0));
+    }
+
+    #[test]
+    fn tensor_ops_summary_matches_the_fused_one() {
+        let m = small_model(false);
+        let dev = Device::Cpu;
+        let layers = FfnLayer::all(m.config());
+        let fused = ffn_canvas_summary(&m, &dev, &layers, 13).unwrap();
+        let cfg = m.config();
+        let mut accs: Vec<_> = layers
+            .iter()
+            .map(|l| SummaryAccumulator::new(&l.to_string(), &l.neuron_shape(cfg), 6, 10))
+            .collect();
+        let mut output = vec![0.0; 3 * 60];
+        reduce_with_tensor_ops(&m, &dev, &layers, 13, &mut accs, &mut output).unwrap();
+        assert_eq!(output, fused.output);
+        for (acc, f) in accs.into_iter().zip(&fused.layers) {
+            let t = acc.finish();
+            assert_eq!(t.neuron_shape, f.neuron_shape);
+            for (a, b) in [
+                (&t.sum_hw, &f.sum_hw),
+                (&t.abssum_hw, &f.abssum_hw),
+                (&t.sum_neurons, &f.sum_neurons),
+            ] {
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                        "{}: {x} vs {y}",
+                        t.layer
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -225,6 +225,30 @@ impl SummaryAccumulator {
         }
     }
 
+    /// Adds reductions computed elsewhere (on a device) for pixels `p0..p0 + t`: per map its sum
+    /// and absolute sum over the tile, and the tile's `[rest, t]` sum over the first neuron axis.
+    pub fn add_reduced(
+        &mut self,
+        p0: usize,
+        t: usize,
+        sums: &[f32],
+        abssums: &[f32],
+        neurons: &[f32],
+    ) {
+        let p = self.height * self.width;
+        for (acc, &v) in self.sum_hw.iter_mut().zip(sums) {
+            *acc += f64::from(v);
+        }
+        for (acc, &v) in self.abssum_hw.iter_mut().zip(abssums) {
+            *acc += f64::from(v);
+        }
+        for (r, row) in neurons.chunks_exact(t).enumerate() {
+            for (d, &v) in self.sum_neurons[r * p + p0..][..t].iter_mut().zip(row) {
+                *d += f64::from(v);
+            }
+        }
+    }
+
     pub fn finish(self) -> LayerSummary {
         let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
         LayerSummary {

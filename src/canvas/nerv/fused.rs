@@ -14,6 +14,7 @@
 
 use super::gelu::gelu_slice;
 use super::{NervBlockData, NervLayer};
+use crate::tensor::with_avx2;
 
 /// The last, linear step that turns a kernel's final low-resolution plane (`[h, w]`) into its
 /// full-resolution map.
@@ -61,6 +62,7 @@ impl Expansion {
 
     /// Calls `emit(row)` for every full-resolution row of the expansion of `g` (`[h, w]`), top
     /// to bottom. `rows` and `row` are scratch buffers.
+    #[inline]
     pub(super) fn for_each_row(
         self,
         g: &[f32],
@@ -94,7 +96,7 @@ impl Expansion {
                             add_row(row, &rows[(yy / s) * ow..][..ow], 1.0);
                         }
                     }
-                    scale_row(row, 1.0 / 9.0);
+                    scale_row(row, NINTH);
                     emit(row);
                 }
             }
@@ -113,12 +115,12 @@ impl Expansion {
                     match a {
                         Some(a) => {
                             for ((o, &vb), &va) in row.iter_mut().zip(r(b)).zip(r(a)) {
-                                *o = (2.0 * vb + va) * (1.0 / 9.0);
+                                *o = (2.0 * vb + va) * NINTH;
                             }
                         }
                         None => {
                             for (o, &vb) in row.iter_mut().zip(r(b)) {
-                                *o = (2.0 * vb) * (1.0 / 9.0);
+                                *o = (2.0 * vb) * NINTH;
                             }
                         }
                     }
@@ -130,6 +132,7 @@ impl Expansion {
 
     /// Writes the full-resolution expansion of `g` into `out` (`out_size` pixels); `rows` and
     /// `row` are scratch buffers as in [`Self::for_each_row`].
+    #[inline]
     pub(super) fn expand_into(
         self,
         g: &[f32],
@@ -145,17 +148,99 @@ impl Expansion {
     }
 }
 
+impl Expansion {
+    /// The (sum, absolute sum) of the expansion of `g`: per full-resolution row, the row's sums
+    /// in eight f32 lanes ([`row_sums`]), added in f64. The box expansions compute each row's
+    /// values from their one or two source rows on the fly instead of writing the row: the
+    /// same values in the same lanes, so the result is bit-identical to reducing the map.
+    #[inline]
+    pub(super) fn sums(
+        self,
+        g: &[f32],
+        (h, w): (usize, usize),
+        rows: &mut Vec<f32>,
+        row: &mut Vec<f32>,
+    ) -> (f64, f64) {
+        let (oh, ow) = self.out_size(h, w);
+        let mut total = (0.0, 0.0);
+        let mut add = |(s, a): (f64, f64)| total = (total.0 + s, total.1 + a);
+        match self {
+            Expansion::BoxPlace { s, dy, dx } if s >= 2 => {
+                horizontal_box_place(g, (h, w), s, dx, rows);
+                for y in 0..oh {
+                    let mut src = (y.saturating_sub(1)..(y + 2).min(oh))
+                        .filter(|yy| yy % s == dy)
+                        .map(|yy| &rows[(yy / s) * ow..][..ow]);
+                    match (src.next(), src.next()) {
+                        (Some(a), Some(b)) => add(lane_sums(a, b, |a, b| (a + b) * NINTH)),
+                        (Some(a), None) => add(lane_sums(a, a, |a, _| a * NINTH)),
+                        _ => add((0.0, 0.0)),
+                    }
+                }
+            }
+            Expansion::BoxUp2 => {
+                horizontal_box_up2(g, (h, w), rows);
+                let r = |y: usize| &rows[y * ow..][..ow];
+                for y in 0..oh {
+                    let b = r(y / 2);
+                    let a = if y % 2 == 0 {
+                        (y / 2).checked_sub(1)
+                    } else {
+                        Some(y / 2 + 1).filter(|&n| n < h)
+                    };
+                    match a {
+                        Some(a) => add(lane_sums(b, r(a), |vb, va| (2.0 * vb + va) * NINTH)),
+                        None => add(lane_sums(b, b, |vb, _| (2.0 * vb) * NINTH)),
+                    }
+                }
+            }
+            _ => self.for_each_row(g, (h, w), rows, row, |r| add(row_sums(r))),
+        }
+        total
+    }
+}
+
+/// The 3×3 mean's factor.
+const NINTH: f32 = 1.0 / 9.0;
+
+/// [`row_sums`] of the row `f(a[x], b[x])`, without writing it.
+#[inline(always)]
+fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> (f64, f64) {
+    let (mut s, mut ab) = ([0.0f32; 8], [0.0f32; 8]);
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..8 {
+            let v = f(x[j], y[j]);
+            s[j] += v;
+            ab[j] += v.abs();
+        }
+    }
+    let lanes = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
+    let t = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold((0.0, 0.0), |(s, a), (&x, &y)| {
+            let v = f(x, y);
+            (s + f64::from(v), a + f64::from(v.abs()))
+        });
+    (lanes(s) + t.0, lanes(ab) + t.1)
+}
+
 /// `dst += c · src`.
+#[inline]
 fn add_row(dst: &mut [f32], src: &[f32], c: f32) {
     dst.iter_mut().zip(src).for_each(|(d, &v)| *d += c * v);
 }
 
+#[inline]
 fn scale_row(dst: &mut [f32], c: f32) {
     dst.iter_mut().for_each(|d| *d *= c);
 }
 
 /// The horizontal 3-tap sums of each placed low row: `rows[y][X]` = Σ of `g[y][x]` over the
 /// lattice columns `s·x + dx` within one pixel of X (`[h, w·s]`).
+#[inline]
 fn horizontal_box_place(
     g: &[f32],
     (h, w): (usize, usize),
@@ -173,6 +258,7 @@ fn horizontal_box_place(
 
 /// The horizontal 3-tap sums of each upsampled low row: `rows[y][2x] = g[y][x−1] + 2·g[y][x]`,
 /// `rows[y][2x+1] = 2·g[y][x] + g[y][x+1]`, zero outside (`[h, 2w]`).
+#[inline]
 fn horizontal_box_up2(g: &[f32], (h, w): (usize, usize), rows: &mut Vec<f32>) {
     horizontal_box(g, (h, w), 2, rows, |src, wide| {
         for (pair, &v) in wide.chunks_exact_mut(2).zip(src) {
@@ -184,6 +270,7 @@ fn horizontal_box_up2(g: &[f32], (h, w): (usize, usize), rows: &mut Vec<f32>) {
 /// For each low row of `g`: `widen` writes it at `factor`× width, then the 3-tap sum (zero
 /// padded) of that wide row goes into `rows` (`[h, w·factor]`). Contiguous slice adds, so the
 /// compiler vectorises them.
+#[inline]
 fn horizontal_box(
     g: &[f32],
     (h, w): (usize, usize),
@@ -247,6 +334,7 @@ impl NervBlockData<'_> {
     /// Kernel (i, k)'s last low-resolution plane for `layer`, its size, and the expansion that
     /// turns it into the map. Runs the GELU chain of a block's maps on the smallest planes:
     /// `GELU(P)`, then, per downstream block, the expansion so far and a GELU.
+    #[inline]
     pub(super) fn final_plane(
         &self,
         layer: NervLayer,
@@ -290,6 +378,11 @@ pub(super) fn fused_kernel_map_into(
     k: usize,
     out: &mut [f32],
 ) {
+    with_avx2(|| kernel_map_into(data, layer, i, k, out))
+}
+
+#[inline(always)]
+fn kernel_map_into(data: &NervBlockData, layer: NervLayer, i: usize, k: usize, out: &mut [f32]) {
     let mut ws = Workspace::default();
     let (hw, step) = data.final_plane(layer, i, k, &mut ws);
     step.expand_into(&ws.plane, hw, (&mut ws.rows, &mut ws.row), out);
@@ -314,6 +407,17 @@ pub(super) fn output_channel_sums(
     k: usize,
     dst: &mut [f32],
 ) -> Vec<(f64, f64)> {
+    with_avx2(|| channel_sums(data, layer, inputs, k, dst))
+}
+
+#[inline(always)]
+fn channel_sums(
+    data: &NervBlockData,
+    layer: NervLayer,
+    inputs: std::ops::Range<usize>,
+    k: usize,
+    dst: &mut [f32],
+) -> Vec<(f64, f64)> {
     let mut ws = Workspace::default();
     let mut acc: Vec<f64> = Vec::new();
     let mut last = ((0, 0), Expansion::Identity);
@@ -324,12 +428,7 @@ pub(super) fn output_channel_sums(
             let g = &ws.plane;
             acc.resize(g.len(), 0.0);
             acc.iter_mut().zip(g).for_each(|(a, &v)| *a += f64::from(v));
-            let mut sa = (0.0, 0.0);
-            step.for_each_row(g, hw, &mut ws.rows, &mut ws.row, |r| {
-                let (s, a) = row_sums(r);
-                sa = (sa.0 + s, sa.1 + a);
-            });
-            sa
+            step.sums(g, hw, &mut ws.rows, &mut ws.row)
         })
         .collect();
     let (hw, step) = last;
@@ -394,6 +493,32 @@ mod tests {
                             "{layer} ({i},{k}): {a} vs {b}");
                     }
                 }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn streamed_sums_equal_the_sums_of_the_written_rows(
+            h in 1usize..7, w in 1usize..21, s in 1usize..5, phase in 0usize..16, seed in 0u32..1000,
+        ) {
+            let g: Vec<f32> = (0..h * w).map(|v| ((v as u32 + seed) as f32 * 0.61).sin()).collect();
+            let (dy, dx) = ((phase % (s * s)) / s, phase % s);
+            for step in [
+                Expansion::BoxPlace { s, dy, dx },
+                Expansion::Place { s, dy, dx },
+                Expansion::BoxUp2,
+                Expansion::Identity,
+            ] {
+                let (mut rows, mut row) = (Vec::new(), Vec::new());
+                let mut written = (0.0, 0.0);
+                step.for_each_row(&g, (h, w), &mut rows, &mut row, |r| {
+                    let (s, a) = row_sums(r);
+                    written = (written.0 + s, written.1 + a);
+                });
+                let streamed = step.sums(&g, (h, w), &mut rows, &mut row);
+                prop_assert_eq!(streamed, written, "{:?}", step);
             }
         }
     }

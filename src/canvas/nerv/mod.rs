@@ -25,13 +25,16 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use super::{CanvasFileWriter, CanvasSummary, ContributionMap, LayerSummary};
 use crate::error::{Result, XincError};
 use crate::models::nerv::{Nerv, NervActivations};
 use crate::tensor::{with_f32_slice, zeroed_buffer};
 
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod device;
 mod fused;
 pub mod gelu;
 pub mod reference;
@@ -184,6 +187,7 @@ impl NervBlockData<'_> {
     }
 
     /// `P[i, k]`, the kernel's plane at the input resolution.
+    #[inline]
     fn plane(&self, i: usize, k: usize) -> Vec<f32> {
         let hw = self.height * self.width;
         let x = &self.input[i * hw..(i + 1) * hw];
@@ -406,15 +410,25 @@ impl NervFrameData {
     }
 }
 
-/// Per-layer reductions of a frame's canvas, streamed kernel by kernel.
+/// Per-layer reductions of a frame's canvas, streamed kernel by kernel: on the CPU by the fused
+/// path ([`nerv_layer_summary`]), on any other device by tensor operations
+/// ([`device::layer_summary_on`]).
 pub fn nerv_canvas_summary(
     frame: &NervFrameData,
     layers: &[NervLayer],
     only: Option<Range<usize>>,
+    device: &Device,
 ) -> Result<CanvasSummary> {
     let summaries = layers
         .iter()
-        .map(|&l| nerv_layer_summary(&frame.layer(l)?, l, frame.inputs(l, only.clone())?))
+        .map(|&l| {
+            let (data, inputs) = (frame.layer(l)?, frame.inputs(l, only.clone())?);
+            if device.is_cpu() {
+                nerv_layer_summary(&data, l, inputs)
+            } else {
+                device::layer_summary_on(&data, l, inputs, device, &Default::default())
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(CanvasSummary {
         height: frame.height,
@@ -426,13 +440,14 @@ pub fn nerv_canvas_summary(
 
 /// Writes a frame's full canvas of `layers` to a safetensors file (`[Cin, Cout, h, w]` per layer,
 /// plus `output`), a few input channels at a time so that memory stays near `budget` bytes
-/// whatever the layer's size (block 1 is 2.4 GB).
+/// whatever the layer's size (block 1 is 2.4 GB). The maps are computed on `device`.
 pub fn write_nerv_canvas(
     frame: &NervFrameData,
     layers: &[NervLayer],
     only: Option<Range<usize>>,
     path: &std::path::Path,
     budget: usize,
+    device: &Device,
 ) -> Result<()> {
     let mut specs = Vec::new();
     for &l in layers {
@@ -455,8 +470,14 @@ pub fn write_nerv_canvas(
         let per_input: usize = shape[1..].iter().product();
         let chunk = (budget / (4 * per_input).max(1)).max(1);
         for start in inputs.clone().step_by(chunk) {
-            let part = nerv_layer_maps(&data, l, start..(start + chunk).min(inputs.end))?;
-            writer.write_at(name, (start - inputs.start) * per_input, &part.data)?;
+            let part = start..(start + chunk).min(inputs.end);
+            let values = if device.is_cpu() {
+                nerv_layer_maps(&data, l, part)?.data
+            } else {
+                let maps = device::layer_maps_on(&data, l, part, device)?;
+                maps.flatten_all()?.to_vec1::<f32>()?
+            };
+            writer.write_at(name, (start - inputs.start) * per_input, &values)?;
         }
     }
     writer.write_at("output", 0, &frame.output)?;

@@ -9,6 +9,7 @@ use super::{NervBlockData, NervLayer};
 
 /// Adds `wt · src` shifted by `(dy − 1, dx − 1)` into `out` (both `[h, w]`), zero padded:
 /// `out[y][x] += wt · src[y + dy − 1][x + dx − 1]` where that pixel exists.
+#[inline(always)]
 fn add_shifted(
     out: &mut [f32],
     src: &[f32],
@@ -33,6 +34,7 @@ fn add_shifted(
 /// 3×3 cross-correlation of the `[h, w]` plane `x` with `kernel` (row-major `[3, 3]`), zero
 /// padding 1, plus `bias`: `out[y][x] = Σ_{ky,kx} kernel[ky][kx]·x[y+ky−1][x+kx−1] + bias`. The
 /// taps are accumulated in row-major order, then the bias is added.
+#[inline]
 pub fn conv3x3_plane(x: &[f32], h: usize, w: usize, kernel: &[f32; 9], bias: f32) -> Vec<f32> {
     let mut out = vec![0.0f32; h * w];
     for (t, &wt) in kernel.iter().enumerate() {
