@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: &[&str] = &["src/canvas/nerv/box_place.cu"];
+const KERNELS: &[&str] = &["src/canvas/nerv/block_sums.cu"];
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -18,7 +18,7 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let nvcc = ["CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"]
         .iter()
-        .filter_map(|v| std::env::var_os(v))
+        .filter_map(std::env::var_os)
         .map(|root| PathBuf::from(root).join("bin").join("nvcc"))
         .find(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("nvcc"));

@@ -5,6 +5,8 @@
 //!   counterpart of the official `compute_all_layer_mappings` (2.84 s single-threaded on the
 //!   2-core reference machine, `../shared/golden/TIMINGS.md`), which also starts from the
 //!   forward pass's intermediate results;
+//! - `maps/all_layers_into_reused_buffers`: the same into the buffers of the previous call
+//!   (`ffn_canvas_into`), without faulting in 95 MB of fresh pages;
 //! - `forward_and_maps`: the same including the forward pass;
 //! - `streamed_summary`: per-neuron reductions without holding the canvas;
 //! - `train_20_steps`: 20 full-batch Adam steps of the fused CPU trainer plus one evaluation,
@@ -15,7 +17,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_summary, FfnLayer, DEFAULT_TILE};
+use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_into, ffn_canvas_summary, FfnLayer, DEFAULT_TILE};
 use xinc::data::image::load_rgb_resized;
 use xinc::models::ffn::Ffn;
 use xinc::models::ModelDir;
@@ -41,6 +43,10 @@ fn ffn_canvas_bench(c: &mut Criterion) {
     }
     group.bench_function("maps/all_layers", |b| {
         b.iter(|| black_box(ffn_canvas(&model, &acts, &layers).unwrap()))
+    });
+    let mut canvas = ffn_canvas(&model, &acts, &layers).unwrap();
+    group.bench_function("maps/all_layers_into_reused_buffers", |b| {
+        b.iter(|| ffn_canvas_into(&model, &acts, &layers, black_box(&mut canvas)).unwrap())
     });
     group.bench_function("forward_pass", |b| {
         b.iter(|| black_box(model.forward_image(&dev).unwrap()))

@@ -38,7 +38,7 @@ pub use polars;
 pub mod prelude {
     pub use crate::analysis::source::{InMemoryMaps, NervKernelMaps, NeuronMaps};
     pub use crate::analysis::Fidelity;
-    pub use crate::canvas::ffn::{ffn_canvas, ffn_canvas_summary, FfnLayer};
+    pub use crate::canvas::ffn::{ffn_canvas, ffn_canvas_into, ffn_canvas_summary, FfnLayer};
     pub use crate::canvas::nerv::{NervFrameData, NervLayer};
     pub use crate::canvas::{Canvas, CanvasSummary, ContributionMap};
     pub use crate::data::clip::{open_clip, ClipOptions};

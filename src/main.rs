@@ -384,17 +384,21 @@ fn check_device_cmd(a: CheckDeviceArgs, device: &Device) -> CliResult {
         .map_err(|e| XincError::InvalidArgument(e.to_string()))?;
     xinc::io::write_atomic(&a.out.join("device_check.json"), |w| w.write_all(&json))?;
     println!(
-        "{:<6} {:<16} {:>5} {:>10} {:>12} {:>10}",
-        "model", "layer", "frame", "cpu ms", "device ms", "rel diff"
+        "{:<6} {:<30} {:>5} {:>10} {:>12} {:>14} {:>10}",
+        "model", "layer", "frame", "cpu ms", "device ms", "on device ms", "rel diff"
     );
     for l in &report.layers {
+        let resident = l
+            .device_resident_median_ms
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
         println!(
-            "{:<6} {:<16} {:>5} {:>10.3} {:>12.4} {:>10.2e}{}",
+            "{:<6} {:<30} {:>5} {:>10.3} {:>12.4} {:>14} {:>10.2e}{}",
             l.model,
             l.layer,
             l.frame,
             l.cpu_ms,
             l.device_median_ms,
+            resident,
             l.max_rel_diff,
             if l.pass { "" } else { "  FAIL" }
         );

@@ -15,7 +15,7 @@
 
 use std::ops::Range;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor, D};
 
 use super::{NervBlockData, NervLayer};
 use crate::canvas::LayerSummary;
@@ -186,9 +186,39 @@ pub fn box3(t: &Tensor) -> Result<Tensor> {
     Ok((sum3(&sum3(t, r - 2)?, r - 1)? * (1.0 / 9.0))?)
 }
 
-/// [`super::nerv_layer_summary`] computed on `device`, in chunks of input channels whose
-/// full-resolution maps fit `opts.budget` bytes: with tensor operations, or with xinc's CUDA
-/// kernel where it applies and `opts.custom_kernels` is set.
+/// A layer summary whose arrays stay on the device (see [`LayerSummary`] for their meaning).
+#[derive(Clone, Debug)]
+pub struct DeviceLayerSummary {
+    pub layer: NervLayer,
+    pub neuron_shape: Vec<usize>,
+    pub height: usize,
+    pub width: usize,
+    /// `[n·Cout]`.
+    pub sum_hw: Tensor,
+    /// `[n·Cout]`.
+    pub abssum_hw: Tensor,
+    /// `[Cout, H, W]`.
+    pub sum_neurons: Tensor,
+}
+
+impl DeviceLayerSummary {
+    /// Copies the arrays to the host.
+    pub fn to_host(&self) -> Result<LayerSummary> {
+        let host = |t: &Tensor| with_f32_slice(t, <[f32]>::to_vec);
+        Ok(LayerSummary {
+            layer: self.layer.to_string(),
+            neuron_shape: self.neuron_shape.clone(),
+            height: self.height,
+            width: self.width,
+            sum_hw: host(&self.sum_hw)?,
+            abssum_hw: host(&self.abssum_hw)?,
+            sum_neurons: host(&self.sum_neurons)?,
+        })
+    }
+}
+
+/// [`super::nerv_layer_summary`] computed on `device` ([`layer_summary_tensors_on`]) and copied
+/// to the host.
 pub fn layer_summary_on(
     data: &NervBlockData,
     layer: NervLayer,
@@ -196,72 +226,94 @@ pub fn layer_summary_on(
     device: &Device,
     opts: &DeviceOptions,
 ) -> Result<LayerSummary> {
+    layer_summary_tensors_on(data, layer, inputs, device, opts)?.to_host()
+}
+
+/// The summary of `layer` over `inputs`, computed on `device` and left there: by xinc's CUDA
+/// kernel where it applies and `opts.custom_kernels` is set (one pass, no map materialised),
+/// else with tensor operations in chunks of input channels whose full-resolution maps fit
+/// `opts.budget` bytes.
+pub fn layer_summary_tensors_on(
+    data: &NervBlockData,
+    layer: NervLayer,
+    inputs: Range<usize>,
+    device: &Device,
+    opts: &DeviceOptions,
+) -> Result<DeviceLayerSummary> {
     data.check_kernels(layer, &inputs)?;
     let (cout, (h, w)) = (data.out_channels(), data.map_size(layer));
     let dl = DeviceLayer::new(data, device)?;
-    let chunk = (opts.budget / (4 * cout * h * w).max(1)).max(1);
-    let (mut sum_hw, mut abssum_hw) = (Vec::new(), Vec::new());
+    let (sums, abssums, plane_sum) = match custom_kernel(&dl, layer, inputs.clone(), opts)? {
+        Some(r) => r,
+        None => tensor_op_reductions(&dl, layer, inputs.clone(), opts.budget)?,
+    };
+    // The last step is linear: the maps' sum over input channels is the expansion of the
+    // planes' sum.
+    let sum_neurons = LastStep::of(data, layer)
+        .apply(&plane_sum)?
+        .reshape((cout, h, w))?;
+    Ok(DeviceLayerSummary {
+        layer,
+        neuron_shape: vec![inputs.len(), cout],
+        height: h,
+        width: w,
+        sum_hw: sums,
+        abssum_hw: abssums,
+        sum_neurons,
+    })
+}
+
+/// Pixel sums `[n·Cout]`, absolute sums `[n·Cout]` and the last planes' sum over the input
+/// channels `[1, Cout, h', w']`.
+type Reductions = (Tensor, Tensor, Tensor);
+
+/// The reductions by xinc's CUDA kernel, when it applies.
+fn custom_kernel(
+    dl: &DeviceLayer,
+    layer: NervLayer,
+    inputs: Range<usize>,
+    opts: &DeviceOptions,
+) -> Result<Option<Reductions>> {
+    #[cfg(feature = "cuda")]
+    if opts.custom_kernels {
+        return super::cuda::block_sums(dl, layer, inputs);
+    }
+    let _ = (dl, layer, inputs, opts);
+    Ok(None)
+}
+
+/// The reductions with candle's tensor operations, chunk by chunk of input channels.
+fn tensor_op_reductions(
+    dl: &DeviceLayer,
+    layer: NervLayer,
+    inputs: Range<usize>,
+    budget: usize,
+) -> Result<Reductions> {
+    let d = dl.data;
+    let (cout, (h, w)) = (d.out_channels(), d.map_size(layer));
+    let chunk = (budget / (4 * cout * h * w).max(1)).max(1);
+    let (mut sums, mut abssums) = (Vec::new(), Vec::new());
     let mut total: Option<Tensor> = None;
     for start in inputs.clone().step_by(chunk) {
-        let part = start..(start + chunk).min(inputs.end);
-        let (plane, sums, abssums) = chunk_reductions(&dl, layer, part, opts)?;
-        sum_hw.extend(sums);
-        abssum_hw.extend(abssums);
-        // The last step is linear: sum over input channels first, expand once.
-        let part = plane.to_dtype(DType::F64)?.sum_keepdim(0)?;
+        let (plane, step) = dl.final_plane(layer, start..(start + chunk).min(inputs.end))?;
+        // Pixel sums: of the plane itself when the map only adds zeros, else of the full maps.
+        let flat = if step.keeps_values() {
+            plane.flatten_from(2)?
+        } else {
+            step.apply(&plane)?.flatten_from(2)?
+        };
+        sums.push(flat.sum(D::Minus1)?.flatten_all()?);
+        abssums.push(flat.abs()?.sum(D::Minus1)?.flatten_all()?);
+        let part = plane.sum_keepdim(0)?;
         total = Some(match total {
             Some(t) => (t + part)?,
             None => part,
         });
     }
-    let sum_neurons = match total {
-        Some(t) => {
-            let full = LastStep::of(data, layer).apply(&t.to_dtype(DType::F32)?)?;
-            with_f32_slice(&full, <[f32]>::to_vec)?
-        }
-        None => vec![0.0; cout * h * w],
-    };
-    Ok(LayerSummary {
-        layer: layer.to_string(),
-        neuron_shape: vec![inputs.len(), cout],
-        height: h,
-        width: w,
-        sum_hw,
-        abssum_hw,
-        sum_neurons,
-    })
-}
-
-/// One chunk's last planes (`[n, Cout, h', w']`, see `DeviceLayer::final_plane`) and its maps'
-/// pixel sums and absolute sums (`[n·Cout]` each).
-fn chunk_reductions(
-    dl: &DeviceLayer,
-    layer: NervLayer,
-    part: Range<usize>,
-    opts: &DeviceOptions,
-) -> Result<(Tensor, Vec<f32>, Vec<f32>)> {
-    #[cfg(feature = "cuda")]
-    if opts.custom_kernels {
-        if let Some(r) = super::cuda::box_place_chunk(dl, layer, part.clone())? {
-            return Ok(r);
-        }
-    }
-    #[cfg(not(feature = "cuda"))]
-    let _ = opts;
-    let (plane, step) = dl.final_plane(layer, part)?;
-    // Pixel sums: of the plane itself when the map only adds zeros, else of the full maps.
-    let flat = if step.keeps_values() {
-        plane.flatten_from(2)?
-    } else {
-        step.apply(&plane)?.flatten_from(2)?
-    };
-    let sums = flat.sum(D::Minus1)?.flatten_all()?.to_vec1::<f32>()?;
-    let abssums = flat
-        .abs()?
-        .sum(D::Minus1)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    Ok((plane, sums, abssums))
+    let total = total.ok_or_else(|| {
+        crate::error::XincError::InvalidArgument(format!("{layer}: no input channels"))
+    })?;
+    Ok((Tensor::cat(&sums, 0)?, Tensor::cat(&abssums, 0)?, total))
 }
 
 /// The full maps of `layer` for `inputs` as a device tensor `[n, Cout, H, W]`, the counterpart

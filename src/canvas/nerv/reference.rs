@@ -7,40 +7,30 @@
 use super::gelu::gelu_erf;
 use super::{NervBlockData, NervLayer};
 
-/// Adds `wt · src` shifted by `(dy − 1, dx − 1)` into `out` (both `[h, w]`), zero padded:
-/// `out[y][x] += wt · src[y + dy − 1][x + dx − 1]` where that pixel exists.
-#[inline(always)]
-fn add_shifted(
-    out: &mut [f32],
-    src: &[f32],
-    (h, w): (usize, usize),
-    (dy, dx): (usize, usize),
-    wt: f32,
-) {
-    let (y0, y1) = (usize::from(dy == 0), if dy == 2 { h - 1 } else { h });
-    let (x0, x1) = (usize::from(dx == 0), if dx == 2 { w - 1 } else { w });
-    if x1 <= x0 {
-        return;
-    }
-    for y in y0..y1 {
-        let o = &mut out[y * w + x0..y * w + x1];
-        let s = &src[(y + dy - 1) * w + x0 + dx - 1..][..x1 - x0];
-        for (a, &b) in o.iter_mut().zip(s) {
-            *a += wt * b;
-        }
-    }
-}
-
 /// 3×3 cross-correlation of the `[h, w]` plane `x` with `kernel` (row-major `[3, 3]`), zero
 /// padding 1, plus `bias`: `out[y][x] = Σ_{ky,kx} kernel[ky][kx]·x[y+ky−1][x+kx−1] + bias`. The
-/// taps are accumulated in row-major order, then the bias is added.
+/// taps are accumulated in row-major order, then the bias is added. One output row at a time,
+/// all nine taps into it while it sits in L1.
 #[inline]
 pub fn conv3x3_plane(x: &[f32], h: usize, w: usize, kernel: &[f32; 9], bias: f32) -> Vec<f32> {
     let mut out = vec![0.0f32; h * w];
-    for (t, &wt) in kernel.iter().enumerate() {
-        add_shifted(&mut out, x, (h, w), (t / 3, t % 3), wt);
+    for (y, row) in out.chunks_exact_mut(w).enumerate() {
+        for (t, &wt) in kernel.iter().enumerate() {
+            let (dy, dx) = (t / 3, t % 3);
+            if (dy == 0 && y == 0) || (dy == 2 && y + 1 >= h) {
+                continue;
+            }
+            let (x0, x1) = (usize::from(dx == 0), if dx == 2 { w - 1 } else { w });
+            if x1 <= x0 {
+                continue;
+            }
+            let src = &x[(y + dy - 1) * w + x0 + dx - 1..][..x1 - x0];
+            for (a, &b) in row[x0..x1].iter_mut().zip(src) {
+                *a += wt * b;
+            }
+        }
+        row.iter_mut().for_each(|v| *v += bias);
     }
-    out.iter_mut().for_each(|v| *v += bias);
     out
 }
 
