@@ -312,6 +312,32 @@ fn loss_diff(a: &[(usize, f32)], b: &[(usize, f32)]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// (step or epoch, loss) of a training run, and its milliseconds per step.
+type TrainRun = (Vec<(usize, f32)>, f64);
+
+/// Runs `run` on the CPU, then twice on `device` (the first a warm-up: kernels compile on first
+/// use), and compares the loss histories.
+fn train_check(
+    model: &str,
+    run: impl Fn(&Device) -> Result<TrainRun>,
+    device: &Device,
+    opts: &DeviceCheckOptions,
+) -> Result<TrainCheck> {
+    let (cpu_loss, cpu_ms) = run(&Device::Cpu)?;
+    run(device)?;
+    let (device_loss, dev_ms) = run(device)?;
+    let max_rel_diff = loss_diff(&cpu_loss, &device_loss);
+    Ok(TrainCheck {
+        model: model.into(),
+        cpu_loss,
+        device_loss,
+        max_rel_diff,
+        cpu_ms_per_step: cpu_ms,
+        device_ms_per_step: dev_ms,
+        pass: max_rel_diff <= opts.tolerance * 10.0,
+    })
+}
+
 /// Trains a fresh paper FFN on the clip's first frame for `ffn_iters` steps with candle's
 /// autograd on both devices (same seed, same update), and compares the losses.
 fn ffn_training(study: &Study, device: &Device, opts: &DeviceCheckOptions) -> Result<TrainCheck> {
@@ -324,24 +350,12 @@ fn ffn_training(study: &Study, device: &Device, opts: &DeviceCheckOptions) -> Re
         engine: TrainEngine::Autograd,
         ..FfnTrainParams::default()
     };
-    let run = |d: &Device| -> Result<(Vec<(usize, f32)>, f64)> {
+    let run = |d: &Device| -> Result<TrainRun> {
         let (_, report) = train_ffn(config.clone(), &target, &params, d)?;
         let losses = report.history.iter().map(|e| (e.iter, e.loss)).collect();
         Ok((losses, report.seconds * 1e3 / params.iters as f64))
     };
-    let (cpu_loss, cpu_ms) = run(&Device::Cpu)?;
-    run(device)?; // warm-up: kernel compilation on first use
-    let (device_loss, dev_ms) = run(device)?;
-    let max_rel_diff = loss_diff(&cpu_loss, &device_loss);
-    Ok(TrainCheck {
-        model: "ffn".into(),
-        cpu_loss,
-        device_loss,
-        max_rel_diff,
-        cpu_ms_per_step: cpu_ms,
-        device_ms_per_step: dev_ms,
-        pass: max_rel_diff <= opts.tolerance * 10.0,
-    })
+    train_check("ffn", run, device, opts)
 }
 
 /// Trains a fresh paper NeRV on the clip's frames for `nerv_epochs` epochs on both devices and
@@ -363,25 +377,14 @@ fn nerv_training(study: &Study, device: &Device, opts: &DeviceCheckOptions) -> R
         progress: false,
         ..NervTrainParams::default()
     };
-    let steps = n.div_ceil(params.batch_size) as f64;
-    let run = |d: &Device| -> Result<(Vec<(usize, f32)>, f64)> {
+    // The trainer drops the last incomplete batch.
+    let steps = (n / params.batch_size).max(1) as f64;
+    let run = |d: &Device| -> Result<TrainRun> {
         let (_, report) = train_nerv(config.clone(), &frames, &params, None, false, d)?;
         let losses = report.history.iter().map(|e| (e.epoch, e.loss)).collect();
         Ok((losses, report.seconds_per_epoch * 1e3 / steps))
     };
-    let (cpu_loss, cpu_ms) = run(&Device::Cpu)?;
-    run(device)?;
-    let (device_loss, dev_ms) = run(device)?;
-    let max_rel_diff = loss_diff(&cpu_loss, &device_loss);
-    Ok(TrainCheck {
-        model: "nerv".into(),
-        cpu_loss,
-        device_loss,
-        max_rel_diff,
-        cpu_ms_per_step: cpu_ms,
-        device_ms_per_step: dev_ms,
-        pass: max_rel_diff <= opts.tolerance * 10.0,
-    })
+    train_check("nerv", run, device, opts)
 }
 
 #[cfg(test)]
