@@ -18,8 +18,10 @@ use std::str::FromStr;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
+use super::conservative::ffn::layer_maps as conservative_maps;
 use super::{
-    unknown_layer, Canvas, CanvasFileWriter, CanvasSummary, ContributionMap, SummaryAccumulator,
+    unknown_layer, Canvas, CanvasFileWriter, CanvasSummary, ContributionMap, Method,
+    SummaryAccumulator,
 };
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnActivations, FfnConfig};
@@ -67,31 +69,42 @@ impl FromStr for FfnLayer {
 }
 
 impl FfnLayer {
-    /// Every layer of a model: `layer1..layerL`, then `layerL_rgb`.
+    /// Every layer of a model under the official method: `layer1..layerL`, then `layerL_rgb`.
     pub fn all(config: &FfnConfig) -> Vec<FfnLayer> {
-        let mut v: Vec<_> = (1..=config.num_layers).map(FfnLayer::Summed).collect();
-        v.push(FfnLayer::PerChannel(config.num_layers));
+        FfnLayer::all_for(config, Method::Official)
+    }
+
+    /// Every layer of a model under `method`: `layer1..layerL`, then the per-channel layers
+    /// (the last one only for the official canvas; every one for the conservative canvas).
+    pub fn all_for(config: &FfnConfig, method: Method) -> Vec<FfnLayer> {
+        let l = config.num_layers;
+        let mut v: Vec<_> = (1..=l).map(FfnLayer::Summed).collect();
+        let first_rgb = if method == Method::Official { l } else { 1 };
+        v.extend((first_rgb..=l).map(FfnLayer::PerChannel));
         v
     }
 
-    /// Parses a comma-separated list and checks each name against the model.
+    /// Parses a comma-separated list and checks each name against the model (official method).
     pub fn parse_list(list: &str, config: &FfnConfig) -> Result<Vec<FfnLayer>> {
+        FfnLayer::parse_list_for(list, config, Method::Official)
+    }
+
+    /// Parses a comma-separated list and checks each name against the model and `method`.
+    pub fn parse_list_for(list: &str, config: &FfnConfig, method: Method) -> Result<Vec<FfnLayer>> {
         list.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| FfnLayer::from_str(s).and_then(|l| l.check(config)))
+            .map(|s| FfnLayer::from_str(s).and_then(|l| l.check_for(config, method)))
             .collect()
     }
 
-    fn check(self, config: &FfnConfig) -> Result<Self> {
-        let ok = match self {
-            FfnLayer::Summed(k) => (1..=config.num_layers).contains(&k),
-            FfnLayer::PerChannel(k) => k == config.num_layers,
-        };
-        if ok {
+    /// Checks the layer against the model and `method`: per-channel maps exist for the last
+    /// layer under the official method, for every layer under the conservative one.
+    pub fn check_for(self, config: &FfnConfig, method: Method) -> Result<Self> {
+        if FfnLayer::all_for(config, method).contains(&self) {
             Ok(self)
         } else {
-            let known: Vec<String> = FfnLayer::all(config)
+            let known: Vec<String> = FfnLayer::all_for(config, method)
                 .iter()
                 .map(|l| l.to_string())
                 .collect();
@@ -133,7 +146,7 @@ struct LayerRule {
 impl LayerRule {
     fn new(model: &Ffn, layer: FfnLayer) -> Result<Self> {
         let config = model.config();
-        let layer = layer.check(config)?;
+        let layer = layer.check_for(config, Method::Official)?;
         let k = layer.linear_index();
         let linear = &model.layers()[k - 1];
         let weight = linear.weight().to_dtype(DType::F64)?.to_vec2::<f64>()?; // [fan_out, fan_in]
@@ -262,16 +275,72 @@ impl DeviceRule {
     }
 }
 
-/// The canvas of the requested layers from a forward pass over the model's whole image.
-/// The maps are computed in parallel straight from the activations (no temporaries).
+/// How one requested layer's maps are made: the official closed form, or the conservative
+/// linearisation of [`crate::canvas::conservative::ffn`].
+enum TileRule {
+    Official(LayerRule),
+    Conservative(FfnLayer),
+}
+
+impl TileRule {
+    fn new(model: &Ffn, layer: FfnLayer, method: Method) -> Result<Self> {
+        Ok(match method {
+            Method::Official => TileRule::Official(LayerRule::new(model, layer)?),
+            Method::Conservative => {
+                TileRule::Conservative(layer.check_for(model.config(), method)?)
+            }
+        })
+    }
+
+    fn layer(&self) -> FfnLayer {
+        match self {
+            TileRule::Official(rule) => rule.layer,
+            TileRule::Conservative(layer) => *layer,
+        }
+    }
+
+    /// Maps per pixel: fan_in · rows.
+    fn maps(&self, model: &Ffn) -> usize {
+        self.layer().neuron_shape(model.config()).iter().product()
+    }
+
+    /// Writes the `[maps, t]` maps of the `t` pixels whose activations are `acts` into `out`.
+    fn write(&self, model: &Ffn, acts: &FfnActivations, t: usize, out: &mut [f32]) -> Result<()> {
+        match self {
+            TileRule::Official(rule) => {
+                with_f32_slice(acts.layer_input(rule.layer.linear_index())?, |x| {
+                    rule.write_maps(x, t, out)
+                })
+            }
+            TileRule::Conservative(layer) => {
+                with_f32_slice(&conservative_maps(model, acts, *layer)?, |m| {
+                    out.copy_from_slice(m)
+                })
+            }
+        }
+    }
+}
+
+/// The official canvas of the requested layers from a forward pass over the model's whole
+/// image. The maps are computed in parallel straight from the activations (no temporaries).
 pub fn ffn_canvas(model: &Ffn, acts: &FfnActivations, layers: &[FfnLayer]) -> Result<Canvas> {
+    ffn_canvas_with(model, acts, layers, Method::Official)
+}
+
+/// [`ffn_canvas`] under `method`.
+pub fn ffn_canvas_with(
+    model: &Ffn,
+    acts: &FfnActivations,
+    layers: &[FfnLayer],
+    method: Method,
+) -> Result<Canvas> {
     let mut canvas = Canvas {
         height: 0,
         width: 0,
         layers: Vec::new(),
         output: Vec::new(),
     };
-    ffn_canvas_into(model, acts, layers, &mut canvas)?;
+    ffn_canvas_into_with(model, acts, layers, method, &mut canvas)?;
     Ok(canvas)
 }
 
@@ -282,6 +351,17 @@ pub fn ffn_canvas_into(
     model: &Ffn,
     acts: &FfnActivations,
     layers: &[FfnLayer],
+    canvas: &mut Canvas,
+) -> Result<()> {
+    ffn_canvas_into_with(model, acts, layers, Method::Official, canvas)
+}
+
+/// [`ffn_canvas_into`] under `method`.
+pub fn ffn_canvas_into_with(
+    model: &Ffn,
+    acts: &FfnActivations,
+    layers: &[FfnLayer],
+    method: Method,
     canvas: &mut Canvas,
 ) -> Result<()> {
     let config = model.config();
@@ -295,15 +375,13 @@ pub fn ffn_canvas_into(
     }
     let mut old = std::mem::take(&mut canvas.layers).into_iter();
     for &layer in layers {
-        let rule = LayerRule::new(model, layer)?;
-        let len = rule.fan_in * rule.rows() * p;
+        let rule = TileRule::new(model, layer, method)?;
+        let len = rule.maps(model) * p;
         let mut data = match old.next() {
             Some(m) if m.data.len() == len => m.data,
             _ => zeroed_buffer(len),
         };
-        with_f32_slice(acts.layer_input(layer.linear_index())?, |x| {
-            rule.write_maps(x, p, &mut data)
-        })?;
+        rule.write(model, acts, p, &mut data)?;
         canvas.layers.push(ContributionMap {
             layer: layer.to_string(),
             neuron_shape: layer.neuron_shape(config),
@@ -331,31 +409,30 @@ pub struct CanvasTile<'a> {
 pub const DEFAULT_TILE: usize = 4096;
 
 /// Streams the canvas over pixel tiles: each tile runs the forward pass on its own coordinates
-/// and computes every requested layer's maps, so memory stays at one tile whatever the image
-/// size. `sink` sees the tiles in pixel order.
+/// and computes every requested layer's maps under `method`, so memory stays at one tile
+/// whatever the image size. `sink` sees the tiles in pixel order.
 pub fn for_each_ffn_tile(
     model: &Ffn,
     device: &Device,
     layers: &[FfnLayer],
+    method: Method,
     tile: usize,
     mut sink: impl FnMut(&CanvasTile) -> Result<()>,
 ) -> Result<()> {
     let config = model.config();
     let rules = layers
         .iter()
-        .map(|&l| LayerRule::new(model, l))
+        .map(|&l| TileRule::new(model, l, method))
         .collect::<Result<Vec<_>>>()?;
     let tile = tile.max(1);
     let mut buffers: Vec<Vec<f32>> = rules
         .iter()
-        .map(|r| vec![0.0; r.fan_in * r.rows() * tile])
+        .map(|r| vec![0.0; r.maps(model) * tile])
         .collect();
     for_each_forward(model, device, tile, |p0, t, acts| {
         for (rule, buf) in rules.iter().zip(buffers.iter_mut()) {
-            buf.truncate(rule.fan_in * rule.rows() * t);
-            with_f32_slice(acts.layer_input(rule.layer.linear_index())?, |x| {
-                rule.write_maps(x, t, buf)
-            })?;
+            buf.truncate(rule.maps(model) * t);
+            rule.write(model, acts, t, buf)?;
         }
         let output = with_f32_slice(&acts.pre_output, |y| transpose(y, t, config.dim_out))?;
         sink(&CanvasTile {
@@ -387,14 +464,25 @@ fn for_each_forward(
     Ok(())
 }
 
-/// Per-layer reductions (`sum_hw`, `abssum_hw`, `sum_neurons`) and the output, streamed tile by
-/// tile: the canvas itself is never held. On the CPU each tile's maps are written by the fused
-/// rule and reduced; on any other device (CUDA) they are built and reduced there with tensor
-/// operations, and only the reductions come back.
+/// Per-layer reductions (`sum_hw`, `abssum_hw`, `sum_neurons`) and the output of the official
+/// canvas, streamed tile by tile: the canvas itself is never held. On the CPU each tile's maps
+/// are written by the fused rule and reduced; on any other device (CUDA) they are built and
+/// reduced there with tensor operations, and only the reductions come back.
 pub fn ffn_canvas_summary(
     model: &Ffn,
     device: &Device,
     layers: &[FfnLayer],
+    tile: usize,
+) -> Result<CanvasSummary> {
+    ffn_canvas_summary_with(model, device, layers, Method::Official, tile)
+}
+
+/// [`ffn_canvas_summary`] under `method`.
+pub fn ffn_canvas_summary_with(
+    model: &Ffn,
+    device: &Device,
+    layers: &[FfnLayer],
+    method: Method,
     tile: usize,
 ) -> Result<CanvasSummary> {
     let config = model.config();
@@ -406,7 +494,7 @@ pub fn ffn_canvas_summary(
         .collect();
     let mut output = vec![0.0f32; config.dim_out * p];
     if device.is_cpu() {
-        for_each_ffn_tile(model, device, layers, tile, |tile| {
+        for_each_ffn_tile(model, device, layers, method, tile, |tile| {
             for (acc, maps) in accs.iter_mut().zip(tile.maps) {
                 acc.add_tile(tile.p0, tile.len, maps);
             }
@@ -414,7 +502,7 @@ pub fn ffn_canvas_summary(
             Ok(())
         })?;
     } else {
-        reduce_with_tensor_ops(model, device, layers, tile, &mut accs, &mut output)?;
+        reduce_with_tensor_ops(model, device, layers, method, tile, &mut accs, &mut output)?;
     }
     Ok(CanvasSummary {
         height,
@@ -424,12 +512,14 @@ pub fn ffn_canvas_summary(
     })
 }
 
-/// The device half of [`ffn_canvas_summary`]: each tile's maps are built and reduced on `device`
-/// with tensor operations; `accs` (one per layer) and `output` (`[C, P]`) receive the results.
+/// The device half of [`ffn_canvas_summary_with`]: each tile's maps are built and reduced on
+/// `device` with tensor operations; `accs` (one per layer) and `output` (`[C, P]`) receive the
+/// results.
 fn reduce_with_tensor_ops(
     model: &Ffn,
     device: &Device,
     layers: &[FfnLayer],
+    method: Method,
     tile: usize,
     accs: &mut [SummaryAccumulator],
     output: &mut [f32],
@@ -437,12 +527,25 @@ fn reduce_with_tensor_ops(
     let p = model.config().num_pixels();
     let rules = layers
         .iter()
-        .map(|&l| LayerRule::new(model, l)?.on(device))
+        .map(|&l| {
+            Ok(match TileRule::new(model, l, method)? {
+                TileRule::Official(rule) => {
+                    let (rule, dev) = rule.on(device)?;
+                    (TileRule::Official(rule), Some(dev))
+                }
+                conservative => (conservative, None),
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let sums = |m: &Tensor| -> Result<Vec<f32>> { Ok(m.sum(2)?.flatten_all()?.to_vec1::<f32>()?) };
     for_each_forward(model, device, tile, |p0, t, acts| {
         for (acc, (rule, dev_rule)) in accs.iter_mut().zip(&rules) {
-            let maps = dev_rule.maps(rule, acts.layer_input(rule.layer.linear_index())?)?;
+            let maps = match (rule, dev_rule) {
+                (TileRule::Official(rule), Some(dev)) => {
+                    dev.maps(rule, acts.layer_input(rule.layer.linear_index())?)?
+                }
+                _ => conservative_maps(model, acts, rule.layer())?,
+            };
             let neuron_sums = maps.sum(0)?.flatten_all()?.to_vec1::<f32>()?;
             acc.add_reduced(p0, t, &sums(&maps)?, &sums(&maps.abs()?)?, &neuron_sums);
         }
@@ -452,12 +555,24 @@ fn reduce_with_tensor_ops(
     })
 }
 
-/// Writes the full canvas of the requested layers to a safetensors file, streamed tile by tile
-/// (memory: one tile), named by layer, plus `output`.
+/// Writes the full official canvas of the requested layers to a safetensors file, streamed tile
+/// by tile (memory: one tile), named by layer, plus `output`.
 pub fn write_ffn_canvas(
     model: &Ffn,
     device: &Device,
     layers: &[FfnLayer],
+    path: &std::path::Path,
+    tile: usize,
+) -> Result<()> {
+    write_ffn_canvas_with(model, device, layers, Method::Official, path, tile)
+}
+
+/// [`write_ffn_canvas`] under `method`.
+pub fn write_ffn_canvas_with(
+    model: &Ffn,
+    device: &Device,
+    layers: &[FfnLayer],
+    method: Method,
     path: &std::path::Path,
     tile: usize,
 ) -> Result<()> {
@@ -472,7 +587,7 @@ pub fn write_ffn_canvas(
         })
         .collect();
     let mut writer = CanvasFileWriter::create(path, &specs, config.dim_out, height, width)?;
-    for_each_ffn_tile(model, device, layers, tile, |tile| {
+    for_each_ffn_tile(model, device, layers, method, tile, |tile| {
         for ((name, _), maps) in specs.iter().zip(tile.maps) {
             writer.write_tile(name, tile.p0, tile.len, maps)?;
         }
@@ -664,7 +779,16 @@ mod tests {
             .map(|l| SummaryAccumulator::new(&l.to_string(), &l.neuron_shape(cfg), 6, 10))
             .collect();
         let mut output = vec![0.0; 3 * 60];
-        reduce_with_tensor_ops(&m, &dev, &layers, 13, &mut accs, &mut output).unwrap();
+        reduce_with_tensor_ops(
+            &m,
+            &dev,
+            &layers,
+            Method::Official,
+            13,
+            &mut accs,
+            &mut output,
+        )
+        .unwrap();
         assert_eq!(output, fused.output);
         for (acc, f) in accs.into_iter().zip(&fused.layers) {
             let t = acc.finish();

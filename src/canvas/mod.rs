@@ -6,15 +6,58 @@
 //! (one value per neuron), and `sum_neurons` sums over the **first** axis only, so that a map that
 //! decomposes the output sums back to it (`layer3_rgb` → `[3, H, W]` = the prediction).
 
+pub mod conservative;
 pub mod ffn;
 pub mod nerv;
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use candle_core::{Device, Tensor};
 
 use crate::error::{Result, XincError};
 use crate::io::{save_safetensors, TensorWriter};
+
+/// Which canvas to compute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The official canvas of the paper's code (spec A), with its heuristics: the default, for
+    /// reproducing the paper.
+    #[default]
+    Official,
+    /// The output-conserving canvas of [`conservative`]: contributions carried through the real
+    /// downstream network by the rescale rule; every layer's maps sum exactly to the output.
+    Conservative,
+}
+
+impl Method {
+    pub const ALL: [Method; 2] = [Method::Official, Method::Conservative];
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Official => "official",
+            Method::Conservative => "conservative",
+        })
+    }
+}
+
+impl FromStr for Method {
+    type Err = XincError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "official" => Ok(Method::Official),
+            "conservative" => Ok(Method::Conservative),
+            _ => Err(XincError::InvalidArgument(format!(
+                "`{s}` is not a canvas method (official or conservative)"
+            ))),
+        }
+    }
+}
 
 /// The contribution maps of one layer.
 #[derive(Clone, Debug, PartialEq)]

@@ -188,7 +188,7 @@ impl NervBlockData<'_> {
 
     /// `P[i, k]`, the kernel's plane at the input resolution.
     #[inline]
-    fn plane(&self, i: usize, k: usize) -> Vec<f32> {
+    pub(crate) fn plane(&self, i: usize, k: usize) -> Vec<f32> {
         let hw = self.height * self.width;
         let x = &self.input[i * hw..(i + 1) * hw];
         let off = (k * self.in_channels + i) * 9;
@@ -368,6 +368,11 @@ impl NervFrameData {
             height,
             width,
         })
+    }
+
+    /// Number of NeRV blocks.
+    pub fn blocks(&self) -> usize {
+        self.layers.len() - 1
     }
 
     /// The data of `layer` (block indices are 1-based).

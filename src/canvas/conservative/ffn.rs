@@ -1,0 +1,203 @@
+//! The conservative canvas of an FFN layer: neuron i of layer k (input i of Linear layer k) gets
+//! `map[i, c](p) = G_k[p, c, i]·x_i(p) + B_k[p, c]/fan_in`, where
+//! - `G_k` is the gradient of output c with respect to x under the rescale rule:
+//!   `G_L = W_L`, `G_k = (G_{k+1} ⊙ m_k)·W_k` with `m_k = 1[a_k > 0]` the ReLU multipliers of
+//!   the units between Linear k and k + 1 (exact: a_k = m_k·z_k also where z_k = 0);
+//! - `B_k` collects the biases from Linear k on: `B_L = b_L`,
+//!   `B_k = B_{k+1} + (G_{k+1} ⊙ m_k)·b_k`, split evenly over the fan-in.
+//!
+//! So `Σ_i map[i, c] = G_k·x + B_k = y_c`, the output before the final activation, exactly. The
+//! last layer's maps are the official `layer{L}_rgb`. Everything is candle tensor operations on
+//! the activations' device: two small GEMMs per layer crossed and one broadcast.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::canvas::ffn::FfnLayer;
+use crate::error::{Result, XincError};
+use crate::models::ffn::{Ffn, FfnActivations};
+
+/// `(G_k, B_k)` for the pixels of `acts`: `[t, C, fan_in]` and `[t, C]`.
+pub fn linearised(model: &Ffn, acts: &FfnActivations, k: usize) -> Result<(Tensor, Tensor)> {
+    let layers = model.layers();
+    let l = layers.len();
+    if !(1..=l).contains(&k) {
+        return Err(XincError::InvalidArgument(format!("FFN has no layer {k}")));
+    }
+    let t = acts.features.dim(0)?;
+    let last = &layers[l - 1];
+    let (c, h) = last.weight().dims2()?;
+    let mut g = last.weight().unsqueeze(0)?.broadcast_as((t, c, h))?;
+    let mut b = bias_of(last, c)?.unsqueeze(0)?.broadcast_as((t, c))?;
+    for j in (k..l).rev() {
+        let m = acts.hidden[j - 1].gt(0.0)?.to_dtype(DType::F32)?;
+        let gm = g.broadcast_mul(&m.unsqueeze(1)?)?;
+        let lin = &layers[j - 1];
+        let (fan_out, fan_in) = lin.weight().dims2()?;
+        let bj = bias_of(lin, fan_out)?.unsqueeze(1)?;
+        b = (b + gm.broadcast_matmul(&bj)?.squeeze(D::Minus1)?)?;
+        g = gm
+            .reshape((t * c, fan_out))?
+            .matmul(lin.weight())?
+            .reshape((t, c, fan_in))?;
+    }
+    Ok((g, b))
+}
+
+fn bias_of(lin: &candle_nn::Linear, n: usize) -> Result<Tensor> {
+    Ok(match lin.bias() {
+        Some(b) => b.clone(),
+        None => Tensor::zeros(n, DType::F32, lin.weight().device())?,
+    })
+}
+
+/// The conservative maps of `layer` for the pixels of `acts`, `[fan_in, rows, t]` on the
+/// activations' device: rows = the output channels (`layer{k}_rgb`) or 1 (`layer{k}`, their sum).
+pub fn layer_maps(model: &Ffn, acts: &FfnActivations, layer: FfnLayer) -> Result<Tensor> {
+    let k = layer.linear_index();
+    let x = acts.layer_input(k)?;
+    let fan_in = x.dim(1)?;
+    let (g, b) = linearised(model, acts, k)?;
+    let maps = g
+        .broadcast_mul(&x.unsqueeze(1)?)?
+        .broadcast_add(&(b / fan_in as f64)?.unsqueeze(2)?)?;
+    let maps = match layer {
+        FfnLayer::Summed(_) => maps.sum_keepdim(1)?,
+        FfnLayer::PerChannel(_) => maps,
+    };
+    Ok(maps.permute((2, 1, 0))?.contiguous()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{Device, Module};
+
+    use super::*;
+    use crate::canvas::ffn::{ffn_canvas_summary_with, ffn_canvas_with};
+    use crate::canvas::Method;
+    use crate::models::ffn::FfnConfig;
+
+    /// A small FFN (width 12, 3 layers, 5×7 image); `bias`·12^i is added to hidden layer i's
+    /// bias, enough to keep every ReLU active when one unit is removed.
+    fn model(bias: f32) -> Ffn {
+        let cfg = FfnConfig::with_width(12, 5, 7);
+        let mut t: HashMap<_, _> = cfg
+            .init_tensors(7, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect();
+        for i in 0..cfg.num_layers - 1 {
+            let name = format!("net.{i}.linear.bias");
+            t.insert(
+                name.clone(),
+                (t[&name].clone() + f64::from(bias) * 12f64.powi(i as i32)).unwrap(),
+            );
+        }
+        Ffn::from_tensors(cfg, t, "test", &Device::Cpu).unwrap()
+    }
+
+    fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+        t.to_vec2().unwrap()
+    }
+
+    #[test]
+    fn every_layer_sums_to_the_output_and_the_last_is_the_official_one() {
+        let m = model(0.0);
+        let acts = m.forward_image(&Device::Cpu).unwrap();
+        let layers = FfnLayer::all_for(m.config(), Method::Conservative);
+        assert_eq!(layers.len(), 6);
+        let canvas = ffn_canvas_with(&m, &acts, &layers, Method::Conservative).unwrap();
+        let y = &canvas.output; // [3, P]
+        let p = 35;
+        for maps in &canvas.layers {
+            let s = maps.summarise();
+            let per_channel = maps.neuron_shape.len() == 2;
+            for (o, v) in s.sum_neurons.iter().enumerate() {
+                let want = if per_channel {
+                    y[o]
+                } else {
+                    (0..3).map(|c| y[c * p + o]).sum()
+                };
+                assert!(
+                    (v - want).abs() <= 1e-5,
+                    "{} value {o}: {v} vs {want}",
+                    maps.layer
+                );
+            }
+        }
+        let official =
+            ffn_canvas_with(&m, &acts, &[FfnLayer::PerChannel(3)], Method::Official).unwrap();
+        let ours = canvas.layer("layer3_rgb").unwrap();
+        for (a, b) in ours.data.iter().zip(&official.layers[0].data) {
+            assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+        }
+        // Inner layers differ from the official heuristic.
+        let off2 = ffn_canvas_with(&m, &acts, &[FfnLayer::Summed(2)], Method::Official).unwrap();
+        assert_ne!(canvas.layer("layer2").unwrap().data, off2.layers[0].data);
+        // The streamed summary agrees with the maps in memory.
+        let streamed =
+            ffn_canvas_summary_with(&m, &Device::Cpu, &layers, Method::Conservative, 8).unwrap();
+        for (a, b) in streamed.layers.iter().zip(canvas.summary().layers.iter()) {
+            for (x, y) in a.sum_hw.iter().zip(&b.sum_hw) {
+                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0));
+            }
+        }
+        assert!(FfnLayer::PerChannel(1)
+            .check_for(m.config(), Method::Official)
+            .is_err());
+    }
+
+    /// With every ReLU active the network is linear, and removing neuron i changes the output by
+    /// exactly its map less the common bias share.
+    #[test]
+    fn single_neuron_ablation_agrees_in_the_linear_regime() {
+        let m = model(5.0);
+        let acts = m.forward_image(&Device::Cpu).unwrap();
+        for a in &acts.hidden {
+            assert!(rows(a).iter().flatten().all(|&v| v > 0.0), "not all active");
+        }
+        let y = rows(&acts.pre_output);
+        for k in 1..=3 {
+            let x = acts.layer_input(k).unwrap();
+            let fan_in = x.dim(1).unwrap();
+            let maps = layer_maps(&m, &acts, FfnLayer::PerChannel(k)).unwrap(); // [fan_in, 3, P]
+            let maps: Vec<Vec<Vec<f32>>> = maps.to_vec3().unwrap();
+            let mut shares: Vec<Vec<Vec<f32>>> = Vec::new();
+            for i in 0..fan_in {
+                let mask: Vec<f32> = (0..fan_in).map(|j| f32::from(u8::from(j != i))).collect();
+                let mut h = x
+                    .broadcast_mul(&Tensor::new(mask.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+                for (j, lin) in m.layers().iter().enumerate().skip(k - 1) {
+                    h = lin.forward(&h).unwrap();
+                    if j + 1 < m.layers().len() {
+                        h = h.relu().unwrap();
+                    }
+                }
+                let ablated = rows(&h);
+                shares.push(
+                    (0..3)
+                        .map(|c| {
+                            (0..35)
+                                .map(|p| maps[i][c][p] - (y[p][c] - ablated[p][c]))
+                                .collect()
+                        })
+                        .collect(),
+                );
+            }
+            for c in 0..3 {
+                for p in 0..35 {
+                    let s0 = shares[0][c][p];
+                    for s in &shares {
+                        assert!(
+                            (s[c][p] - s0).abs() <= 1e-5 * y[p][c].abs().max(1.0),
+                            "layer {k}: {} vs {s0}",
+                            s[c][p]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
