@@ -6,8 +6,13 @@ use std::time::Instant;
 
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
-use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_summary, write_ffn_canvas, FfnLayer, DEFAULT_TILE};
-use xinc::canvas::nerv::{nerv_canvas_summary, write_nerv_canvas, NervFrameData, NervLayer};
+use xinc::canvas::ffn::{
+    ffn_canvas, ffn_canvas_summary_with, write_ffn_canvas_with, FfnLayer, DEFAULT_TILE,
+};
+use xinc::canvas::nerv::{
+    nerv_canvas_summary, nerv_canvas_summary_with, write_nerv_canvas_with, NervFrameData, NervLayer,
+};
+use xinc::canvas::Method;
 use xinc::data::clip::{open_clip, ClipOptions};
 use xinc::data::frames::nerv_frames;
 use xinc::data::image::{load_rgb_resized, write_png, ImageTensor};
@@ -235,8 +240,9 @@ struct CanvasArgs {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
-    /// Comma-separated layers (default: all). FFN: layer1, layer2, layer3, layer3_rgb. NeRV: head,
-    /// block3, block3_pre_gelu, block2, block2_pre_gelu, block1, block1_pre_gelu.
+    /// Comma-separated layers (default: all). FFN: layer1, layer2, layer3, layer3_rgb (and, with
+    /// `--method conservative`, layer1_rgb, layer2_rgb). NeRV: head, block3, block3_pre_gelu,
+    /// block2, block2_pre_gelu, block1, block1_pre_gelu.
     #[arg(long)]
     layers: Option<String>,
     /// NeRV: the frame to explain (t = frame / T).
@@ -251,6 +257,14 @@ struct CanvasArgs {
     /// Pixels per streamed tile.
     #[arg(long, default_value_t = DEFAULT_TILE)]
     tile: usize,
+    /// `official` (the paper's code, the default) or `conservative` (every layer's maps sum
+    /// exactly to the output: contributions carried through the real downstream network).
+    #[arg(long, default_value = "official")]
+    method: Method,
+    /// Conservative NeRV blocks: also write the per-output-channel maps (`<layer>_rgb`,
+    /// `[Cin, Cout, 3, H, W]`, or their reductions). FFN: name `layer<k>_rgb` in `--layers`.
+    #[arg(long)]
+    rgb: bool,
 }
 
 #[derive(Args)]
@@ -311,6 +325,14 @@ struct ReportArgs {
     /// Frames t whose contribution change (t−1 → t) is compared with the flow.
     #[arg(long, value_delimiter = ',', default_value = "1,10")]
     motion_frames: Vec<usize>,
+    /// The canvas every section analyses: `official` (the paper's code, the default) or
+    /// `conservative` (exact, output-conserving).
+    #[arg(long, default_value = "official")]
+    method: Method,
+    /// Skip the section that repeats the headline analyses under the other method and
+    /// compares the paper's conclusions under both.
+    #[arg(long)]
+    no_compare: bool,
 }
 
 type CliResult<T = ()> = xinc::Result<T>;
@@ -622,21 +644,25 @@ fn nerv_canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
     };
     let start = Instant::now();
     let frame = NervFrameData::new(&model, &model.forward_frame(a.frame, device)?)?;
+    let only = a.in_channels.clone();
     if a.summary {
-        nerv_canvas_summary(&frame, &layers, a.in_channels.clone(), device)?.save(&a.out)?;
+        nerv_canvas_summary_with(&frame, &layers, only, device, a.method, a.rgb)?.save(&a.out)?;
     } else {
-        write_nerv_canvas(
+        write_nerv_canvas_with(
             &frame,
             &layers,
-            a.in_channels.clone(),
+            only,
             &a.out,
             NERV_CHUNK_BYTES,
             device,
+            a.method,
+            a.rgb,
         )?;
     }
     let names: Vec<String> = layers.iter().map(ToString::to_string).collect();
     println!(
-        "canvas of frame {} [{}] in {:.3} s -> {}",
+        "{} canvas of frame {} [{}] in {:.3} s -> {}",
+        a.method,
         a.frame,
         names.join(", "),
         start.elapsed().as_secs_f64(),
@@ -660,18 +686,19 @@ fn parse_range(s: &str) -> Result<std::ops::Range<usize>, String> {
 fn ffn_canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
     let (model, _) = ModelDir::new(&a.model).load_ffn(device)?;
     let layers = match &a.layers {
-        Some(list) => FfnLayer::parse_list(list, model.config())?,
-        None => FfnLayer::all(model.config()),
+        Some(list) => FfnLayer::parse_list_for(list, model.config(), a.method)?,
+        None => FfnLayer::all_for(model.config(), a.method),
     };
     let start = Instant::now();
     if a.summary {
-        ffn_canvas_summary(&model, device, &layers, a.tile)?.save(&a.out)?;
+        ffn_canvas_summary_with(&model, device, &layers, a.method, a.tile)?.save(&a.out)?;
     } else {
-        write_ffn_canvas(&model, device, &layers, &a.out, a.tile)?;
+        write_ffn_canvas_with(&model, device, &layers, a.method, &a.out, a.tile)?;
     }
     let names: Vec<String> = layers.iter().map(ToString::to_string).collect();
     println!(
-        "canvas [{}] in {:.3} s -> {}",
+        "{} canvas [{}] in {:.3} s -> {}",
+        a.method,
         names.join(", "),
         start.elapsed().as_secs_f64(),
         a.out.display()
@@ -888,6 +915,8 @@ fn report_cmd(a: ReportArgs, device: &Device) -> CliResult {
         seed: a.seed,
         groups: a.groups,
         motion_frames: a.motion_frames.clone(),
+        method: a.method,
+        compare_methods: !a.no_compare,
         ..xinc::report::ReportOptions::new(&a.out)
     };
     let out = xinc::report::write_report(&study, &opts)?;

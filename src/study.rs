@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::analysis::source::NervKernelMaps;
-#[cfg(doc)]
-use crate::analysis::source::NeuronMaps;
-use crate::canvas::ffn::{ffn_canvas, FfnLayer};
+use crate::analysis::source::{NervKernelMaps, NeuronMaps};
+use crate::canvas::conservative::nerv::PreparedBlock;
+use crate::canvas::ffn::{ffn_canvas_with, FfnLayer};
 use crate::canvas::nerv::{NervFrameData, NervLayer};
-use crate::canvas::ContributionMap;
+use crate::canvas::{ContributionMap, Method};
 use crate::data::clip::{open_clip, ClipOptions};
 use crate::data::panoptic::{Clip, PanopticFrame};
 use crate::error::{Result, XincError};
@@ -118,8 +117,13 @@ impl Study {
             .ok_or_else(|| XincError::InvalidArgument("this study has no NeRV model".into()))
     }
 
-    /// The FFN's summed-layer maps of the clip's first frame (`layer1..layerL`).
+    /// The FFN's official summed-layer maps of the clip's first frame (`layer1..layerL`).
     pub fn ffn_canvas(&self) -> Result<Vec<ContributionMap>> {
+        self.ffn_canvas_by(Method::Official)
+    }
+
+    /// The FFN's summed-layer maps of the clip's first frame under `method`.
+    pub fn ffn_canvas_by(&self, method: Method) -> Result<Vec<ContributionMap>> {
         let ffn = self.ffn()?;
         let cfg = ffn.config();
         let (h, w) = (cfg.height(), cfg.width());
@@ -131,7 +135,7 @@ impl Study {
         }
         let acts = ffn.forward_image(&self.device)?;
         let layers: Vec<FfnLayer> = (1..=cfg.num_layers).map(FfnLayer::Summed).collect();
-        Ok(ffn_canvas(ffn, &acts, &layers)?.layers)
+        Ok(ffn_canvas_with(ffn, &acts, &layers, method)?.layers)
     }
 
     /// The NeRV's activations of frame `f`, from which every layer's kernel maps are computed.
@@ -140,9 +144,29 @@ impl Study {
         NervFrameData::new(nerv, &nerv.forward_frame(f, &self.device)?)
     }
 
-    /// Every kernel of `layer` of a NeRV frame, as a streamed source of maps.
+    /// Every kernel of `layer` of a NeRV frame, as a streamed source of official maps.
     pub fn nerv_maps(data: &NervFrameData, layer: NervLayer) -> Result<NervKernelMaps<'_>> {
         NervKernelMaps::new(data.layer(layer)?, layer, data.inputs(layer, None)?)
+    }
+
+    /// Every kernel of `layer` of a NeRV frame under `method`. A conservative block output
+    /// holds its whole-frame coefficients (46 MB for the official block 3, 260 MB for block 1);
+    /// the head and the pre-GELU layers are the same in both methods.
+    pub fn nerv_maps_by(
+        data: &NervFrameData,
+        layer: NervLayer,
+        method: Method,
+    ) -> Result<Box<dyn NeuronMaps + '_>> {
+        let inputs = data.inputs(layer, None)?;
+        Ok(match (method, layer) {
+            (
+                Method::Conservative,
+                NervLayer::Block {
+                    pre_gelu: false, ..
+                },
+            ) => Box::new(PreparedBlock::summed(data, layer, inputs)?),
+            _ => Box::new(NervKernelMaps::new(data.layer(layer)?, layer, inputs)?),
+        })
     }
 
     /// The NeRV layers the paper analyses: the head and the last block.

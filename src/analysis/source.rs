@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::canvas::conservative::nerv::PreparedBlock;
 use crate::canvas::nerv::{kernel_map_into, NervBlockData, NervLayer};
 use crate::canvas::ContributionMap;
 use crate::error::{Result, XincError};
@@ -147,6 +148,32 @@ impl NeuronMaps for NervKernelMaps<'_> {
         let (i, k) = self.neuron_id(n);
         kernel_map_into(&self.data, self.layer, i, k.unwrap_or(0), out)
             .expect("kernels and map size validated at construction");
+    }
+}
+
+/// The conservative maps of one NeRV block (summed over the output channels), kernel by kernel
+/// from whole-frame coefficients ([`PreparedBlock`]); neuron `(i − inputs.start)·Cout + k`.
+impl NeuronMaps for PreparedBlock<'_> {
+    fn layer(&self) -> &str {
+        self.name()
+    }
+
+    fn num_neurons(&self) -> usize {
+        self.inputs().len() * self.out_channels()
+    }
+
+    fn size(&self) -> (usize, usize) {
+        PreparedBlock::size(self)
+    }
+
+    fn neuron_id(&self, n: usize) -> (usize, Option<usize>) {
+        let k = self.out_channels();
+        (self.inputs().start + n / k, Some(n % k))
+    }
+
+    fn map_into(&self, n: usize, out: &mut [f32]) {
+        let (i, k) = self.neuron_id(n);
+        self.kernel_map_into(i, k.unwrap_or(0), 0, out);
     }
 }
 

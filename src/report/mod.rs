@@ -4,11 +4,16 @@
 //! - `stats/*.parquet`: every table, one file per analysis (schemas in the analysis modules);
 //! - `summary.json`: the headline numbers and the verdict on each of the paper's claims.
 //!
+//! The sections analyse one canvas ([`ReportOptions::method`], official by default); unless told
+//! otherwise the report then repeats every analysis under the other method and adds a section
+//! with the claims and headline numbers under both ([`compare`]).
+//!
 //! The FFN is analysed on the clip's first frame (layers 1..L), the NeRV on the clip's annotated
 //! frames (head and the last block, as the paper; the per-neuron table also covers every other
 //! block on the first analysed frame, streamed). Sections live in [`sections`]; this module holds
 //! the page and the table collection.
 
+mod compare;
 mod sections;
 
 use std::collections::BTreeMap;
@@ -19,6 +24,7 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::analysis::{stack_tables, write_parquet};
+use crate::canvas::Method;
 use crate::data::panoptic::Clip;
 use crate::error::{Result, XincError};
 use crate::plot::figure::Figure;
@@ -26,6 +32,7 @@ use crate::plot::html::{escape_html, plotly_script_tag};
 use crate::plot::table::frame_to_html;
 use crate::study::Study;
 
+pub use compare::{ClaimComparison, MethodComparison};
 pub use sections::Headlines;
 
 /// What to analyse and where to write.
@@ -39,6 +46,11 @@ pub struct ReportOptions {
     /// Frames t whose contribution change D_t (t−1 → t) is compared with the flow (spec B.5:
     /// 1 and 10); frames beyond the clip are skipped.
     pub motion_frames: Vec<usize>,
+    /// The canvas every section analyses (default: the official one).
+    pub method: Method,
+    /// Also run every analysis under the other method and add the section comparing the
+    /// paper's conclusions under both.
+    pub compare_methods: bool,
 }
 
 impl ReportOptions {
@@ -48,6 +60,8 @@ impl ReportOptions {
             seed: 0,
             groups: 6,
             motion_frames: vec![1, 10],
+            method: Method::Official,
+            compare_methods: true,
         }
     }
 }
@@ -91,6 +105,14 @@ struct Report {
 }
 
 impl Report {
+    fn new() -> Self {
+        Report {
+            sections: Vec::new(),
+            tables: BTreeMap::new(),
+            timings: Vec::new(),
+        }
+    }
+
     fn add_table(&mut self, name: &'static str, df: DataFrame) {
         self.tables.entry(name).or_default().push(df);
     }
@@ -118,7 +140,7 @@ impl Report {
         Ok(written)
     }
 
-    fn page(&self, clip: &Clip, headlines: &Headlines) -> String {
+    fn page(&self, clip: &Clip, headlines: &Headlines, method: Method) -> String {
         let mut html = String::from("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n");
         html += &format!(
             "<title>xinc report: {}</title>\n{}\n<style>{STYLE}</style></head><body>\n",
@@ -128,6 +150,11 @@ impl Report {
         html += &format!(
             "<h1>Explaining the implicit neural canvas: video {}</h1>\n",
             escape_html(&clip.video)
+        );
+        html += &format!(
+            "<p>Canvas: <b>{method}</b> (<code>--method official|conservative</code>; the section \
+             <a href=\"#methods\">Which conclusions survive an exact decomposition</a> compares \
+             both when it is present).</p>\n"
         );
         html += &headlines.to_html();
         html += "<nav><ul>";
@@ -171,7 +198,11 @@ pub struct ReportOutput {
     pub index: PathBuf,
     pub tables: Vec<PathBuf>,
     pub summary: PathBuf,
+    /// The canvas the sections analysed.
+    pub method: Method,
     pub headlines: Headlines,
+    /// Headlines and claims under both methods, when compared.
+    pub comparison: Option<MethodComparison>,
     pub seconds: f64,
 }
 
@@ -183,15 +214,31 @@ pub fn write_report(study: &Study, opts: &ReportOptions) -> Result<ReportOutput>
         ));
     }
     let start = Instant::now();
-    let mut report = Report {
-        sections: Vec::new(),
-        tables: BTreeMap::new(),
-        timings: Vec::new(),
-    };
+    let mut report = Report::new();
     let headlines = sections::build(&mut report, study, opts)?;
+    let comparison = if opts.compare_methods {
+        let other = match opts.method {
+            Method::Official => Method::Conservative,
+            Method::Conservative => Method::Official,
+        };
+        let other_opts = ReportOptions {
+            method: other,
+            compare_methods: false,
+            ..opts.clone()
+        };
+        let other_heads = report
+            .timed(&format!("every analysis under the {other} canvas"), |_| {
+                sections::build(&mut Report::new(), study, &other_opts)
+            })?;
+        let cmp = MethodComparison::new(opts.method, headlines.clone(), other_heads);
+        compare::section(&mut report, &cmp)?;
+        Some(cmp)
+    } else {
+        None
+    };
     let tables = report.write_tables(&opts.out.join("stats"))?;
     let index = opts.out.join("index.html");
-    let page = report.page(&study.clip, &headlines);
+    let page = report.page(&study.clip, &headlines, opts.method);
     crate::io::write_atomic(&index, |f| f.write_all(page.as_bytes()))?;
     let summary = opts.out.join("summary.json");
     let seconds = start.elapsed().as_secs_f64();
@@ -199,7 +246,9 @@ pub fn write_report(study: &Study, opts: &ReportOptions) -> Result<ReportOutput>
         index,
         tables,
         summary: summary.clone(),
+        method: opts.method,
         headlines,
+        comparison,
         seconds,
     };
     crate::io::save_json(&summary, &out)?;

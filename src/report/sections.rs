@@ -24,6 +24,7 @@ use crate::analysis::source::{InMemoryMaps, NeuronMaps};
 use crate::analysis::stats::{neuron_rows, neuron_table, NeuronRow};
 use crate::analysis::{stack_tables, Fidelity};
 use crate::canvas::nerv::{NervFrameData, NervLayer};
+use crate::canvas::Method;
 use crate::data::optical_flow::FarnebackParams;
 use crate::data::panoptic::{Clip, PanopticFrame};
 use crate::error::Result;
@@ -98,7 +99,7 @@ pub(super) fn build(report: &mut Report, study: &Study, opts: &ReportOptions) ->
     let clip = &study.clip;
     let mut heads: BTreeMap<(String, String), LayerHeadline> = BTreeMap::new();
     let ffn_canvas_maps = match &study.ffn {
-        Some(_) => Some(report.timed("FFN canvas", |_| study.ffn_canvas())?),
+        Some(_) => Some(report.timed("FFN canvas", |_| study.ffn_canvas_by(opts.method))?),
         None => None,
     };
     let nerv_frames = match &study.nerv {
@@ -130,7 +131,7 @@ pub(super) fn build(report: &mut Report, study: &Study, opts: &ReportOptions) ->
                 layers: study
                     .paper_layers()?
                     .into_iter()
-                    .map(|l| nerv_source(data, l))
+                    .map(|l| nerv_source(data, l, opts.method))
                     .collect::<Result<_>>()?,
             });
         }
@@ -141,7 +142,7 @@ pub(super) fn build(report: &mut Report, study: &Study, opts: &ReportOptions) ->
     })?;
     if let (Some(nerv), Some(frames)) = (&study.nerv, &nerv_frames) {
         report.timed("per-neuron statistics of the inner NeRV blocks", |r| {
-            inner_blocks(r, &nerv.model, &nerv.name, &frames[0])
+            inner_blocks(r, &nerv.model, &nerv.name, &frames[0], opts.method)
         })?;
     }
     report.timed("objects", |r| objects(r, &units, &mut heads))?;
@@ -170,8 +171,12 @@ fn nerv_frame_data(study: &Study, frames: &[usize]) -> Result<Vec<(usize, NervFr
         .collect()
 }
 
-fn nerv_source(data: &NervFrameData, layer: NervLayer) -> Result<Box<dyn NeuronMaps + '_>> {
-    Ok(Box::new(Study::nerv_maps(data, layer)?))
+fn nerv_source(
+    data: &NervFrameData,
+    layer: NervLayer,
+    method: Method,
+) -> Result<Box<dyn NeuronMaps + '_>> {
+    Study::nerv_maps_by(data, layer, method)
 }
 
 /// The first analysed frame of each model (indices into `units`).
@@ -325,6 +330,7 @@ fn inner_blocks(
     nerv: &Nerv,
     model: &str,
     frame: &(usize, NervFrameData),
+    method: Method,
 ) -> Result<()> {
     let blocks = nerv.blocks().len();
     for index in (1..blocks).rev() {
@@ -332,7 +338,7 @@ fn inner_blocks(
             index,
             pre_gelu: false,
         };
-        let src = nerv_source(&frame.1, layer)?;
+        let src = nerv_source(&frame.1, layer, method)?;
         let (rows, _) = neuron_rows(src.as_ref());
         r.add_table(
             "neurons",
@@ -508,8 +514,8 @@ fn motion(r: &mut Report, study: &Study, opts: &ReportOptions) -> Result<Vec<Mot
         let (mut maps, mut titles) = (Vec::new(), Vec::new());
         for layer in study.paper_layers()? {
             let (prev, cur) = (
-                nerv_source(&data[0].1, layer)?,
-                nerv_source(&data[1].1, layer)?,
+                nerv_source(&data[0].1, layer, opts.method)?,
+                nerv_source(&data[1].1, layer, opts.method)?,
             );
             let m = motion_vs_flow(
                 prev.as_ref(),

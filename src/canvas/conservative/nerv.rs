@@ -298,23 +298,29 @@ impl LinearisedNerv {
                         .copy_from_slice(&src[kk * width * nn..][..width * nn]);
                 }
             });
-        let first = |o: &[isize]| -> Vec<isize> {
-            (0..s as isize)
-                .flat_map(|r| {
-                    o.iter()
-                        .map(move |&a| (a + (r - a).rem_euclid(s as isize)).div_euclid(s as isize))
-                })
-                .collect()
+        // Per phase r and output row (column): the n candidate plane rows (columns), clamped
+        // into the plane (their coefficients are zero where they fall outside).
+        let candidates = |o: &[isize], len: usize, scale: usize| -> Vec<usize> {
+            let mut out = Vec::with_capacity(s * o.len() * n);
+            for r in 0..s as isize {
+                for &a in o {
+                    let q0 = (a + (r - a).rem_euclid(s as isize)).div_euclid(s as isize);
+                    out.extend(
+                        (0..n as isize)
+                            .map(|j| (q0 + j).clamp(0, len as isize - 1) as usize * scale),
+                    );
+                }
+            }
+            out
         };
         BlockCoefficients {
             s,
             n,
             width,
             rows,
-            lowres: (blk.h, blk.w),
             e,
-            qy: first(&last.oy),
-            qx: first(&last.ox),
+            row_offsets: candidates(&last.oy, blk.h, blk.w),
+            columns: candidates(&last.ox, blk.w, 1),
             height: self.height,
         }
     }
@@ -420,28 +426,39 @@ impl LinearisedNerv {
         inputs: Range<usize>,
         per_channel: bool,
     ) -> Result<ContributionMap> {
-        let b = self.block_of(layer)?;
-        let ctx = KernelContext::new(self, data, layer, inputs, per_channel)?;
-        let p = self.height * self.width;
-        let nc = ctx.probes.len();
-        let mut out = zeroed_buffer(ctx.maps() * p);
-        for (ci, &probe) in ctx.probes.iter().enumerate() {
-            let share = ctx.bias_share(self, b, probe)?;
-            let co = self.coefficients(b, probe, 0..self.height);
-            out.par_chunks_mut(p)
-                .enumerate()
-                .filter(|(m, _)| m % nc == ci)
-                .for_each(|(m, dst)| {
-                    let (i, k) = (ctx.inputs.start + m / nc / ctx.k, m / nc % ctx.k);
-                    co.kernel_map_into(k, &data.plane(i, k), &share, dst);
-                });
-        }
+        let prepared = self.prepare(data, layer, inputs.clone(), per_channel)?;
         Ok(ContributionMap {
-            layer: ctx.name,
-            neuron_shape: ctx.neuron_shape,
+            layer: prepared.ctx.name.clone(),
+            neuron_shape: prepared.ctx.neuron_shape.clone(),
             height: self.height,
             width: self.width,
-            data: out,
+            data: prepared.maps(inputs)?,
+        })
+    }
+
+    /// Whole-frame coefficients of block `layer` for the kernels of the input channels `inputs`,
+    /// summed over the output channels or per channel: full maps are evaluated from them.
+    pub fn prepare<'a>(
+        &self,
+        data: &NervBlockData<'a>,
+        layer: NervLayer,
+        inputs: Range<usize>,
+        per_channel: bool,
+    ) -> Result<PreparedBlock<'a>> {
+        let b = self.block_of(layer)?;
+        let ctx = KernelContext::new(self, data, layer, inputs, per_channel)?;
+        let mut coefficients = Vec::new();
+        let mut shares = Vec::new();
+        for &probe in &ctx.probes {
+            shares.push(ctx.bias_share(self, b, probe)?);
+            coefficients.push(self.coefficients(b, probe, 0..self.height));
+        }
+        Ok(PreparedBlock {
+            data: *data,
+            ctx,
+            coefficients,
+            shares,
+            pixels: self.height * self.width,
         })
     }
 
@@ -634,13 +651,12 @@ pub struct BlockCoefficients {
     n: usize,
     width: usize,
     rows: Range<usize>,
-    /// The kernels' plane size (the block's input resolution).
-    lowres: (usize, usize),
     /// `[K][band pixels][n²]`.
     e: Vec<f32>,
-    /// First candidate plane row per (phase row, output row): `[s][H]`; columns `[s][W]`.
-    qy: Vec<isize>,
-    qx: Vec<isize>,
+    /// Plane row offsets (row · w) of the candidates per (phase row, output row, j): `[s][H][n]`.
+    row_offsets: Vec<usize>,
+    /// Plane columns of the candidates per (phase column, output column, j): `[s][W][n]`.
+    columns: Vec<usize>,
     height: usize,
 }
 
@@ -653,84 +669,133 @@ impl BlockCoefficients {
     /// Writes kernel (·, k)'s map over the band from its plane `u` (`[h, w]`), plus `add` (one
     /// value per band pixel), into `out` (band pixels).
     pub fn kernel_map_into(&self, k: usize, u: &[f32], add: &[f32], out: &mut [f32]) {
-        let (s, n, width) = (self.s, self.n, self.width);
-        let nn = n * n;
-        let (h, w) = self.lowres;
+        match self.n {
+            1 => self.evaluate::<1>(k, u, add, out),
+            2 => self.evaluate::<2>(k, u, add, out),
+            3 => self.evaluate::<3>(k, u, add, out),
+            _ => self.evaluate_any(k, u, add, out),
+        }
+    }
+
+    /// [`Self::kernel_map_into`] for `N = n` candidates per dimension, inner loops unrolled.
+    #[inline(always)]
+    fn evaluate<const N: usize>(&self, k: usize, u: &[f32], add: &[f32], out: &mut [f32]) {
+        let (s, width) = (self.s, self.width);
         let r = k % (s * s);
         let (ry, rx) = (r / s, r % s);
         let band = self.rows.len() * width;
-        let e = &self.e[k * band * nn..][..band * nn];
-        let qx = &self.qx[rx * width..][..width];
-        let clamp = |q: isize, hi: usize| q.clamp(0, hi as isize - 1) as usize;
+        let e = &self.e[k * band * N * N..][..band * N * N];
+        let columns = &self.columns[rx * width * N..][..width * N];
         for (ri, y) in self.rows.clone().enumerate() {
-            let qy0 = self.qy[ry * self.height + y];
-            let urows: Vec<&[f32]> = (0..n)
-                .map(|j| &u[clamp(qy0 + j as isize, h) * w..][..w])
-                .collect();
-            let erow = &e[ri * width * nn..][..width * nn];
+            let ro: &[usize; N] = self.row_offsets[(ry * self.height + y) * N..][..N]
+                .try_into()
+                .expect("N offsets");
+            let erow = &e[ri * width * N * N..][..width * N * N];
             let orow = &mut out[ri * width..][..width];
             let arow = &add[ri * width..][..width];
-            for x in 0..width {
-                let ex = &erow[x * nn..][..nn];
-                let mut acc = arow[x];
-                for (jy, urow) in urows.iter().enumerate() {
-                    for jx in 0..n {
-                        acc += ex[jy * n + jx] * urow[clamp(qx[x] + jx as isize, w)];
+            for (x, ((o, &a), ex)) in orow
+                .iter_mut()
+                .zip(arow)
+                .zip(erow.chunks_exact(N * N))
+                .enumerate()
+            {
+                let co = &columns[x * N..][..N];
+                let mut acc = a;
+                for (jy, &base) in ro.iter().enumerate() {
+                    for (jx, &c) in co.iter().enumerate() {
+                        acc += ex[jy * N + jx] * u[base + c];
                     }
                 }
-                orow[x] = acc;
+                *o = acc;
+            }
+        }
+    }
+
+    /// The same for any number of candidates, without the fixed-size inner loops.
+    fn evaluate_any(&self, k: usize, u: &[f32], add: &[f32], out: &mut [f32]) {
+        let (s, n, width) = (self.s, self.n, self.width);
+        let r = k % (s * s);
+        let (ry, rx) = (r / s, r % s);
+        let band = self.rows.len() * width;
+        let e = &self.e[k * band * n * n..][..band * n * n];
+        for (ri, y) in self.rows.clone().enumerate() {
+            let ro = &self.row_offsets[(ry * self.height + y) * n..][..n];
+            for x in 0..width {
+                let co = &self.columns[(rx * width + x) * n..][..n];
+                let ex = &e[(ri * width + x) * n * n..][..n * n];
+                let mut acc = add[ri * width + x];
+                for (jy, &base) in ro.iter().enumerate() {
+                    for (jx, &c) in co.iter().enumerate() {
+                        acc += ex[jy * n + jx] * u[base + c];
+                    }
+                }
+                out[ri * width + x] = acc;
             }
         }
     }
 }
 
-/// A block's conservative maps, kernel by kernel on demand (whole-frame coefficients, summed
-/// over the output channels): what the analyses read under the conservative method.
-pub struct ConservativeKernels<'a> {
+/// A block's conservative maps, kernel by kernel on demand, from whole-frame coefficients: what
+/// full maps are written from, and what the analyses read under the conservative method.
+pub struct PreparedBlock<'a> {
     data: NervBlockData<'a>,
-    layer: NervLayer,
-    inputs: Range<usize>,
-    coefficients: BlockCoefficients,
-    share: Vec<f32>,
+    ctx: KernelContext,
+    /// Per probe (the sum, or each output channel).
+    coefficients: Vec<BlockCoefficients>,
+    shares: Vec<Vec<f32>>,
+    pixels: usize,
 }
 
-impl<'a> ConservativeKernels<'a> {
-    /// The kernels (i, k), i in `inputs`, of block `layer` of `frame`.
-    pub fn new(frame: &'a NervFrameData, layer: NervLayer, inputs: Range<usize>) -> Result<Self> {
-        let lin = LinearisedNerv::new(frame)?;
-        let data = frame.layer(layer)?;
-        let b = lin.block_of(layer)?;
-        let ctx = KernelContext::new(&lin, &data, layer, inputs.clone(), false)?;
-        Ok(ConservativeKernels {
-            share: ctx.bias_share(&lin, b, Probe::Sum)?,
-            coefficients: lin.coefficients(b, Probe::Sum, 0..frame.height),
-            data,
-            layer,
-            inputs,
-        })
+impl<'a> PreparedBlock<'a> {
+    /// The summed maps of the kernels (i, k), i in `inputs`, of block `layer` of `frame`.
+    pub fn summed(
+        frame: &'a NervFrameData,
+        layer: NervLayer,
+        inputs: Range<usize>,
+    ) -> Result<Self> {
+        LinearisedNerv::new(frame)?.prepare(&frame.layer(layer)?, layer, inputs, false)
     }
 
-    pub fn layer(&self) -> NervLayer {
-        self.layer
+    /// The layer's name (`block3`, or `block3_rgb` per channel).
+    pub fn name(&self) -> &str {
+        &self.ctx.name
     }
 
     pub fn inputs(&self) -> Range<usize> {
-        self.inputs.clone()
+        self.ctx.inputs.clone()
     }
 
     pub fn out_channels(&self) -> usize {
-        self.data.out_channels()
+        self.ctx.k
     }
 
     /// `(H, W)` of every map.
     pub fn size(&self) -> (usize, usize) {
-        (self.coefficients.height, self.coefficients.width)
+        let c = &self.coefficients[0];
+        (c.height, c.width)
     }
 
-    /// Kernel (i, k)'s map summed over the output channels, into `out` (`H·W`).
-    pub fn kernel_map_into(&self, i: usize, k: usize, out: &mut [f32]) {
-        self.coefficients
-            .kernel_map_into(k, &self.data.plane(i, k), &self.share, out);
+    /// Kernel (i, k)'s map for probe `c` (0 for the summed maps), into `out` (`H·W`).
+    pub fn kernel_map_into(&self, i: usize, k: usize, c: usize, out: &mut [f32]) {
+        self.coefficients[c].kernel_map_into(k, &self.data.plane(i, k), &self.shares[c], out);
+    }
+
+    /// The maps of the kernels of input channels `inputs` (within the prepared ones),
+    /// `[n, Cout, (3,) H, W]`.
+    pub fn maps(&self, inputs: Range<usize>) -> Result<Vec<f32>> {
+        let all = &self.ctx.inputs;
+        if inputs.start < all.start || inputs.end > all.end {
+            return Err(XincError::InvalidArgument(format!(
+                "input channels {inputs:?} outside the prepared {all:?}"
+            )));
+        }
+        let (nc, k, p) = (self.coefficients.len(), self.ctx.k, self.pixels);
+        let mut out = zeroed_buffer(inputs.len() * k * nc * p);
+        out.par_chunks_mut(p).enumerate().for_each(|(m, dst)| {
+            let (i, kk, c) = (inputs.start + m / nc / k, m / nc % k, m % nc);
+            self.kernel_map_into(i, kk, c, dst);
+        });
+        Ok(out)
     }
 }
 

@@ -27,7 +27,8 @@ use rayon::prelude::*;
 
 use candle_core::{Device, Tensor};
 
-use super::{CanvasFileWriter, CanvasSummary, ContributionMap, LayerSummary};
+use super::conservative::nerv::{LinearisedNerv, DEFAULT_BUDGET};
+use super::{CanvasFileWriter, CanvasSummary, ContributionMap, LayerSummary, Method};
 use crate::error::{Result, XincError};
 use crate::models::nerv::{Nerv, NervActivations};
 use crate::tensor::{with_f32_slice, zeroed_buffer};
@@ -415,8 +416,8 @@ impl NervFrameData {
     }
 }
 
-/// Per-layer reductions of a frame's canvas, streamed kernel by kernel: on the CPU by the fused
-/// path ([`nerv_layer_summary`]), on any other device by tensor operations
+/// Per-layer reductions of a frame's official canvas, streamed kernel by kernel: on the CPU by
+/// the fused path ([`nerv_layer_summary`]), on any other device by tensor operations
 /// ([`device::layer_summary_on`]).
 pub fn nerv_canvas_summary(
     frame: &NervFrameData,
@@ -424,17 +425,54 @@ pub fn nerv_canvas_summary(
     only: Option<Range<usize>>,
     device: &Device,
 ) -> Result<CanvasSummary> {
-    let summaries = layers
-        .iter()
-        .map(|&l| {
-            let (data, inputs) = (frame.layer(l)?, frame.inputs(l, only.clone())?);
-            if device.is_cpu() {
-                nerv_layer_summary(&data, l, inputs)
-            } else {
-                device::layer_summary_on(&data, l, inputs, device, &Default::default())
+    nerv_canvas_summary_with(frame, layers, only, device, Method::Official, false)
+}
+
+/// [`nerv_canvas_summary`] under `method`. The conservative block outputs are computed on the
+/// CPU by [`LinearisedNerv`] (one linearisation for every layer); with `per_channel`, each of
+/// them also gets its per-output-channel reductions, `<layer>_rgb`.
+pub fn nerv_canvas_summary_with(
+    frame: &NervFrameData,
+    layers: &[NervLayer],
+    only: Option<Range<usize>>,
+    device: &Device,
+    method: Method,
+    per_channel: bool,
+) -> Result<CanvasSummary> {
+    let lin = match method {
+        Method::Conservative => Some(LinearisedNerv::new(frame)?),
+        Method::Official => None,
+    };
+    let mut summaries = Vec::new();
+    for &l in layers {
+        let (data, inputs) = (frame.layer(l)?, frame.inputs(l, only.clone())?);
+        match (&lin, l) {
+            (
+                Some(lin),
+                NervLayer::Block {
+                    pre_gelu: false, ..
+                },
+            ) => {
+                for rgb in [false, true].into_iter().take(1 + usize::from(per_channel)) {
+                    summaries.push(lin.layer_summary(
+                        &data,
+                        l,
+                        inputs.clone(),
+                        rgb,
+                        DEFAULT_BUDGET,
+                    )?);
+                }
             }
-        })
-        .collect::<Result<Vec<_>>>()?;
+            _ if device.is_cpu() => summaries.push(nerv_layer_summary(&data, l, inputs)?),
+            _ => summaries.push(device::layer_summary_on(
+                &data,
+                l,
+                inputs,
+                device,
+                &Default::default(),
+            )?),
+        }
+    }
     Ok(CanvasSummary {
         height: frame.height,
         width: frame.width,
@@ -443,9 +481,9 @@ pub fn nerv_canvas_summary(
     })
 }
 
-/// Writes a frame's full canvas of `layers` to a safetensors file (`[Cin, Cout, h, w]` per layer,
-/// plus `output`), a few input channels at a time so that memory stays near `budget` bytes
-/// whatever the layer's size (block 1 is 2.4 GB). The maps are computed on `device`.
+/// Writes a frame's full official canvas of `layers` to a safetensors file (`[Cin, Cout, h, w]`
+/// per layer, plus `output`), a few input channels at a time so that memory stays near `budget`
+/// bytes whatever the layer's size (block 1 is 2.4 GB). The maps are computed on `device`.
 pub fn write_nerv_canvas(
     frame: &NervFrameData,
     layers: &[NervLayer],
@@ -454,35 +492,110 @@ pub fn write_nerv_canvas(
     budget: usize,
     device: &Device,
 ) -> Result<()> {
+    write_nerv_canvas_with(
+        frame,
+        layers,
+        only,
+        path,
+        budget,
+        device,
+        Method::Official,
+        false,
+    )
+}
+
+/// One tensor of a written canvas: a layer's maps, summed or per output channel.
+struct MapSpec {
+    layer: NervLayer,
+    rgb: bool,
+    name: String,
+    shape: Vec<usize>,
+}
+
+/// [`write_nerv_canvas`] under `method`; with `per_channel`, each conservative block output also
+/// gets its per-output-channel maps `<layer>_rgb`, `[Cin, Cout, 3, H, W]`.
+#[allow(clippy::too_many_arguments)]
+pub fn write_nerv_canvas_with(
+    frame: &NervFrameData,
+    layers: &[NervLayer],
+    only: Option<Range<usize>>,
+    path: &std::path::Path,
+    budget: usize,
+    device: &Device,
+    method: Method,
+    per_channel: bool,
+) -> Result<()> {
+    let conservative = method == Method::Conservative;
     let mut specs = Vec::new();
     for &l in layers {
         let data = frame.layer(l)?;
         let (h, w) = data.map_size(l);
-        specs.push((
-            l.to_string(),
-            vec![
-                frame.inputs(l, only.clone())?.len(),
-                data.out_channels(),
-                h,
-                w,
-            ],
-        ));
+        let n = frame.inputs(l, only.clone())?.len();
+        let linearised = conservative
+            && matches!(
+                l,
+                NervLayer::Block {
+                    pre_gelu: false,
+                    ..
+                }
+            );
+        for rgb in [false, true]
+            .into_iter()
+            .take(1 + usize::from(linearised && per_channel))
+        {
+            let mut shape = vec![n, data.out_channels()];
+            if rgb {
+                shape.push(3);
+            }
+            shape.extend([h, w]);
+            let name = if rgb {
+                format!("{l}_rgb")
+            } else {
+                l.to_string()
+            };
+            specs.push(MapSpec {
+                layer: l,
+                rgb,
+                name,
+                shape,
+            });
+        }
     }
-    let mut writer = CanvasFileWriter::create(path, &specs, 3, frame.height, frame.width)?;
-    for (&l, (name, shape)) in layers.iter().zip(&specs) {
+    let named: Vec<(String, Vec<usize>)> = specs
+        .iter()
+        .map(|s| (s.name.clone(), s.shape.clone()))
+        .collect();
+    let mut writer = CanvasFileWriter::create(path, &named, 3, frame.height, frame.width)?;
+    let lin = if conservative {
+        Some(LinearisedNerv::new(frame)?)
+    } else {
+        None
+    };
+    for spec in &specs {
+        let l = spec.layer;
         let data = frame.layer(l)?;
         let inputs = frame.inputs(l, only.clone())?;
-        let per_input: usize = shape[1..].iter().product();
+        let per_input: usize = spec.shape[1..].iter().product();
         let chunk = (budget / (4 * per_input).max(1)).max(1);
+        let prepared = match (&lin, l) {
+            (
+                Some(lin),
+                NervLayer::Block {
+                    pre_gelu: false, ..
+                },
+            ) => Some(lin.prepare(&data, l, inputs.clone(), spec.rgb)?),
+            _ => None,
+        };
         for start in inputs.clone().step_by(chunk) {
             let part = start..(start + chunk).min(inputs.end);
-            let values = if device.is_cpu() {
-                nerv_layer_maps(&data, l, part)?.data
-            } else {
-                let maps = device::layer_maps_on(&data, l, part, device)?;
-                maps.flatten_all()?.to_vec1::<f32>()?
+            let values = match &prepared {
+                Some(p) => p.maps(part)?,
+                None if device.is_cpu() => nerv_layer_maps(&data, l, part)?.data,
+                None => device::layer_maps_on(&data, l, part, device)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
             };
-            writer.write_at(name, (start - inputs.start) * per_input, &values)?;
+            writer.write_at(&spec.name, (start - inputs.start) * per_input, &values)?;
         }
     }
     writer.write_at("output", 0, &frame.output)?;
