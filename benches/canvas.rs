@@ -9,6 +9,9 @@
 //!   (`ffn_canvas_into`), without faulting in 95 MB of fresh pages;
 //! - `forward_and_maps`: the same including the forward pass;
 //! - `streamed_summary`: per-neuron reductions without holding the canvas;
+//! - `conservative_maps/<layer>`, `conservative_maps/all_layers` (the official layer set),
+//!   `conservative_streamed_summary` (every conservative layer, per channel included): the same
+//!   for the conservative canvas (`Method::Conservative`, rescale-rule back-propagation);
 //! - `train_20_steps`: 20 full-batch Adam steps of the fused CPU trainer plus one evaluation,
 //!   from a fresh seeded model (divide by 20 for a step).
 
@@ -17,7 +20,11 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_into, ffn_canvas_summary, FfnLayer, DEFAULT_TILE};
+use xinc::canvas::ffn::{
+    ffn_canvas, ffn_canvas_into, ffn_canvas_summary, ffn_canvas_summary_with, ffn_canvas_with,
+    FfnLayer, DEFAULT_TILE,
+};
+use xinc::canvas::Method;
 use xinc::data::image::load_rgb_resized;
 use xinc::models::ffn::Ffn;
 use xinc::models::ModelDir;
@@ -59,6 +66,25 @@ fn ffn_canvas_bench(c: &mut Criterion) {
     });
     group.bench_function("streamed_summary", |b| {
         b.iter(|| black_box(ffn_canvas_summary(&model, &dev, &layers, DEFAULT_TILE).unwrap()))
+    });
+    let exact = FfnLayer::all_for(model.config(), Method::Conservative);
+    for &layer in &exact {
+        group.bench_function(format!("conservative_maps/{layer}"), |b| {
+            b.iter(|| {
+                black_box(ffn_canvas_with(&model, &acts, &[layer], Method::Conservative).unwrap())
+            })
+        });
+    }
+    group.bench_function("conservative_maps/all_layers", |b| {
+        b.iter(|| black_box(ffn_canvas_with(&model, &acts, &layers, Method::Conservative).unwrap()))
+    });
+    group.bench_function("conservative_streamed_summary", |b| {
+        b.iter(|| {
+            black_box(
+                ffn_canvas_summary_with(&model, &dev, &exact, Method::Conservative, DEFAULT_TILE)
+                    .unwrap(),
+            )
+        })
     });
     group.finish();
 }

@@ -7,6 +7,10 @@
 //! - `maps/<layer>`: the full maps in memory (block 1: 2.4 GB), the counterpart of the official
 //!   `compute_*_mappings` (single thread on the 2-core reference machine: head 0.007 s, block 3
 //!   1.37 s, block 2 1.84 s, block 1 14.4 s, `../shared/golden/TIMINGS.md`);
+//! - `conservative_summary/<layer>`, `conservative_maps/<layer>`: the same for the conservative
+//!   canvas (`Method::Conservative`: exact back-propagation through the real downstream blocks),
+//!   block outputs only (the head and the pre-GELU layers are the official ones);
+//!   `conservative_summary_rgb/<layer>` adds the per-output-channel reductions;
 //! - `train_10_steps`: 10 Adam steps (batch 2) on 4 frames plus one evaluation, from a fresh
 //!   seeded model (divide by 10 for a step).
 
@@ -15,7 +19,11 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use xinc::canvas::nerv::{nerv_canvas_summary, nerv_layer_maps, NervFrameData, NervLayer};
+use xinc::canvas::conservative::nerv::LinearisedNerv;
+use xinc::canvas::nerv::{
+    nerv_canvas_summary, nerv_canvas_summary_with, nerv_layer_maps, NervFrameData, NervLayer,
+};
+use xinc::canvas::Method;
 use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::ModelDir;
 use xinc::study::{Study, BUNDLED_NERV};
@@ -48,6 +56,34 @@ fn nerv_canvas_bench(c: &mut Criterion) {
         let data = frame.layer(layer).unwrap();
         group.bench_function(format!("maps/{layer}"), |b| {
             b.iter(|| black_box(nerv_layer_maps(&data, layer, 0..data.in_channels).unwrap()))
+        });
+        if !matches!(
+            layer,
+            NervLayer::Block {
+                pre_gelu: false,
+                ..
+            }
+        ) {
+            continue;
+        }
+        let conservative = |rgb: bool| {
+            nerv_canvas_summary_with(&frame, &[layer], None, &dev, Method::Conservative, rgb)
+                .unwrap()
+        };
+        group.bench_function(format!("conservative_summary/{layer}"), |b| {
+            b.iter(|| black_box(conservative(false)))
+        });
+        group.bench_function(format!("conservative_summary_rgb/{layer}"), |b| {
+            b.iter(|| black_box(conservative(true)))
+        });
+        group.bench_function(format!("conservative_maps/{layer}"), |b| {
+            b.iter(|| {
+                let lin = LinearisedNerv::new(&frame).unwrap();
+                black_box(
+                    lin.layer_maps(&data, layer, 0..data.in_channels, false)
+                        .unwrap(),
+                )
+            })
         });
     }
     group.finish();

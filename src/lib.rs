@@ -38,9 +38,14 @@ pub use polars;
 pub mod prelude {
     pub use crate::analysis::source::{InMemoryMaps, NervKernelMaps, NeuronMaps};
     pub use crate::analysis::Fidelity;
-    pub use crate::canvas::ffn::{ffn_canvas, ffn_canvas_into, ffn_canvas_summary, FfnLayer};
-    pub use crate::canvas::nerv::{NervFrameData, NervLayer};
-    pub use crate::canvas::{Canvas, CanvasSummary, ContributionMap};
+    pub use crate::canvas::ffn::{
+        ffn_canvas, ffn_canvas_into, ffn_canvas_summary, ffn_canvas_summary_with, ffn_canvas_with,
+        FfnLayer,
+    };
+    pub use crate::canvas::nerv::{
+        nerv_canvas_summary, nerv_canvas_summary_with, NervFrameData, NervLayer,
+    };
+    pub use crate::canvas::{Canvas, CanvasSummary, ContributionMap, Method};
     pub use crate::data::clip::{open_clip, ClipOptions};
     pub use crate::data::coords::coordinate_grid;
     pub use crate::data::image::{load_rgb_resized, ImageTensor};

@@ -312,6 +312,71 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
     assert_eq!(t["block1_pre_gelu.sum_neurons"].dims(), &[20, 4, 8]);
     // Conservation: the head maps summed over inputs give the stored head output.
     assert!(max_abs_diff(&flat(&t["head.sum_neurons"]), &flat(&t["output"])) < 1e-5);
+    // The conservative canvas: every block's maps sum to the output, per channel and summed.
+    let exact = dir.path().join("exact.safetensors");
+    let out = ok(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--frame",
+        "5",
+        "--summary",
+        "--method",
+        "conservative",
+        "--rgb",
+        "--out",
+        s(&exact),
+    ]);
+    assert!(out.starts_with("conservative canvas"), "{out}");
+    let e = load(exact);
+    let y = flat(&e["output"]);
+    for block in ["block1", "block2"] {
+        let rgb = flat(&e[&format!("{block}_rgb.sum_neurons")]); // [Cout, 3, H, W]
+        let summed = flat(&e[&format!("{block}.sum_neurons")]); // [Cout, H, W]
+        let (mut total, mut total_summed) = (vec![0.0f32; y.len()], vec![0.0f32; y.len() / 3]);
+        for chunk in rgb.chunks_exact(y.len()) {
+            total.iter_mut().zip(chunk).for_each(|(t, v)| *t += v);
+        }
+        for chunk in summed.chunks_exact(y.len() / 3) {
+            total_summed
+                .iter_mut()
+                .zip(chunk)
+                .for_each(|(t, v)| *t += v);
+        }
+        assert!(max_abs_diff(&total, &y) < 1e-4, "{block}");
+        let p = y.len() / 3;
+        let y_sum: Vec<f32> = (0..p).map(|o| y[o] + y[p + o] + y[2 * p + o]).collect();
+        assert!(max_abs_diff(&total_summed, &y_sum) < 1e-4, "{block}");
+    }
+    let full = dir.path().join("exact_maps.safetensors");
+    ok(&[
+        "canvas",
+        "--model",
+        s(&model),
+        "--layers",
+        "block1",
+        "--method",
+        "conservative",
+        "--rgb",
+        "--out",
+        s(&full),
+    ]);
+    let f = load(full);
+    assert_eq!(f["block1"].dims(), &[6, 20, 8, 16]);
+    assert_eq!(f["block1_rgb"].dims(), &[6, 20, 3, 8, 16]);
+    let msg = err_with(
+        2,
+        &[
+            "canvas",
+            "--model",
+            s(&model),
+            "--method",
+            "exact",
+            "--out",
+            "x",
+        ],
+    );
+    assert!(msg.contains("official or conservative"), "{msg}");
     let msg = err(&[
         "canvas",
         "--model",

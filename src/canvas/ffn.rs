@@ -18,7 +18,9 @@ use std::str::FromStr;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use super::conservative::ffn::layer_maps as conservative_maps;
+use super::conservative::ffn::{
+    layer_maps as conservative_maps, layer_maps_into as conservative_maps_into,
+};
 use super::{
     unknown_layer, Canvas, CanvasFileWriter, CanvasSummary, ContributionMap, Method,
     SummaryAccumulator,
@@ -128,6 +130,9 @@ impl FfnLayer {
         }
     }
 }
+
+/// Pixels per tile of the conservative maps' tensor operations.
+const CONSERVATIVE_TILE: usize = 2048;
 
 /// Pixels per parallel task.
 const PIXEL_RUN: usize = 1024;
@@ -313,9 +318,7 @@ impl TileRule {
                 })
             }
             TileRule::Conservative(layer) => {
-                with_f32_slice(&conservative_maps(model, acts, *layer)?, |m| {
-                    out.copy_from_slice(m)
-                })
+                conservative_maps_into(model, acts, *layer, CONSERVATIVE_TILE, out)
             }
         }
     }

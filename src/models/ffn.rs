@@ -269,6 +269,22 @@ impl FfnActivations {
             k => Err(XincError::InvalidArgument(format!("FFN has no layer {k}"))),
         }
     }
+
+    /// The activations of pixels `p0..p0 + len` (views, no copy).
+    pub fn narrow(&self, p0: usize, len: usize) -> Result<FfnActivations> {
+        let n = |t: &Tensor| t.narrow(0, p0, len);
+        Ok(FfnActivations {
+            coords: n(&self.coords)?,
+            features: n(&self.features)?,
+            hidden: self
+                .hidden
+                .iter()
+                .map(n)
+                .collect::<candle_core::Result<_>>()?,
+            pre_output: n(&self.pre_output)?,
+            output: n(&self.output)?,
+        })
+    }
 }
 
 /// The FFN model: a plain struct of layers; weights come from [`ffn`] (a `VarBuilder`) or

@@ -7,17 +7,27 @@
 //!   `B_k = B_{k+1} + (G_{k+1} ⊙ m_k)·b_k`, split evenly over the fan-in.
 //!
 //! So `Σ_i map[i, c] = G_k·x + B_k = y_c`, the output before the final activation, exactly. The
-//! last layer's maps are the official `layer{L}_rgb`. Everything is candle tensor operations on
-//! the activations' device: two small GEMMs per layer crossed and one broadcast.
+//! last layer's maps are the official `layer{L}_rgb`. The gradients are candle GEMMs (two per
+//! layer crossed, on the activations' device); the summed maps back-propagate the single probe
+//! Σ_c y_c. [`layer_maps`] stays in tensor operations (any device); [`layer_maps_into`] writes
+//! the CPU maps directly.
 
 use candle_core::{DType, Tensor, D};
 
 use crate::canvas::ffn::FfnLayer;
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnActivations};
+use rayon::prelude::*;
 
-/// `(G_k, B_k)` for the pixels of `acts`: `[t, C, fan_in]` and `[t, C]`.
-pub fn linearised(model: &Ffn, acts: &FfnActivations, k: usize) -> Result<(Tensor, Tensor)> {
+/// `(G_k, B_k)` for the pixels of `acts`: `[t, R, fan_in]` and `[t, R]`, where the R rows are
+/// the output channels, or one row for their sum (`summed`: the probe Σ_c y_c, back-propagated
+/// once instead of three times).
+pub fn linearised(
+    model: &Ffn,
+    acts: &FfnActivations,
+    k: usize,
+    summed: bool,
+) -> Result<(Tensor, Tensor)> {
     let layers = model.layers();
     let l = layers.len();
     if !(1..=l).contains(&k) {
@@ -25,9 +35,15 @@ pub fn linearised(model: &Ffn, acts: &FfnActivations, k: usize) -> Result<(Tenso
     }
     let t = acts.features.dim(0)?;
     let last = &layers[l - 1];
-    let (c, h) = last.weight().dims2()?;
-    let mut g = last.weight().unsqueeze(0)?.broadcast_as((t, c, h))?;
-    let mut b = bias_of(last, c)?.unsqueeze(0)?.broadcast_as((t, c))?;
+    let (w, bl) = (last.weight().clone(), bias_of(last, last.weight().dim(0)?)?);
+    let (w, bl) = if summed {
+        (w.sum_keepdim(0)?, bl.sum_keepdim(0)?)
+    } else {
+        (w, bl)
+    };
+    let rows = w.dim(0)?;
+    let mut g = w.unsqueeze(0)?.repeat((t, 1, 1))?;
+    let mut b = bl.unsqueeze(0)?.repeat((t, 1))?;
     for j in (k..l).rev() {
         let m = acts.hidden[j - 1].gt(0.0)?.to_dtype(DType::F32)?;
         let gm = g.broadcast_mul(&m.unsqueeze(1)?)?;
@@ -36,9 +52,9 @@ pub fn linearised(model: &Ffn, acts: &FfnActivations, k: usize) -> Result<(Tenso
         let bj = bias_of(lin, fan_out)?.unsqueeze(1)?;
         b = (b + gm.broadcast_matmul(&bj)?.squeeze(D::Minus1)?)?;
         g = gm
-            .reshape((t * c, fan_out))?
+            .reshape((t * rows, fan_out))?
             .matmul(lin.weight())?
-            .reshape((t, c, fan_in))?;
+            .reshape((t, rows, fan_in))?;
     }
     Ok((g, b))
 }
@@ -51,20 +67,53 @@ fn bias_of(lin: &candle_nn::Linear, n: usize) -> Result<Tensor> {
 }
 
 /// The conservative maps of `layer` for the pixels of `acts`, `[fan_in, rows, t]` on the
-/// activations' device: rows = the output channels (`layer{k}_rgb`) or 1 (`layer{k}`, their sum).
+/// activations' device (tensor operations): rows = the output channels (`layer{k}_rgb`) or 1
+/// (`layer{k}`, their sum).
 pub fn layer_maps(model: &Ffn, acts: &FfnActivations, layer: FfnLayer) -> Result<Tensor> {
     let k = layer.linear_index();
     let x = acts.layer_input(k)?;
     let fan_in = x.dim(1)?;
-    let (g, b) = linearised(model, acts, k)?;
+    let (g, b) = linearised(model, acts, k, matches!(layer, FfnLayer::Summed(_)))?;
     let maps = g
         .broadcast_mul(&x.unsqueeze(1)?)?
         .broadcast_add(&(b / fan_in as f64)?.unsqueeze(2)?)?;
-    let maps = match layer {
-        FfnLayer::Summed(_) => maps.sum_keepdim(1)?,
-        FfnLayer::PerChannel(_) => maps,
-    };
     Ok(maps.permute((2, 1, 0))?.contiguous()?)
+}
+
+/// The conservative maps of every pixel of `acts` on the CPU, written into `out`
+/// (`[fan_in·rows, P]`): the gradients of `tile` pixels at a time by two GEMMs per layer
+/// crossed, then `G·x + B/fan_in` written straight into the map rows, in parallel over neurons.
+pub fn layer_maps_into(
+    model: &Ffn,
+    acts: &FfnActivations,
+    layer: FfnLayer,
+    tile: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let k = layer.linear_index();
+    let p = acts.features.dim(0)?;
+    let tile = tile.max(1);
+    for p0 in (0..p).step_by(tile) {
+        let t = tile.min(p - p0);
+        let sub = acts.narrow(p0, t)?;
+        let (g, b) = linearised(model, &sub, k, matches!(layer, FfnLayer::Summed(_)))?;
+        let (rows, fan_in) = (g.dim(1)?, g.dim(2)?);
+        let g = g.flatten_all()?.to_vec1::<f32>()?;
+        let b = b.flatten_all()?.to_vec1::<f32>()?;
+        let x = sub.layer_input(k)?.flatten_all()?.to_vec1::<f32>()?;
+        let share = 1.0 / fan_in as f32;
+        out.par_chunks_mut(rows * p)
+            .enumerate()
+            .for_each(|(i, unit)| {
+                for (r, row) in unit.chunks_exact_mut(p).enumerate() {
+                    for (q, d) in row[p0..p0 + t].iter_mut().enumerate() {
+                        *d = g[(q * rows + r) * fan_in + i] * x[q * fan_in + i]
+                            + b[q * rows + r] * share;
+                    }
+                }
+            });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
