@@ -8,7 +8,8 @@
 //! The crate is layered so that data flows one way:
 //! [`data`] → [`models`] → [`canvas`] → [`analysis`] → [`study`] → [`plot`] → [`report`], with
 //! [`io`] (file formats) below the models and [`train`] beside the canvas. A lower layer never
-//! imports a higher one. [`device_check`] sits on top: it compares a GPU run of every canvas layer
+//! imports a higher one. [`dataset`] sits on the report: batch jobs per video and queries across
+//! a dataset. [`device_check`] sits on top: it compares a GPU run of every canvas layer
 //! and of both trainers with the CPU.
 //!
 //! Most users want the [`prelude`]. Notebooks need one dependency: the crate re-exports the
@@ -18,6 +19,7 @@
 pub mod analysis;
 pub mod canvas;
 pub mod data;
+pub mod dataset;
 pub mod device_check;
 pub mod error;
 pub mod io;

@@ -14,11 +14,11 @@ use xinc::canvas::nerv::{
 };
 use xinc::canvas::Method;
 use xinc::data::clip::{open_clip, ClipOptions};
-use xinc::data::frames::nerv_frames;
 use xinc::data::image::{load_rgb_resized, write_png, ImageTensor};
 use xinc::data::panoptic::{Clip, DatasetFormat};
 use xinc::data::synth::{generate, SynthParams};
 use xinc::data::synthetic::street_scene;
+use xinc::dataset::{run_task, BatchConfig, Stats};
 use xinc::device_check::{check_device, DeviceCheckOptions};
 use xinc::models::ffn::{Ffn, FfnConfig};
 use xinc::models::import::{
@@ -26,9 +26,10 @@ use xinc::models::import::{
 };
 use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::{Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord};
+use xinc::polars::prelude::{col, UniqueKeepStrategy};
 use xinc::tensor::transpose;
 use xinc::train::ffn::{train_ffn, FfnTrainParams, TrainReport};
-use xinc::train::nerv::{train_nerv, NervTrainParams};
+use xinc::train::nerv::{train_nerv_folder, NervTrainParams};
 use xinc::XincError;
 
 /// Explain implicit neural representations: per-neuron contribution maps (XINC).
@@ -67,6 +68,36 @@ enum Command {
     /// Run every canvas layer and a short training of the bundled models on `--device` and on
     /// the CPU: compare them and time the device (see scripts/gpu-check.sh).
     CheckDevice(CheckDeviceArgs),
+    /// One task of a dataset-scale job: train (or import) the NeRV of manifest entry
+    /// `--task-index`, run every analysis, write hive-partitioned Parquet into `--out`.
+    /// Idempotent: a finished task is skipped, a killed one resumes (see scripts/slurm/).
+    Batch(BatchArgs),
+    /// Query the statistics of a batch run: the paper's headline numbers per layer across
+    /// videos, with 95 % confidence intervals over videos.
+    Stats(StatsArgs),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// The statistics folder of `xinc batch`.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    /// Manifest: one dataset root per line (`ROOT` or `ROOT#VIDEO`, relative to the manifest).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The entry to process (0-based; `$SLURM_ARRAY_TASK_ID` under Slurm).
+    #[arg(long)]
+    task_index: usize,
+    /// The statistics folder (hive partitions `dataset=…/layer=…/video=…`).
+    #[arg(long)]
+    out: PathBuf,
+    /// `batch.toml`: method, NeRV flags, epochs or an import path, seeds (defaults: the paper's).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -388,6 +419,8 @@ fn run(cli: Cli) -> CliResult {
         Command::Demo(a) => demo_cmd(a, &device),
         Command::Report(a) => report_cmd(a, &device),
         Command::CheckDevice(a) => check_device_cmd(a, &device),
+        Command::Batch(a) => batch_cmd(a, &device),
+        Command::Stats(a) => stats_cmd(a),
         Command::Synth(a) => synth_cmd(a),
         Command::Inspect(a) => inspect_cmd(a),
     }
@@ -547,12 +580,6 @@ fn import_cmd(a: ImportFfnArgs, device: &Device) -> CliResult {
 }
 
 fn train_nerv_cmd(a: TrainNervArgs, device: &Device) -> CliResult {
-    let probe = NervConfig::from_official_args(&a.args, 1)?;
-    let frames = nerv_frames(&a.clip, probe.frame_size(), a.video.clone(), a.crop)?;
-    let config = NervConfig {
-        frames: frames.len(),
-        ..probe
-    };
     let params = NervTrainParams {
         epochs: a.epochs,
         eval_every: a.eval_every,
@@ -561,23 +588,16 @@ fn train_nerv_cmd(a: TrainNervArgs, device: &Device) -> CliResult {
         until_epoch: a.until_epoch,
         ..NervTrainParams::default()
     };
-    std::fs::create_dir_all(&a.out).map_err(|e| XincError::io(&a.out, e))?;
-    let (model, report) = train_nerv(config, &frames, &params, Some(&a.out), a.resume, device)?;
-    let cfg = ModelConfig {
-        format_version: ModelDir::FORMAT_VERSION,
-        architecture: Architecture::Nerv(model.config().clone()),
-        provenance: Provenance::Trained(TrainingRecord {
-            input: a.clip.display().to_string(),
-            iters: a.epochs,
-            seed: a.seed,
-            lr: a.lr,
-            eval_every: a.eval_every,
-            best_iter: report.best_epoch,
-            best_psnr: report.best_psnr,
-            seconds: report.seconds,
-        }),
-    };
-    ModelDir::new(&a.out).save(&model.named_tensors(), &cfg)?;
+    let (model, report) = train_nerv_folder(
+        &a.clip,
+        a.video.clone(),
+        a.crop,
+        &a.args,
+        &params,
+        &a.out,
+        a.resume,
+        device,
+    )?;
     println!(
         "trained NeRV ({} params, {} frames): best PSNR {:.2} dB at epoch {} ({:.2} s/epoch, {:.1} s) -> {}",
         model.config().num_params(),
@@ -940,6 +960,60 @@ fn report_cmd(a: ReportArgs, device: &Device) -> CliResult {
         out.tables.len(),
         a.out.display(),
         out.summary.display()
+    );
+    Ok(())
+}
+
+fn batch_cmd(a: BatchArgs, device: &Device) -> CliResult {
+    let config = match &a.config {
+        Some(path) => BatchConfig::load(path)?,
+        None => BatchConfig::default(),
+    };
+    let start = Instant::now();
+    let r = run_task(&a.manifest, a.task_index, &a.out, &config, device)?;
+    if r.skipped {
+        println!(
+            "task {}: {}/{} already done",
+            a.task_index, r.dataset, r.video
+        );
+    } else {
+        let steps: Vec<String> = r
+            .steps
+            .iter()
+            .map(|(s, t)| format!("{s} {t:.1} s"))
+            .collect();
+        println!(
+            "task {}: {}/{}: {} ({} Parquet files, {} bytes, {:.1} s) -> {}",
+            a.task_index,
+            r.dataset,
+            r.video,
+            steps.join(", "),
+            r.files,
+            r.bytes,
+            start.elapsed().as_secs_f64(),
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+fn stats_cmd(a: StatsArgs) -> CliResult {
+    let stats = Stats::new(&a.dir);
+    let videos = Stats::scan(&a.dir)?
+        .select([col("dataset"), col("video")])
+        .unique(None, UniqueKeepStrategy::First)
+        .collect()
+        .map_err(|e| XincError::InvalidArgument(format!("dataset query: {e}")))?
+        .height();
+    println!("{videos} videos in {}", a.dir.display());
+    println!(
+        "per-neuron statistics across videos:\n{}",
+        stats.headline_by_layer()?
+    );
+    println!("motion across videos:\n{}", stats.motion_by_layer()?);
+    println!(
+        "lowest-variance partition:\n{}",
+        stats.lowest_partition_by_layer()?
     );
     Ok(())
 }

@@ -30,7 +30,7 @@ pub const BUNDLED_DATA: &str = "data/cityscapes_vps";
 pub const BUNDLED_FFN: &str = "checkpoints/ffn_cityscapes_vps_0005";
 /// The bundled NeRV of the sample clip, relative to the repository root.
 pub const BUNDLED_NERV: &str = "checkpoints/nerv_cityscapes_vps_0005";
-/// The working resolution `[H, W]` when no FFN fixes it (the official NeRV resolution).
+/// The working resolution `[H, W]` when no model fixes it (the official NeRV resolution).
 pub const DEFAULT_SIZE: [usize; 2] = [128, 256];
 
 /// A model with the name it is reported under (its folder's name).
@@ -77,9 +77,12 @@ impl Study {
                 }
             }
         }
-        let size = ffn.as_ref().map_or(DEFAULT_SIZE, |f: &Named<Ffn>| {
-            [f.model.config().height(), f.model.config().width()]
-        });
+        // The FFN's image size, else the NeRV's frame size.
+        let size = match (&ffn, &nerv) {
+            (Some(f), _) => [f.model.config().height(), f.model.config().width()],
+            (None, Some(n)) => n.model.config().frame_size(),
+            (None, None) => DEFAULT_SIZE,
+        };
         let opts = ClipOptions {
             size,
             video: video.map(str::to_string),

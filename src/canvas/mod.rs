@@ -5,6 +5,9 @@
 //! pixel axes. Reductions follow one rule everywhere: `sum_hw` / `abssum_hw` sum over the pixels
 //! (one value per neuron), and `sum_neurons` sums over the **first** axis only, so that a map that
 //! decomposes the output sums back to it (`layer3_rgb` → `[3, H, W]` = the prediction).
+//!
+//! Two canvases exist ([`Method`]): the official one of the paper's code ([`ffn`], [`nerv`]) and
+//! the output-conserving one ([`conservative`]), whose every layer sums to the output.
 
 pub mod conservative;
 pub mod ffn;

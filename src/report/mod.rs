@@ -206,6 +206,21 @@ pub struct ReportOutput {
     pub seconds: f64,
 }
 
+/// Every analysis of `study` under `opts.method`, without the page: the headlines and every
+/// table (the report's `stats/`), by name. This is what a dataset-scale batch job keeps.
+pub fn analyse(
+    study: &Study,
+    opts: &ReportOptions,
+) -> Result<(Headlines, Vec<(String, DataFrame)>)> {
+    let mut report = Report::new();
+    let headlines = sections::build(&mut report, study, opts)?;
+    let tables = std::mem::take(&mut report.tables)
+        .into_iter()
+        .map(|(name, parts)| Ok((name.to_string(), stack_tables(name, parts)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((headlines, tables))
+}
+
 /// Runs every analysis of `study` and writes the report into `opts.out`.
 pub fn write_report(study: &Study, opts: &ReportOptions) -> Result<ReportOutput> {
     if study.ffn.is_none() && study.nerv.is_none() {

@@ -19,8 +19,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::data::frames::nerv_frames;
 use crate::error::{Result, XincError};
 use crate::models::nerv::{nerv, Nerv, NervConfig};
+use crate::models::{Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord};
 
 /// Training hyper-parameters (official defaults).
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +92,47 @@ pub struct NervTrainReport {
     pub seconds_per_epoch: f64,
     /// The epoch this run started from (0, or the resumed state's).
     pub resumed_from: usize,
+}
+
+/// Trains a NeRV of the official flags `args` on the frames of `clip` (a dataset root with
+/// `video`, or a folder of frames) and saves it as the model folder `out`: weights and
+/// `config.json` with the training record. The training state is written there at every
+/// evaluation, so `resume` continues a run that was killed.
+#[allow(clippy::too_many_arguments)]
+pub fn train_nerv_folder(
+    clip: &Path,
+    video: Option<String>,
+    crop: Option<[usize; 2]>,
+    args: &str,
+    params: &NervTrainParams,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+) -> Result<(Nerv, NervTrainReport)> {
+    let probe = NervConfig::from_official_args(args, 1)?;
+    let frames = nerv_frames(clip, probe.frame_size(), video, crop)?;
+    let config = NervConfig {
+        frames: frames.len(),
+        ..probe
+    };
+    std::fs::create_dir_all(out).map_err(|e| XincError::io(out, e))?;
+    let (model, report) = train_nerv(config, &frames, params, Some(out), resume, device)?;
+    let cfg = ModelConfig {
+        format_version: ModelDir::FORMAT_VERSION,
+        architecture: Architecture::Nerv(model.config().clone()),
+        provenance: Provenance::Trained(TrainingRecord {
+            input: clip.display().to_string(),
+            iters: params.epochs,
+            seed: params.seed,
+            lr: params.lr,
+            eval_every: params.eval_every,
+            best_iter: report.best_epoch,
+            best_psnr: report.best_psnr,
+            seconds: report.seconds,
+        }),
+    };
+    ModelDir::new(out).save(&model.named_tensors(), &cfg)?;
+    Ok((model, report))
 }
 
 /// Trains a NeRV on `frames` (each `[3, H, W]` in [0, 1], frame i decoded from t = i / T with

@@ -369,11 +369,19 @@ impl LinearisedNerv {
         let ctx = KernelContext::new(self, data, layer, inputs, per_channel)?;
         let p = self.height * self.width;
         let nc = ctx.probes.len();
+        let bands = self.bands(b, budget);
+        tracing::info!(
+            "conservative {}: {} kernels, {} probe(s), {} band(s) of output rows",
+            ctx.name,
+            ctx.inputs.len() * ctx.k,
+            nc,
+            bands.len()
+        );
         let mut sums = vec![(0.0f64, 0.0f64); ctx.maps()];
         let mut sum_neurons = zeroed_buffer(ctx.k * nc * p);
         for (ci, &probe) in ctx.probes.iter().enumerate() {
             let share = ctx.bias_share(self, b, probe)?;
-            for rows in self.bands(b, budget) {
+            for rows in bands.iter().cloned() {
                 let co = self.coefficients(b, probe, rows.clone());
                 let (o0, band) = (rows.start * self.width, rows.len() * self.width);
                 let per_k: Vec<Vec<(f64, f64)>> = sum_neurons

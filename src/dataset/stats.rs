@@ -1,0 +1,152 @@
+//! Queries over the statistics of a whole dataset: polars `LazyFrame`s over the hive-partitioned
+//! Parquet that [`super::batch`] writes, and the paper's headline numbers across videos with
+//! confidence intervals over videos.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::error::{Result, XincError};
+
+/// The statistics folder of a batch run.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    root: PathBuf,
+}
+
+fn query_error(e: PolarsError) -> XincError {
+    XincError::InvalidArgument(format!("dataset query: {e}"))
+}
+
+/// z of a two-sided 95 % normal interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+impl Stats {
+    pub fn new(root: impl AsRef<Path>) -> Self {
+        Stats {
+            root: root.as_ref().to_path_buf(),
+        }
+    }
+
+    /// Every partition's per-neuron statistics, with the hive keys `dataset`, `layer`, `video`
+    /// as string columns (predicates on them prune whole files).
+    pub fn scan(root: impl AsRef<Path>) -> Result<LazyFrame> {
+        Stats::new(root).table("part-0")
+    }
+
+    /// Table `name` of every partition (`part-0` is the per-neuron table; the others are named
+    /// as in the report's `stats/`: `object_shares`, `motion`, `partition_variances`, …).
+    pub fn table(&self, name: &str) -> Result<LazyFrame> {
+        let pattern = self
+            .root
+            .join("dataset=*")
+            .join("layer=*")
+            .join("video=*")
+            .join(format!("{name}.parquet"));
+        let keys = Schema::from_iter([
+            Field::new("dataset".into(), DataType::String),
+            Field::new("layer".into(), DataType::String),
+            Field::new("video".into(), DataType::String),
+        ]);
+        let args = ScanArgsParquet {
+            hive_options: HiveOptions {
+                enabled: Some(true),
+                hive_start_idx: 0,
+                schema: Some(Arc::new(keys)),
+                try_parse_dates: false,
+            },
+            glob: true,
+            allow_missing_columns: true,
+            ..Default::default()
+        };
+        LazyFrame::scan_parquet(PlRefPath::new(pattern.to_string_lossy().as_ref()), args)
+            .map_err(query_error)
+    }
+
+    /// Per dataset and layer, across videos: the number of videos, and the mean with a 95 %
+    /// confidence half-width over videos of each video's dead fraction and median pixels per
+    /// live neuron (fraction of the frame, first analysed frame).
+    pub fn headline_by_layer(&self) -> Result<DataFrame> {
+        let per_video = self
+            .table("part-0")?
+            .group_by([col("dataset"), col("layer"), col("video")])
+            .agg([
+                col("dead")
+                    .cast(DataType::Float64)
+                    .mean()
+                    .alias("dead_fraction"),
+                col("pixels")
+                    .filter(col("dead").not())
+                    .cast(DataType::Float64)
+                    .median()
+                    .alias("median_pixels"),
+            ]);
+        across_videos(per_video, &["dead_fraction", "median_pixels"])
+    }
+
+    /// Per dataset and layer, across videos: the mean Pearson and Spearman correlation of the
+    /// contribution change with the flow, with 95 % half-widths over videos.
+    pub fn motion_by_layer(&self) -> Result<DataFrame> {
+        let per_video = self
+            .table("motion")?
+            .group_by([col("dataset"), col("layer"), col("video")])
+            .agg([col("pearson").mean(), col("spearman").mean()]);
+        across_videos(per_video, &["pearson", "spearman"])
+    }
+
+    /// The δ-variance ranking of the partitions: per dataset, layer and mode, how many videos
+    /// rank each partition lowest (median log std over neurons), and that share.
+    pub fn lowest_partition_by_layer(&self) -> Result<DataFrame> {
+        let per_video = self
+            .table("partition_variances")?
+            .group_by([
+                col("dataset"),
+                col("layer"),
+                col("video"),
+                col("mode"),
+                col("partition"),
+            ])
+            .agg([col("log_std").median().alias("median_log_std")])
+            .sort(["median_log_std"], SortMultipleOptions::default())
+            .group_by([col("dataset"), col("layer"), col("video"), col("mode")])
+            .agg([col("partition").first().alias("lowest")]);
+        let total = col("videos")
+            .sum()
+            .over([col("dataset"), col("layer"), col("mode")])
+            .map_err(query_error)?;
+        per_video
+            .group_by([col("dataset"), col("layer"), col("mode"), col("lowest")])
+            .agg([col("video").count().alias("videos")])
+            .with_column(
+                (col("videos").cast(DataType::Float64) / total.cast(DataType::Float64))
+                    .alias("share"),
+            )
+            .sort(
+                ["dataset", "layer", "mode", "videos"],
+                SortMultipleOptions::default()
+                    .with_order_descending_multi([false, false, false, true]),
+            )
+            .collect()
+            .map_err(query_error)
+    }
+}
+
+/// Mean, standard deviation and 95 % half-width over videos of each `columns` of a per-video
+/// frame, per dataset and layer, plus the number of videos.
+fn across_videos(per_video: LazyFrame, columns: &[&str]) -> Result<DataFrame> {
+    let mut aggs = vec![col("video").count().alias("videos")];
+    for c in columns {
+        aggs.push(col(*c).mean().alias(format!("{c}_mean")));
+        aggs.push(col(*c).std(1).alias(format!("{c}_std")));
+    }
+    let mut out = per_video.group_by([col("dataset"), col("layer")]).agg(aggs);
+    for c in columns {
+        out = out.with_column(
+            (lit(Z95) * col(format!("{c}_std")) / col("videos").cast(DataType::Float64).sqrt())
+                .alias(format!("{c}_ci95")),
+        );
+    }
+    out.sort(["dataset", "layer"], SortMultipleOptions::default())
+        .collect()
+        .map_err(query_error)
+}
