@@ -364,6 +364,9 @@ struct ReportArgs {
     /// compares the paper's conclusions under both.
     #[arg(long)]
     no_compare: bool,
+    /// Analyse at most this many of the NeRV's annotated frames, evenly spaced (default: all).
+    #[arg(long)]
+    max_frames: Option<usize>,
 }
 
 type CliResult<T = ()> = xinc::Result<T>;
@@ -937,6 +940,7 @@ fn report_cmd(a: ReportArgs, device: &Device) -> CliResult {
         motion_frames: a.motion_frames.clone(),
         method: a.method,
         compare_methods: !a.no_compare,
+        max_frames: a.max_frames,
         ..xinc::report::ReportOptions::new(&a.out)
     };
     let out = xinc::report::write_report(&study, &opts)?;

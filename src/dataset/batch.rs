@@ -48,6 +48,8 @@ pub struct BatchConfig {
     pub seed: u64,
     pub groups: usize,
     pub motion_frames: Vec<usize>,
+    /// Analyse at most this many annotated frames per video, evenly spaced (default: all).
+    pub max_frames: Option<usize>,
     pub nerv: NervJob,
 }
 
@@ -75,6 +77,7 @@ impl Default for BatchConfig {
             seed: 0,
             groups: 6,
             motion_frames: vec![1, 10],
+            max_frames: None,
             nerv: NervJob::default(),
         }
     }
@@ -227,6 +230,7 @@ pub fn run_task(
         motion_frames: config.motion_frames.clone(),
         method,
         compare_methods: false,
+        max_frames: config.max_frames,
         ..ReportOptions::new(out)
     };
     let (_, tables) = analyse(&study, &opts)?;

@@ -51,6 +51,9 @@ pub struct ReportOptions {
     /// Also run every analysis under the other method and add the section comparing the
     /// paper's conclusions under both.
     pub compare_methods: bool,
+    /// Analyse at most this many of the NeRV's annotated frames, evenly spaced, the first and
+    /// the last included (all of them when `None`).
+    pub max_frames: Option<usize>,
 }
 
 impl ReportOptions {
@@ -62,6 +65,7 @@ impl ReportOptions {
             motion_frames: vec![1, 10],
             method: Method::Official,
             compare_methods: true,
+            max_frames: None,
         }
     }
 }

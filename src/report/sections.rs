@@ -104,7 +104,10 @@ pub(super) fn build(report: &mut Report, study: &Study, opts: &ReportOptions) ->
     };
     let nerv_frames = match &study.nerv {
         Some(_) => Some(report.timed("NeRV forward passes", |_| {
-            nerv_frame_data(study, &study.analysed_frames())
+            nerv_frame_data(
+                study,
+                &evenly_spaced(&study.analysed_frames(), opts.max_frames),
+            )
         })?),
         None => None,
     };
@@ -162,6 +165,25 @@ pub(super) fn build(report: &mut Report, study: &Study, opts: &ReportOptions) ->
     headlines.layers = heads.into_values().collect();
     headlines.claims = claims(&headlines);
     Ok(headlines)
+}
+
+/// At most `max` of `frames`, evenly spaced, the first and the last included.
+fn evenly_spaced(frames: &[usize], max: Option<usize>) -> Vec<usize> {
+    match max {
+        Some(k) if k < frames.len() => {
+            let n = frames.len();
+            (0..k.max(1))
+                .map(|i| {
+                    frames[if k <= 1 {
+                        0
+                    } else {
+                        (i * (n - 1) + (k - 1) / 2) / (k - 1)
+                    }]
+                })
+                .collect()
+        }
+        _ => frames.to_vec(),
+    }
 }
 
 fn nerv_frame_data(study: &Study, frames: &[usize]) -> Result<Vec<(usize, NervFrameData)>> {
@@ -743,5 +765,23 @@ impl Headlines {
             );
         }
         html + "</ul>"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evenly_spaced;
+
+    #[test]
+    fn frame_subsets_are_evenly_spaced_with_both_ends() {
+        let frames: Vec<usize> = (0..24).map(|i| i * 5).collect();
+        assert_eq!(evenly_spaced(&frames, None), frames);
+        assert_eq!(evenly_spaced(&frames, Some(30)), frames);
+        assert_eq!(evenly_spaced(&frames, Some(1)), vec![0]);
+        assert_eq!(evenly_spaced(&frames, Some(2)), vec![0, 115]);
+        let six = evenly_spaced(&frames, Some(6));
+        assert_eq!(six.len(), 6);
+        assert_eq!((six[0], six[5]), (0, 115));
+        assert!(six.windows(2).all(|w| w[1] > w[0]));
     }
 }
