@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
 # Builds (or only checks) xinc with the `cuda` feature on a machine without a GPU or a CUDA toolkit.
 #
-#   scripts/build-cuda.sh            release build; the stripped binary lands in target-gpu/xinc
-#                                    (and gzipped in target-gpu/xinc.gz)
-#   scripts/build-cuda.sh --check    `cargo check --features cuda --all-targets` (what CI runs)
+#   scripts/build-cuda.sh                release build; the stripped binary lands in target-gpu/xinc
+#                                        (and gzipped in target-gpu/xinc.gz)
+#   scripts/build-cuda.sh --check        what CI runs: the library built with `--features cuda`
+#   scripts/build-cuda.sh --check-full   the same, with candle's own CUDA kernels compiled in full
 #
 # The CUDA 13.0 compiler and headers come from PyPI wheels in a virtualenv
 # ($XINC_CUDA_VENV, default ~/.cache/xinc/cuda-venv); nothing is installed system-wide. The versions
 # are pinned to 13.0 to match driver 580: a newer nvcc writes PTX that driver cannot JIT, and cudarc
 # 0.19.10 rejects toolkits newer than 13.4 (../shared/docs/rust-stack.md §4).
 # CUDA_COMPUTE_CAP defaults to 90 (H100/H200); set it for other GPUs.
-# The cargo target dir defaults to ~/.cache/xinc/target-cuda, apart from the CPU build's.
+#
+# The check, and what it proves at what cost:
+# - Every line of xinc that `feature = "cuda"` gates is in the library (the script fails if another
+#   target gains one), so `cargo build --lib --features cuda` compiles all of it, against candle and
+#   cudarc built with their `cuda` features. It builds in $CARGO_TARGET_DIR (.ci/run's test build):
+#   only the crates the feature changes are compiled (candle-core, candle-nn, candle-kernels,
+#   cudarc, xinc); nothing is linked, so no CUDA library is needed.
+# - xinc's own kernels (build.rs) go through the real nvcc to PTX.
+# - candle's kernels are a fixed input: the same sources (candle-kernels' version and checksum in
+#   Cargo.lock) through the same nvcc wheels for the same compute capability always give the same
+#   result. scripts/cuda/verified records the pins under which they were last compiled in full.
+#   While the pins match it, `--check` only preprocesses candle's kernels with the real nvcc (headers
+#   and flags checked; scripts/cuda/nvcc-preprocess-only) instead of generating device code for
+#   them (most of the old check's nvcc time, 8 minutes of two cores). When the pins change, or with
+#   --check-full, they are compiled in full and scripts/cuda/verified is rewritten on success:
+#   commit it with the change of pins.
 #
 # The binary links libcuda.so.1 (the driver), libcublas.so.13, libcurand.so.10 and libcudart.so.13.
 # On the GPU machine, put the CUDA 13 libraries of a PyTorch cu13 wheel (or a toolkit) on
@@ -19,14 +35,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=build
+full=0
 case "${1:-}" in
   --check) mode=check ;;
+  --check-full) mode=check; full=1 ;;
   "") ;;
-  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--check | --check-full]" >&2; exit 2 ;;
 esac
 
 venv="${XINC_CUDA_VENV:-$HOME/.cache/xinc/cuda-venv}"
-export CARGO_TARGET_DIR="${XINC_CUDA_TARGET_DIR:-$HOME/.cache/xinc/target-cuda}"
+if [ "$mode" = build ]; then
+  export CARGO_TARGET_DIR="${XINC_CUDA_TARGET_DIR:-$HOME/.cache/xinc/target-cuda}"
+else
+  # The check shares the CPU build's target dir (and flags): see the header.
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+fi
 
 # Compiler, PTX assembler, NVVM (cicc + libdevice), headers. Enough for `cargo check`, which runs
 # candle-kernels' nvcc build script but links nothing.
@@ -74,7 +97,30 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 echo "== nvcc: $(nvcc --version | tail -1); compute cap $CUDA_COMPUTE_CAP; target dir $CARGO_TARGET_DIR"
 
 if [ "$mode" = check ]; then
-  cargo check --locked --features cuda --all-targets
+  others="$(grep -rln 'feature = "cuda"' src/main.rs src/bin tests benches examples 2>/dev/null || true)"
+  [ -z "$others" ] || { echo "cuda-gated code outside the library, which --check does not build: $others" >&2; exit 1; }
+  lock_entry() {  # NAME -> "NAME VERSION CHECKSUM" from Cargo.lock
+    awk -v n="$1" '$0 == "name = \"" n "\"" {p = 1} p && /^$/ {exit} p && /^(version|checksum) = / {v = v " " $3}
+      END {gsub(/"/, "", v); print n v}' Cargo.lock
+  }
+  pins="$(printf '%s\n' "$(lock_entry candle-kernels)" "$(lock_entry cudaforge)" "${compile_wheels[*]}" "compute_cap=$CUDA_COMPUTE_CAP")"
+  verified=scripts/cuda/verified
+  if [ "$full" = 0 ] && [ "$(grep -v '^#' "$verified" 2>/dev/null)" = "$pins" ]; then
+    echo "== candle's kernels: pins as in $verified, so preprocessed only (scripts/cuda/nvcc-preprocess-only)"
+    export XINC_REAL_NVCC="$cu/bin/nvcc" NVCC="$PWD/scripts/cuda/nvcc-preprocess-only"
+  else
+    echo "== candle's kernels: compiled in full (--check-full, or pins differ from $verified)"
+    full=1
+  fi
+  cargo build --locked --lib --features cuda
+  if [ "$full" = 1 ]; then
+    { echo "# Pins under which scripts/build-cuda.sh --check-full compiled candle's CUDA kernels in full"
+      echo "# ($(date -u +%F), nvcc $(nvcc --version | tail -1)). Rewritten by that script; commit it."
+      echo "$pins"; } > "$verified.tmp"
+    mv "$verified.tmp" "$verified"
+    echo "== recorded the pins in $verified"
+  fi
+  echo "== cuda check passed: the library builds with --features cuda"
 else
   cargo build --locked --release --features cuda --bin xinc
   mkdir -p target-gpu

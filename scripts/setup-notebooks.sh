@@ -8,7 +8,7 @@
 # - Jupyter (JupyterLab, nbconvert, nbclient, and plotly for its JupyterLab figure renderer: the
 #   pinned set of scripts/notebook-requirements.txt)
 #   in a virtualenv at $XINC_NOTEBOOK_VENV (default ~/.cache/xinc/notebook-venv);
-# - evcxr_jupyter $EVCXR_VERSION with `cargo install --locked` (about 19 minutes on 2 cores).
+# - evcxr_jupyter $EVCXR_VERSION with `cargo install --locked`, at opt-level 1 (see below).
 # The kernel spec is the repository's kernels/rust, found through JUPYTER_PATH=<repository root>;
 # nothing is written into ~/.local/share/jupyter.
 set -euo pipefail
@@ -28,21 +28,30 @@ if [ -x "$venv/bin/jupyter" ] && cmp -s "$requirements" "$stamp"; then
   echo "== Jupyter: present in $venv"
 else
   echo "== Jupyter: installing the pinned set into $venv"
+  start=$SECONDS
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$stamp"
+  echo "== Jupyter: installed in $((SECONDS - start)) s"
 fi
 
 # evcxr_jupyter: the pinned version, from crates.io with its lock file.
 # (evcxr_jupyter has no --version; cargo's install list records the version.)
+# It is built at opt-level 1 instead of cargo install's 3: the kernel spends its time in cargo and
+# rustc, not in its own code, and most of its build is rust-analyzer's crates, which compile in
+# about half the time at opt-level 1 (README, "CI time"). The flags of the caller's xinc build
+# (.ci/run exports RUSTFLAGS and CARGO_BUILD_TARGET for the notebook kernel) are not its business.
 if cargo install --list | grep -q "^evcxr_jupyter v$EVCXR_VERSION:"; then
   echo "== evcxr_jupyter $EVCXR_VERSION: present"
 else
-  echo "== evcxr_jupyter $EVCXR_VERSION: cargo install --locked (about 19 minutes on 2 cores)"
+  echo "== evcxr_jupyter $EVCXR_VERSION: cargo install --locked at opt-level 1"
+  start=$SECONDS
   # Its own build folder, so that a CARGO_TARGET_DIR set for xinc is neither used nor disturbed.
-  CARGO_TARGET_DIR="$cache/evcxr-install-target" \
-    cargo install evcxr_jupyter --version "$EVCXR_VERSION" --locked
+  env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_TARGET \
+    CARGO_TARGET_DIR="$cache/evcxr-install-target" CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    cargo install evcxr_jupyter --version "$EVCXR_VERSION" --locked --quiet
   rm -rf "$cache/evcxr-install-target"
+  echo "== evcxr_jupyter $EVCXR_VERSION: installed in $((SECONDS - start)) s"
 fi
 
 export JUPYTER_PATH="$repo${JUPYTER_PATH:+:$JUPYTER_PATH}"

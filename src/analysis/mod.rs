@@ -23,6 +23,7 @@ use linfa::prelude::*;
 use linfa_clustering::KMeans;
 use ndarray::Array2;
 use polars::prelude::*;
+use polars_io::prelude::{ParquetReader, ParquetWriter, SerReader};
 use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use crate::analysis::read_parquet;
 use crate::error::{Result, XincError};
 
 /// The statistics folder of a batch run.
@@ -29,38 +30,51 @@ impl Stats {
     }
 
     /// Every partition's per-neuron statistics, with the hive keys `dataset`, `layer`, `video`
-    /// as string columns (predicates on them prune whole files).
+    /// as string columns.
     pub fn scan(root: impl AsRef<Path>) -> Result<LazyFrame> {
         Stats::new(root).table("part-0")
     }
 
     /// Table `name` of every partition (`part-0` is the per-neuron table; the others are named
-    /// as in the report's `stats/`: `object_shares`, `motion`, `partition_variances`, …).
+    /// as in the report's `stats/`: `object_shares`, `motion`, `partition_variances`, …), as one
+    /// lazy frame with the hive keys added as string columns. Partitions that lack a column get
+    /// nulls there. Each partition's file is read when the frame is built (they are small: one
+    /// table of one video and layer); the query itself then runs lazily.
     pub fn table(&self, name: &str) -> Result<LazyFrame> {
-        let pattern = self
-            .root
-            .join("dataset=*")
-            .join("layer=*")
-            .join("video=*")
-            .join(format!("{name}.parquet"));
-        let keys = Schema::from_iter([
-            Field::new("dataset".into(), DataType::String),
-            Field::new("layer".into(), DataType::String),
-            Field::new("video".into(), DataType::String),
-        ]);
-        let args = ScanArgsParquet {
-            hive_options: HiveOptions {
-                enabled: Some(true),
-                hive_start_idx: 0,
-                schema: Some(Arc::new(keys)),
-                try_parse_dates: false,
-            },
-            glob: true,
-            allow_missing_columns: true,
-            ..Default::default()
-        };
-        LazyFrame::scan_parquet(PlRefPath::new(pattern.to_string_lossy().as_ref()), args)
-            .map_err(query_error)
+        let file = format!("{name}.parquet");
+        let mut parts = Vec::new();
+        for dataset in hive_dirs(&self.root, "dataset")? {
+            for layer in hive_dirs(&dataset.0, "layer")? {
+                for video in hive_dirs(&layer.0, "video")? {
+                    let path = video.0.join(&file);
+                    if !path.is_file() {
+                        continue;
+                    }
+                    let mut df = read_parquet(&path)?;
+                    let height = df.height();
+                    for (key, value) in [
+                        ("dataset", &dataset.1),
+                        ("layer", &layer.1),
+                        ("video", &video.1),
+                    ] {
+                        let column = Column::new_scalar(
+                            key.into(),
+                            Scalar::from(PlSmallStr::from(value.as_str())),
+                            height,
+                        );
+                        df.with_column(column).map_err(query_error)?;
+                    }
+                    parts.push(df.lazy());
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err(XincError::InvalidArgument(format!(
+                "dataset query: no partition of {} holds {file}",
+                self.root.display()
+            )));
+        }
+        concat_lf_diagonal(parts, UnionArgs::default()).map_err(query_error)
     }
 
     /// Per dataset and layer, across videos: the number of videos, and the mean with a 95 %
@@ -129,6 +143,28 @@ impl Stats {
             .collect()
             .map_err(query_error)
     }
+}
+
+/// The sub-folders `key=value` of `dir`, sorted by name, as (path, value).
+fn hive_dirs(dir: &Path, key: &str) -> Result<Vec<(PathBuf, String)>> {
+    let prefix = format!("{key}=");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| XincError::io(dir, e))? {
+        let entry = entry.map_err(|e| XincError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(value) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if entry
+            .file_type()
+            .map_err(|e| XincError::io(entry.path(), e))?
+            .is_dir()
+        {
+            out.push((entry.path(), value.to_string()));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Mean, standard deviation and 95 % half-width over videos of each `columns` of a per-video
