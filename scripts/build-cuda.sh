@@ -111,6 +111,11 @@ if [ "$mode" = check ]; then
   else
     echo "== candle's kernels: compiled in full (--check-full, or pins differ from $verified)"
     full=1
+    # cudaforge keeps its own cache of compiled kernels in the build script's OUT_DIR, which a
+    # preprocess-only run filled with placeholders: start candle-kernels' build from scratch.
+    for d in "$CARGO_TARGET_DIR"/debug "$CARGO_TARGET_DIR"/*/debug; do
+      rm -rf "$d"/build/candle-kernels-* "$d"/.fingerprint/candle-kernels-*
+    done
   fi
   cargo build --locked --lib --features cuda
   if [ "$full" = 1 ]; then

@@ -38,9 +38,9 @@ fi
 # evcxr_jupyter: the pinned version, from crates.io with its lock file.
 # (evcxr_jupyter has no --version; cargo's install list records the version.)
 # It is built at opt-level 1 instead of cargo install's 3: the kernel spends its time in cargo and
-# rustc, not in its own code, and most of its build is rust-analyzer's crates, which compile in
-# about half the time at opt-level 1 (README, "CI time"). The flags of the caller's xinc build
-# (.ci/run exports RUSTFLAGS and CARGO_BUILD_TARGET for the notebook kernel) are not its business.
+# rustc, not in its own code; the build takes 13 % less CPU time (README, "CI time"). The flags of
+# the caller's xinc build (.ci/run exports RUSTFLAGS and CARGO_BUILD_TARGET for the notebook
+# kernel) are not its business.
 if cargo install --list | grep -q "^evcxr_jupyter v$EVCXR_VERSION:"; then
   echo "== evcxr_jupyter $EVCXR_VERSION: present"
 else
