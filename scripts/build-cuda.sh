@@ -24,7 +24,8 @@
 #   result. scripts/cuda/verified records the pins under which they were last compiled in full.
 #   While the pins match it, `--check` only preprocesses candle's kernels with the real nvcc (headers
 #   and flags checked; scripts/cuda/nvcc-preprocess-only) instead of generating device code for
-#   them (most of the old check's nvcc time, 8 minutes of two cores). When the pins change, or with
+#   them (the full compile, --check-full, took 15 minutes of wall time here, sharing the cores with
+#   another build; README, "CI time"). When the pins change, or with
 #   --check-full, they are compiled in full and scripts/cuda/verified is rewritten on success:
 #   commit it with the change of pins.
 #
