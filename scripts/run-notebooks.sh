@@ -3,7 +3,10 @@
 #   <name>.ipynb  the executed notebook (outputs included)
 #   <name>.html   its HTML export (figures inline, plotly.js embedded: opens offline)
 #   timings.tsv   seconds per notebook
-# Fails on the first notebook with an error cell (a compile error, a panic, an `Err` from `?`).
+# Fails on the first notebook with an error cell (a compile error, a panic, an `Err` from `?`), or
+# whose HTML export, opened in headless Chromium, leaves a figure blank or logs a JavaScript error
+# (scripts/check-pages.py). That browser check runs when Chromium is installed (a note says when
+# it is not); XINC_CHECK_PAGES=1 requires it (CI), XINC_CHECK_PAGES=0 skips it.
 #
 #   scripts/run-notebooks.sh [NOTEBOOK.ipynb ...]     default: notebooks/*.ipynb in order
 #
@@ -25,6 +28,15 @@ export XINC_GOLDEN="${XINC_GOLDEN:-$(cd "$repo/.." && pwd)/shared/golden}"
 (cd "$repo" && cargo fetch --locked --quiet)
 export CARGO_NET_OFFLINE=true
 
+check_pages="${XINC_CHECK_PAGES:-auto}"
+if [ "$check_pages" = auto ]; then
+  check_pages=0
+  for b in "${CHROMIUM:-}" chromium chromium-browser google-chrome; do
+    [ -n "$b" ] && command -v "$b" >/dev/null && { check_pages=1; break; }
+  done
+  [ "$check_pages" = 1 ] || echo "note: no Chromium here: the HTML exports are not checked in a browser (scripts/check-pages.py)"
+fi
+
 mkdir -p "$out"
 if [ "$#" -gt 0 ]; then notebooks=("$@"); else notebooks=("$repo"/notebooks/*.ipynb); fi
 printf 'notebook\tseconds\n' > "$out/timings.tsv"
@@ -42,7 +54,16 @@ for nb in "${notebooks[@]}"; do
     --output-dir "$out" --output "$name" "$nb"
   seconds=$(( $(date +%s) - start ))
   "$venv/bin/python" "$repo/scripts/check-notebook.py" "$out/$name.ipynb"
-  "$venv/bin/jupyter" nbconvert --to html --log-level=WARN --output-dir "$out" "$out/$name.ipynb"
+  # nbconvert's template loads require.js and MathJax from a CDN: offline, two failed loads (the
+  # notebooks need neither: plotly.js is inlined and sets window.Plotly, there is no LaTeX), so
+  # both URLs are an empty script, which loads nothing.
+  "$venv/bin/jupyter" nbconvert --to html --log-level=WARN \
+    --HTMLExporter.require_js_url=data:text/javascript, \
+    --HTMLExporter.mathjax_url=data:text/javascript, \
+    --output-dir "$out" "$out/$name.ipynb"
+  if [ "$check_pages" = 1 ]; then
+    "$venv/bin/python" "$repo/scripts/check-pages.py" --min-figures 1 "$out/$name.html"
+  fi
   printf '%s\t%s\n' "$name" "$seconds" >> "$out/timings.tsv"
   echo "   $name: ${seconds} s"
 done

@@ -946,14 +946,10 @@ fn report_cmd(a: ReportArgs, device: &Device) -> CliResult {
     let out = xinc::report::write_report(&study, &opts)?;
     for c in &out.headlines.claims {
         println!(
-            "[{}] {}\n    {}",
-            if c.holds {
-                "supported"
-            } else {
-                "not supported"
-            },
-            c.claim,
-            c.evidence
+            "[{}] {}\n    criterion: {}",
+            c.verdict.text(),
+            c.statement,
+            c.criterion
         );
     }
     println!(

@@ -58,6 +58,26 @@ pub struct Intensity {
     pub heat_max: f64,
 }
 
+impl Intensity {
+    /// The four maps that show B.1 side by side, titled: Ĩ, the Sobel edges min-max normalised
+    /// (so that the three unsigned maps share [0, 1]), h̃ and the signed h̃ − Ĩ.
+    pub fn panels(&self) -> [(&'static str, Vec<f32>); 4] {
+        let edges = min_max(
+            &self
+                .edges
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect::<Vec<f64>>(),
+        );
+        [
+            ("intensity", self.intensity_norm.clone()),
+            ("Sobel edges", to_f32(&edges)),
+            ("heat Σ|C_n|", self.heat_norm.clone()),
+            ("heat − intensity", self.diff.clone()),
+        ]
+    }
+}
+
 /// Spec B.1 for the layer `src` and its frame `gt` (planar `[3, H, W]`, the maps' size).
 pub fn intensity(src: &dyn NeuronMaps, gt: &[f32]) -> Result<Intensity> {
     check_frame(gt, src.size())?;
@@ -288,6 +308,29 @@ mod tests {
         assert!(r.diff.iter().all(|&d| d == 0.0));
         // |diff| is constant, so its rank correlation with the edges is undefined.
         assert!(r.spearman_absdiff_edges.is_nan());
+        // The panels: Ĩ, the edges rescaled to [0, 1] (their largest value becomes 1), h̃, h̃ − Ĩ.
+        let [(ti, i), (te, e), (th, heat), (td, d)] = r.panels();
+        assert_eq!(
+            [ti, te, th, td],
+            [
+                "intensity",
+                "Sobel edges",
+                "heat Σ|C_n|",
+                "heat − intensity"
+            ]
+        );
+        assert_eq!(
+            (i, heat, d),
+            (
+                r.intensity_norm.clone(),
+                r.heat_norm.clone(),
+                r.diff.clone()
+            )
+        );
+        let top = r.edges.iter().copied().fold(f32::MIN, f32::max);
+        let k = r.edges.iter().position(|&v| v == top).unwrap();
+        assert_eq!(e[k], 1.0);
+        assert_eq!(e.iter().copied().fold(f32::MAX, f32::min), 0.0);
         let sums: Vec<f64> = (0..h * w)
             .map(|p| (0..3).map(|c| 2.0 * f64::from(gt[c * h * w + p])).sum())
             .collect();

@@ -50,11 +50,11 @@ pub trait NeuronMaps: Sync {
 }
 
 /// The name of a neuron with ids [`NeuronMaps::neuron_id`]: `neuron u` (one-axis layers) or
-/// `kernel (i, k)` (NeRV).
+/// `kernel i→k` (NeRV: input channel i, output channel k).
 pub fn neuron_label(id: (usize, Option<usize>)) -> String {
     match id {
         (u, None) => format!("neuron {u}"),
-        (i, Some(k)) => format!("kernel ({i}, {k})"),
+        (i, Some(k)) => format!("kernel {i}→{k}"),
     }
 }
 

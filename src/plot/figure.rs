@@ -2,6 +2,7 @@
 //!
 //! * [`Figure::to_html_fragment`]: a `<div>` and a `<script>` that draws it, *without* plotly.js,
 //!   for a report page that includes [`plotly_js`](super::html::plotly_js) once in its `<head>`;
+//!   its DOM id comes from the page's [`FigureIds`], so no two figures of a page share one;
 //! * [`Figure::write_html`]: a standalone offline page (plotly.js embedded, no CDN), written
 //!   atomically;
 //! * [`Figure::evcxr_display`]: a notebook display (see below).
@@ -19,8 +20,8 @@
 //!   figure displayed carries it; later ones reuse `window.Plotly`). Classic Notebook, JupyterLab
 //!   without the plotly extension, and `nbconvert --to html` use this, offline. evcxr links each
 //!   cell's code with its own copy of xinc's statics, so "already sent" is kept in the kernel
-//!   process's environment (`XINC_NOTEBOOK_PLOTLY_JS`), which every cell shares, and DOM ids
-//!   carry a per-process nonce (pid, clock) besides the display count;
+//!   process's environment (`XINC_NOTEBOOK_PLOTLY_JS`), which every cell shares, and so are the
+//!   kernel's figure ids (see [`FigureIds`]);
 //! * `text/plain`: a one-line summary for the terminal REPL.
 //!
 //! evcxr keeps only the last display of a cell, so a notebook shows one figure per cell (a
@@ -34,23 +35,18 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::PoisonError;
 
 use plotly::Plot;
 
 use super::html::{
-    dom_id, escape_html, mime_bundle, plotly_script_tag, plotly_text, print_bundle,
-    script_safe_json, PLOTLY_MIME,
+    dom_id, escape_html, mime_bundle, notebook_figure_id, plotly_script_tag, plotly_text,
+    print_bundle, script_safe_json, FigureIds, ENV_LOCK, PLOTLY_MIME,
 };
 use crate::error::Result;
 
 /// Set in the kernel's environment once a `text/html` display has carried plotly.js.
 const PLOTLY_JS_SENT: &str = "XINC_NOTEBOOK_PLOTLY_JS";
-/// Serialises this copy's reads and writes of [`PLOTLY_JS_SENT`] (cells run one at a time).
-static ENV_LOCK: Mutex<()> = Mutex::new(());
-/// Makes the DOM ids of this copy's displays unique (the same figure may be shown twice).
-static DISPLAY_COUNT: AtomicU64 = AtomicU64::new(0);
 
 /// Makes the next notebook display inline plotly.js again (after clearing a notebook's outputs).
 pub fn reset_notebook_plotly_js() {
@@ -68,17 +64,7 @@ fn first_plotly_js() -> bool {
     true
 }
 
-/// A DOM id prefix unique to this display: the figure id, then pid, clock and count, so that
-/// displays of separately linked copies of this code (evcxr cells) never collide.
-fn display_dom(id: &str) -> String {
-    let n = DISPLAY_COUNT.fetch_add(1, Ordering::Relaxed);
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{id}-{}-{clock:x}-{n}", std::process::id())
-}
-
-/// A plotly figure with a DOM id and a title. Build one with the functions of
+/// A plotly figure with a name (the end of its DOM ids) and a title. Build one with the functions of
 /// [`figures`](super::figures), or wrap any [`Plot`] with [`Figure::new`].
 #[derive(Clone)]
 pub struct Figure {
@@ -101,8 +87,8 @@ impl fmt::Debug for Figure {
 }
 
 impl Figure {
-    /// Wraps `plot`. The id is derived from `title` (see [`dom_id`]); the
-    /// plot's layout is left as it is.
+    /// Wraps `plot`. The name is derived from `title` (see [`dom_id`]); the plot's layout is
+    /// left as it is.
     pub fn new(title: &str, plot: Plot) -> Figure {
         Figure {
             id: dom_id(title),
@@ -112,7 +98,8 @@ impl Figure {
         }
     }
 
-    /// Sets the DOM id (sanitised). A page that shows several figures needs distinct ids.
+    /// Sets the name (sanitised) that ends the figure's DOM ids; the page's [`FigureIds`] keep
+    /// them distinct.
     pub fn with_id(mut self, id: &str) -> Figure {
         self.id = dom_id(id);
         self
@@ -132,7 +119,7 @@ impl Figure {
         self
     }
 
-    /// The DOM id of the plot's `<div>` in [`Figure::to_html_fragment`].
+    /// The name that ends the DOM ids of the figure's displays.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -158,9 +145,9 @@ impl Figure {
     }
 
     /// A `<div>` and the `<script>` that draws the figure into it, without plotly.js (include
-    /// [`plotly_script_tag`] once in the page's `<head>`).
-    pub fn to_html_fragment(&self) -> String {
-        self.fragment(&self.id)
+    /// [`plotly_script_tag`] once in the page's `<head>`). The `<div>`'s id is the next of `ids`.
+    pub fn to_html_fragment(&self, ids: &mut FigureIds) -> String {
+        self.fragment(&ids.issue(&self.id))
     }
 
     /// A standalone offline HTML page: plotly.js inlined, no network access needed.
@@ -170,7 +157,7 @@ impl Figure {
              <title>{}</title>\n{}\n</head>\n<body>\n{}\n</body>\n</html>\n",
             escape_html(&self.title),
             plotly_script_tag(),
-            self.to_html_fragment()
+            self.to_html_fragment(&mut FigureIds::new("page"))
         )
     }
 
@@ -183,7 +170,7 @@ impl Figure {
     /// The evcxr display blocks (see the module header); `embed_plotly_js` puts plotly.js before
     /// the HTML fragment. [`Figure::evcxr_display`] prints this.
     pub fn evcxr_bundle(&self, embed_plotly_js: bool) -> String {
-        let dom = display_dom(&self.id);
+        let dom = notebook_figure_id(&self.id);
         let mut html = String::new();
         if embed_plotly_js {
             html.push_str(plotly_script_tag());
@@ -286,8 +273,12 @@ mod tests {
     fn fragment_has_data_and_no_plotly_js() {
         let fig = sample();
         assert_eq!(fig.id(), "sample-figure");
-        let html = fig.to_html_fragment();
-        assert!(html.contains("id=\"sample-figure\""));
+        let mut ids = FigureIds::new("test");
+        let html = fig.to_html_fragment(&mut ids);
+        assert!(html.contains("id=\"test-1-sample-figure\""));
+        assert!(fig
+            .to_html_fragment(&mut ids)
+            .contains("id=\"test-2-sample-figure\""));
         assert!(html.contains("[3.5,-7.25]"), "{html}");
         assert!(html.contains("curve \\u003c/script\\u003e"));
         assert_eq!(
@@ -319,6 +310,7 @@ mod tests {
         assert!(!page.contains("require(["));
         assert!(page.contains("<title>Sample figure</title>"));
         assert!(page.contains("[3.5,-7.25]"));
+        assert!(page.contains("id=\"page-1-sample-figure\""));
         let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
     }
@@ -339,7 +331,6 @@ mod tests {
         assert_eq!(std::env::var(PLOTLY_JS_SENT).as_deref(), Ok("1"));
         reset_notebook_plotly_js();
         assert!(first_plotly_js());
-        assert_ne!(display_dom("a"), display_dom("a"));
     }
 
     #[test]
@@ -365,6 +356,7 @@ mod tests {
             b[start..start + b[start..].find('"').unwrap()].to_owned()
         };
         assert_ne!(id_of(&with_js), id_of(&without));
-        assert!(id_of(&without).starts_with("sample-figure-"));
+        assert!(id_of(&without).starts_with("nb-"));
+        assert!(id_of(&without).ends_with("-sample-figure"));
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | builder | draws |
 //! |---|---|
-//! | [`map_grid_figure`] | contribution maps, one magma PNG `image` trace per map, titled |
+//! | [`map_grid_figure`] | contribution maps, one `heatmap` trace per map, titled, with colour bars ([`MapGridConfig`]) |
 //! | [`strongest_maps_figure`] | the maps of a layer's strongest neurons (largest Σ|c|) |
 //! | [`rgb_grid_figure`] | frames and reconstructions (planar RGB), laid out like the maps |
 //! | [`heatmap`] | a matrix (neurons × instances shares, frac maps); hover: row, column, value |
@@ -16,14 +16,20 @@
 //! | [`object_share_heatmap`] | [`ObjectShares`] of one layer: neurons × instances |
 //! | [`neuron_group_scatter`] | [`NeuronGroups`] on their PCA embedding, maps on hover |
 //!
-//! Maps are coloured like [`map_grid`]: each one min-max normalised on its own, constant maps
-//! black. User text (titles, names, labels) is shown literally (entity-escaped for plotly).
+//! **Map colours.** A grid's maps share one colour scale per kind, each with its colour bar:
+//! maps with negative values (signed contributions, differences) on a diverging scale centred at
+//! 0 (blue < 0 < red, symmetric about 0), the others (absolute values, magnitudes, fractions) on
+//! the paper's sequential magma from the smallest to the largest value. Hovering a map shows its
+//! title (the neuron, or the NeRV kernel `i→k`) and the value. Hover thumbnails are PNGs coloured
+//! like [`map_grid`]: each min-max normalised on its own. User text (titles, names, labels) is
+//! shown literally (entity-escaped for plotly).
 
 use base64::Engine as _;
 use image::{codecs::png::PngEncoder, RgbImage};
 use plotly::color::Rgb;
 use plotly::common::{
-    Anchor, ColorBar, ColorScale, ColorScaleElement, ColorScalePalette, Font, Marker, Mode,
+    Anchor, ColorBar, ColorScale, ColorScaleElement, ColorScalePalette, Font, Marker, Mode, Side,
+    Title,
 };
 use plotly::layout::{
     Annotation, Axis, AxisRange, AxisType, BoxMode, CategoryOrder, HoverMode, Margin,
@@ -127,14 +133,19 @@ struct Mosaic {
 }
 
 impl Mosaic {
-    /// About this many screen pixels wide (small maps are enlarged at most 4×).
+    /// The whole figure about this many screen pixels wide, colour bars included (small maps are
+    /// enlarged at most 8×, so that a grid of small thumbnails is still wide enough for its title
+    /// beside plotly's mode bar): it fits a notebook's output area and the report's column.
     const TARGET_PX: f64 = 1000.0;
     const MARGIN: usize = 10;
     const TOP: usize = 50;
 
-    fn new(n: usize, height: usize, width: usize, cols: usize) -> Mosaic {
+    /// `n` maps of `height·width`, `cols` per row, leaving `beside_px` screen pixels of the
+    /// target width to what sits beside them (colour bars).
+    fn new(n: usize, height: usize, width: usize, cols: usize, beside_px: usize) -> Mosaic {
         let cols = cols.clamp(1, n.max(1));
-        let scale = (Self::TARGET_PX / (cols * width) as f64).min(4.0);
+        let maps_px = Self::TARGET_PX - (2 * Self::MARGIN + beside_px) as f64;
+        let scale = (maps_px / (cols * width) as f64).min(8.0);
         Mosaic {
             cols,
             rows: n.div_ceil(cols),
@@ -183,32 +194,46 @@ impl Mosaic {
             )
     }
 
-    /// The image trace and the title annotation of map `k`.
-    fn place(&self, k: usize, name: &str, uri: String) -> (Box<Image>, Annotation) {
+    /// The title annotation of item `k`.
+    fn note(&self, k: usize, name: &str) -> Annotation {
         let (x0, y0) = self.origin(k);
-        let name = plotly_text(name);
-        let image = Image::new(Vec::<Vec<Rgb>>::new())
-            .source(uri)
-            .x0(x0)
-            .y0(y0)
-            .name(name.clone())
-            .hover_template("%{fullData.name}<extra></extra>");
-        let note = Annotation::new()
-            .text(name)
+        Annotation::new()
+            .text(plotly_text(name))
             .x(x0 + (self.width as f64 - 1.0) / 2.0)
             .y(y0 - 0.5)
             .x_ref("x")
             .y_ref("y")
             .y_anchor(Anchor::Bottom)
             .show_arrow(false)
-            .font(Font::new().size(11));
-        (image, note)
+            .font(Font::new().size(11))
+    }
+
+    /// The screen width of the maps' area, in pixels.
+    fn plot_px(&self) -> f64 {
+        self.extent().0 * self.scale
     }
 }
 
-/// A grid of contribution maps (each `height·width`, row-major), `cols` per row, each drawn as a
-/// plotly `image` trace with a magma PNG source and titled by `titles` (one per map, or empty for
-/// "map k"). Hovering a map shows its title. The figure is titled [`MAP_GRID_TITLE`].
+/// Options of [`map_grid_figure_with`].
+#[derive(Clone, Debug)]
+pub struct MapGridConfig {
+    /// Maps per row.
+    pub cols: usize,
+    /// What a value is ("contribution"): the colour bars' title and the hover's label.
+    pub value_label: String,
+}
+
+impl Default for MapGridConfig {
+    fn default() -> Self {
+        MapGridConfig {
+            cols: 4,
+            value_label: "value".into(),
+        }
+    }
+}
+
+/// A grid of maps (each `height·width`, row-major), `cols` per row, titled by `titles` (one per
+/// map, or empty for "map k"): [`map_grid_figure_with`] with the default value label.
 pub fn map_grid_figure(
     maps: &[&[f32]],
     height: usize,
@@ -216,10 +241,224 @@ pub fn map_grid_figure(
     titles: &[impl AsRef<str>],
     cols: usize,
 ) -> Result<Figure> {
-    mosaic_figure(maps, height, width, titles, cols, "map", |map| {
-        check_shape(map.len(), height, width, "map")?;
-        map_data_uri(map, height, width)
-    })
+    let config = MapGridConfig {
+        cols,
+        ..MapGridConfig::default()
+    };
+    map_grid_figure_with(maps, height, width, titles, &config)
+}
+
+/// A grid of maps (each `height·width`, row-major), each a `heatmap` trace titled by `titles`
+/// (one per map, or empty for "map k"), coloured as the module header says: one shared
+/// sequential scale for the maps without negative values, one diverging scale centred at 0 for
+/// the others, each with its colour bar. Hovering a map shows its title and the value (three
+/// significant digits, as the figure stores them). The figure is titled [`MAP_GRID_TITLE`].
+pub fn map_grid_figure_with(
+    maps: &[&[f32]],
+    height: usize,
+    width: usize,
+    titles: &[impl AsRef<str>],
+    config: &MapGridConfig,
+) -> Result<Figure> {
+    let names = grid_names(maps.len(), titles, "map")?;
+    for (k, map) in maps.iter().enumerate() {
+        check_shape(map.len(), height, width, &format!("map {k}"))?;
+    }
+    let mut scales = MapScales::new(maps, &config.value_label);
+    let bars_px = scales.bars() * COLOR_BAR_PX;
+    let mosaic = Mosaic::new(maps.len(), height, width, config.cols, bars_px);
+    let hover = format!(
+        "%{{fullData.name}}<br>{} %{{z:.3g}}<extra></extra>",
+        plotly_text(&config.value_label)
+    );
+    let mut plot = Plot::new();
+    let mut notes = Vec::with_capacity(maps.len());
+    for (k, (map, name)) in maps.iter().zip(&names).enumerate() {
+        let (x0, y0) = mosaic.origin(k);
+        let z: Vec<Vec<f32>> = map
+            .chunks(width)
+            .map(|row| row.iter().map(|&v| round_significant(v, 3)).collect())
+            .collect();
+        let x: Vec<f64> = (0..width).map(|c| x0 + c as f64).collect();
+        let y: Vec<f64> = (0..height).map(|r| y0 + r as f64).collect();
+        let trace = HeatMap::new(x, y, z)
+            .name(plotly_text(name))
+            .hover_template(hover.clone());
+        plot.add_trace(scales.style(trace, map, mosaic.plot_px()));
+        notes.push(mosaic.note(k, name));
+    }
+    let layout = mosaic
+        .layout(MAP_GRID_TITLE)
+        .margin(
+            Margin::new()
+                .left(Mosaic::MARGIN)
+                .right(Mosaic::MARGIN + bars_px)
+                .top(Mosaic::TOP)
+                .bottom(Mosaic::MARGIN),
+        )
+        .annotations(notes);
+    let width_px = layout_width(&mosaic) + bars_px;
+    plot.set_layout(layout.width(width_px));
+    Ok(Figure::new(MAP_GRID_TITLE, plot))
+}
+
+/// One map of a grid: x and y in mosaic pixels, rows of values.
+type MapTrace = HeatMap<f64, f64, Vec<f32>>;
+
+/// Screen pixels a colour bar with its tick labels takes beside a map grid.
+const COLOR_BAR_PX: usize = 90;
+
+fn layout_width(mosaic: &Mosaic) -> usize {
+    mosaic.plot_px().ceil() as usize + 2 * Mosaic::MARGIN
+}
+
+/// `titles` (one per item) or "`what` k".
+fn grid_names(n: usize, titles: &[impl AsRef<str>], what: &str) -> Result<Vec<String>> {
+    if n == 0 {
+        return Err(invalid(format!(
+            "a grid of {what}s needs at least one {what}"
+        )));
+    }
+    if !titles.is_empty() && titles.len() != n {
+        return Err(invalid(format!(
+            "a grid of {what}s: {} titles for {n} {what}s",
+            titles.len()
+        )));
+    }
+    Ok((0..n)
+        .map(|k| {
+            titles
+                .get(k)
+                .map_or_else(|| format!("{what} {k}"), |t| t.as_ref().to_owned())
+        })
+        .collect())
+}
+
+/// `v` rounded to `digits` significant digits (what a figure needs; it keeps its JSON small).
+pub(crate) fn round_significant(v: f32, digits: i32) -> f32 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let v = f64::from(v);
+    let scale = 10f64.powi(digits - 1 - v.abs().log10().floor() as i32);
+    ((v * scale).round() / scale) as f32
+}
+
+/// The colour scales of one map grid: the range of its unsigned maps (sequential) and the
+/// largest |value| of its signed ones (diverging), and where their colour bars go.
+struct MapScales {
+    sequential: Option<(f64, f64)>,
+    diverging: Option<f64>,
+    label: String,
+    /// Whether a trace already shows the sequential (0) or the diverging (1) bar.
+    shown: [bool; 2],
+}
+
+impl MapScales {
+    fn new(maps: &[&[f32]], label: &str) -> MapScales {
+        let (mut sequential, mut diverging) = (None::<(f64, f64)>, None::<f64>);
+        for map in maps {
+            let (lo, hi) = finite_range(map);
+            if lo < 0.0 {
+                let m = lo.abs().max(hi.abs());
+                diverging = Some(diverging.map_or(m, |d| d.max(m)));
+            } else if lo <= hi {
+                sequential = Some(sequential.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+        }
+        MapScales {
+            sequential,
+            diverging,
+            label: label.to_owned(),
+            shown: [false; 2],
+        }
+    }
+
+    /// How many colour bars the grid shows.
+    fn bars(&self) -> usize {
+        usize::from(self.sequential.is_some()) + usize::from(self.diverging.is_some())
+    }
+
+    /// Colours `trace` (of `map`) on its scale; the first trace of each scale shows its bar,
+    /// beside the maps' area of `plot_px` screen pixels.
+    fn style(&mut self, trace: Box<MapTrace>, map: &[f32], plot_px: f64) -> Box<MapTrace> {
+        let signed = finite_range(map).0 < 0.0;
+        let (lo, hi, scale, title, bar) = match (signed, self.sequential, self.diverging) {
+            (true, _, Some(m)) => {
+                let m = if m > 0.0 { m } else { 1.0 };
+                let title = if self.sequential.is_some() {
+                    format!("{} (signed)", self.label)
+                } else {
+                    self.label.clone()
+                };
+                (-m, m, diverging_scale(), title, self.bars() - 1)
+            }
+            (_, Some((lo, hi)), _) => {
+                let hi = if hi > lo { hi } else { lo + 1.0 };
+                (lo, hi, ColorMap::Magma.scale(), self.label.clone(), 0)
+            }
+            // A map of no finite value: nothing to colour.
+            _ => (0.0, 1.0, ColorMap::Magma.scale(), self.label.clone(), 0),
+        };
+        let x = 1.0 + (10.0 + (bar * COLOR_BAR_PX) as f64) / plot_px.max(1.0);
+        let kind = usize::from(signed && self.diverging.is_some());
+        let show = !std::mem::replace(&mut self.shown[kind], true);
+        trace
+            .color_scale(scale)
+            .zmin(lo)
+            .zmax(hi)
+            .show_scale(show)
+            .color_bar(
+                ColorBar::new()
+                    .title(Title::with_text(bar_title(&title)).side(Side::Top))
+                    .x(x)
+                    .x_anchor(Anchor::Left)
+                    .thickness(14),
+            )
+    }
+}
+
+/// A colour bar's title over its bar, wrapped into lines of about 12 characters so that it stays
+/// within the bar's [`COLOR_BAR_PX`] and never reaches the next bar.
+fn bar_title(label: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for word in label.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= 12 => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
+        .iter()
+        .map(|l| plotly_text(l))
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
+/// The smallest and largest finite value of `map` (`(∞, −∞)` when it has none).
+fn finite_range(map: &[f32]) -> (f64, f64) {
+    map.iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(f64::from(v)), b.max(f64::from(v)))
+        })
+}
+
+/// ColorBrewer's RdBu, blue for negative values, white at the centre, red for positive ones.
+fn diverging_scale() -> ColorScale {
+    const RDBU: [&str; 11] = [
+        "#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582",
+        "#d6604d", "#b2182b", "#67001f",
+    ];
+    ColorScale::Vector(
+        RDBU.iter()
+            .enumerate()
+            .map(|(i, c)| ColorScaleElement(i as f64 / 10.0, (*c).to_owned()))
+            .collect(),
+    )
 }
 
 /// The maps of the `count` neurons of `src` with the largest total |contribution|, strongest
@@ -240,7 +479,11 @@ pub fn strongest_maps_figure(src: &dyn NeuronMaps, count: usize, cols: usize) ->
         .collect();
     let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
     let (h, w) = src.size();
-    let fig = map_grid_figure(&refs, h, w, &titles, cols)?;
+    let config = MapGridConfig {
+        cols,
+        value_label: "contribution".into(),
+    };
+    let fig = map_grid_figure_with(&refs, h, w, &titles, &config)?;
     Ok(fig.with_title(&format!(
         "{}: the {} strongest neurons",
         src.layer(),
@@ -249,7 +492,8 @@ pub fn strongest_maps_figure(src: &dyn NeuronMaps, count: usize, cols: usize) ->
 }
 
 /// A grid of RGB images (planar `[3, height, width]` values in [0, 1], as frames and model
-/// outputs are), laid out and titled like [`map_grid_figure`]; the figure is titled "Images".
+/// outputs are), laid out and titled like [`map_grid_figure`], each a PNG `image` trace; the
+/// figure is titled "Images".
 pub fn rgb_grid_figure(
     images: &[&[f32]],
     height: usize,
@@ -257,54 +501,36 @@ pub fn rgb_grid_figure(
     titles: &[impl AsRef<str>],
     cols: usize,
 ) -> Result<Figure> {
-    let fig = mosaic_figure(images, height, width, titles, cols, "image", |planar| {
-        check_shape(planar.len(), 3 * height, width, "planar RGB image")?;
+    let names = grid_names(images.len(), titles, "image")?;
+    let mosaic = Mosaic::new(images.len(), height, width, cols, 0);
+    let mut plot = Plot::new();
+    let mut notes = Vec::with_capacity(images.len());
+    for (k, (planar, name)) in images.iter().zip(&names).enumerate() {
+        check_shape(
+            planar.len(),
+            3 * height,
+            width,
+            &format!("image {k}: planar RGB image"),
+        )?;
         let plane = height * width;
-        png_data_uri(&RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let uri = png_data_uri(&RgbImage::from_fn(width as u32, height as u32, |x, y| {
             let p = y as usize * width + x as usize;
             let byte = |c: usize| (planar[c * plane + p].clamp(0.0, 1.0) * 255.0).round() as u8;
             image::Rgb([byte(0), byte(1), byte(2)])
-        }))
-    })?;
-    Ok(fig.with_title("Images"))
-}
-
-/// One titled PNG `image` trace per item (`uri` encodes it) on a [`Mosaic`].
-fn mosaic_figure(
-    items: &[&[f32]],
-    height: usize,
-    width: usize,
-    titles: &[impl AsRef<str>],
-    cols: usize,
-    what: &str,
-    uri: impl Fn(&[f32]) -> Result<String>,
-) -> Result<Figure> {
-    if items.is_empty() {
-        return Err(invalid(format!(
-            "a grid of {what}s needs at least one {what}"
-        )));
+        }))?;
+        let (x0, y0) = mosaic.origin(k);
+        plot.add_trace(
+            Image::new(Vec::<Vec<Rgb>>::new())
+                .source(uri)
+                .x0(x0)
+                .y0(y0)
+                .name(plotly_text(name))
+                .hover_template("%{fullData.name}<extra></extra>"),
+        );
+        notes.push(mosaic.note(k, name));
     }
-    if !titles.is_empty() && titles.len() != items.len() {
-        return Err(invalid(format!(
-            "a grid of {what}s: {} titles for {} {what}s",
-            titles.len(),
-            items.len()
-        )));
-    }
-    let mosaic = Mosaic::new(items.len(), height, width, cols);
-    let mut plot = Plot::new();
-    let mut notes = Vec::with_capacity(items.len());
-    for (k, item) in items.iter().enumerate() {
-        let name = titles
-            .get(k)
-            .map_or_else(|| format!("{what} {k}"), |t| t.as_ref().to_owned());
-        let uri = uri(item).map_err(|e| invalid(format!("{what} {k}: {e}")))?;
-        let (image, note) = mosaic.place(k, &name, uri);
-        plot.add_trace(image);
-        notes.push(note);
-    }
-    plot.set_layout(mosaic.layout(MAP_GRID_TITLE).annotations(notes));
-    Ok(Figure::new(MAP_GRID_TITLE, plot))
+    plot.set_layout(mosaic.layout("Images").annotations(notes));
+    Ok(Figure::new("Images", plot))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -847,42 +1073,102 @@ mod tests {
     }
 
     #[test]
-    fn map_grid_draws_png_image_traces() {
-        // 2×3 maps: values 0..5 (min at (0,0), max at (1,2)) and a constant map.
-        let a = [0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0];
+    fn map_grid_draws_heatmaps_with_colour_bars() {
+        // 2×3 maps: an unsigned one (0..5), a constant one, a signed one (−2..1).
+        let a = [0.0f32, 1.0, 2.0, 3.0, 4.0, 5.123_456];
         let b = [7.0f32; 6];
-        let fig = map_grid_figure(&[&a, &b], 2, 3, &["n0", "n<1>"], 2).unwrap();
+        let c = [-2.0f32, 1.0, 0.0, 0.5, 0.25, -0.125];
+        let config = MapGridConfig {
+            cols: 2,
+            value_label: "contribution".into(),
+        };
+        let fig = map_grid_figure_with(&[&a, &b, &c], 2, 3, &["n0", "n<1>", "kernel 2→5"], &config)
+            .unwrap();
         let v = json(&fig);
         let data = v["data"].as_array().unwrap();
-        assert_eq!(data.len(), 2);
-        assert_eq!(data[0]["type"], "image");
+        assert_eq!(data.len(), 3);
+        assert!(data.iter().all(|t| t["type"] == "heatmap"));
         assert_eq!(data[1]["name"], "n&lt;1&gt;");
-        let img = decode_png(data[0]["source"].as_str().unwrap());
-        assert_eq!(img.dimensions(), (3, 2));
-        assert_eq!(*img.get_pixel(0, 0), magma(0.0));
-        assert_eq!(*img.get_pixel(2, 1), magma(1.0));
-        assert_eq!(*img.get_pixel(1, 0), magma(0.2));
-        let flat = decode_png(data[1]["source"].as_str().unwrap());
-        assert!(flat.pixels().all(|p| *p == magma(0.0)));
-        // Side by side, below the same title band.
-        assert_eq!(data[0]["x0"], 0.0);
-        assert_eq!(data[0]["y0"], data[1]["y0"]);
-        let notes = v["layout"]["annotations"].as_array().unwrap();
-        assert_eq!(notes[0]["text"], "n0");
-        // 4× enlargement: 2-pixel gaps, a 5-pixel title band, so an 8 × 7 mosaic.
-        assert_eq!(data[1]["x0"], 5.0);
-        assert_eq!(data[1]["y0"], 5.0);
+        // Values as stored: three significant digits.
+        assert_eq!(data[0]["z"][1][2].as_f64().unwrap() as f32, 5.12);
+        assert_eq!(data[2]["z"][0][0], -2.0);
+        // The unsigned maps share one sequential scale over their range (0..7.0) ...
         assert_eq!(
-            v["layout"]["xaxis"]["range"],
-            serde_json::json!([-0.5, 7.5])
+            (data[0]["zmin"].clone(), data[0]["zmax"].clone()),
+            (0.0.into(), 7.0.into())
         );
+        assert_eq!(data[1]["zmax"], 7.0);
+        assert_eq!(data[0]["colorscale"][0][1], {
+            let [r, g, b] = magma(0.0).0;
+            format!("rgb({r},{g},{b})")
+        });
+        // ... the signed one a diverging scale symmetric about 0, white in the middle.
+        assert_eq!(
+            (data[2]["zmin"].clone(), data[2]["zmax"].clone()),
+            ((-2.0).into(), 2.0.into())
+        );
+        assert_eq!(
+            data[2]["colorscale"][5],
+            serde_json::json!([0.5, "#f7f7f7"])
+        );
+        // Two colour bars side by side (one per scale, not one per map), titled by what the
+        // values are.
+        let shown: Vec<bool> = data.iter().map(|t| t["showscale"] == true).collect();
+        assert_eq!(shown, [true, false, true]);
+        assert_eq!(data[0]["colorbar"]["title"]["text"], "contribution");
+        assert_eq!(
+            data[2]["colorbar"]["title"]["text"],
+            "contribution<br>(signed)"
+        );
+        assert!(data[2]["colorbar"]["x"].as_f64() > data[0]["colorbar"]["x"].as_f64());
+        // Hover: the map's title and the value.
+        assert_eq!(
+            data[2]["hovertemplate"],
+            "%{fullData.name}<br>contribution %{z:.3g}<extra></extra>"
+        );
+        // Placement: 8× enlargement, 1-pixel gaps, a 3-pixel title band; map 1 right of map 0,
+        // map 2 on the second row.
+        assert_eq!(data[0]["x"], serde_json::json!([0.0, 1.0, 2.0]));
+        assert_eq!(data[1]["x"][0], 4.0);
+        assert_eq!(data[1]["y"], serde_json::json!([3.0, 4.0]));
+        assert_eq!(data[2]["y"], serde_json::json!([8.0, 9.0]));
         assert_eq!(
             v["layout"]["yaxis"]["range"],
-            serde_json::json!([6.5, -0.5])
+            serde_json::json!([9.5, -0.5])
         );
+        let notes = v["layout"]["annotations"].as_array().unwrap();
+        assert_eq!(notes[2]["text"], "kernel 2→5");
         assert_eq!(fig.title(), MAP_GRID_TITLE);
-        // No heatmap cells: the fragment is small and carries the PNGs.
-        assert!(fig.to_html_fragment().contains("data:image/png;base64,"));
+        assert_eq!(v["layout"]["margin"]["r"], 10 + 2 * COLOR_BAR_PX);
+
+        // Only unsigned maps: one bar, named by the label alone.
+        let one = json(&map_grid_figure(&[&a], 2, 3, &[] as &[&str], 1).unwrap());
+        assert_eq!(one["data"][0]["colorbar"]["title"]["text"], "value");
+        assert_eq!(one["data"][0]["name"], "map 0");
+        assert_eq!(one["layout"]["margin"]["r"], 10 + COLOR_BAR_PX);
+    }
+
+    #[test]
+    fn bar_titles_wrap_at_word_boundaries() {
+        assert_eq!(bar_title("contribution"), "contribution");
+        assert_eq!(
+            bar_title("min-max normalised (signed)"),
+            "min-max<br>normalised<br>(signed)"
+        );
+        assert_eq!(
+            bar_title("fraction of neurons above τ"),
+            "fraction of<br>neurons<br>above τ"
+        );
+        assert_eq!(bar_title("a <b>"), "a &lt;b&gt;");
+    }
+
+    #[test]
+    fn significant_rounding() {
+        assert_eq!(round_significant(5.123_456, 3), 5.12);
+        assert_eq!(round_significant(-0.000_123_46, 3), -0.000_123);
+        assert_eq!(round_significant(98_765.0, 3), 98_800.0);
+        assert_eq!(round_significant(0.0, 3), 0.0);
+        assert!(round_significant(f32::NAN, 3).is_nan());
     }
 
     #[test]
@@ -912,6 +1198,17 @@ mod tests {
         assert_eq!(v["data"].as_array().unwrap().len(), 2);
         assert_eq!(v["data"][0]["name"], "neuron 1 (60.0%)");
         assert_eq!(v["data"][1]["name"], "neuron 2 (30.0%)");
+        // neuron 1 = [−4, 2] is signed: diverging ±4; neuron 2 = [0, 3]: sequential 0..3.
+        assert_eq!(v["data"][0]["zmin"], -4.0);
+        assert_eq!(v["data"][0]["zmax"], 4.0);
+        assert_eq!(
+            (v["data"][1]["zmin"].clone(), v["data"][1]["zmax"].clone()),
+            (0.0.into(), 3.0.into())
+        );
+        assert!(v["data"][1]["hovertemplate"]
+            .as_str()
+            .unwrap()
+            .contains("contribution %{z"));
     }
 
     #[test]
@@ -1083,10 +1380,11 @@ mod tests {
         assert_eq!(img.dimensions(), (2, 1));
         assert_eq!(*img.get_pixel(0, 0), magma(1.0)); // point 1's map is [1, 0]
 
-        let html = fig.to_html_fragment();
+        let mut ids = crate::plot::html::FigureIds::new("t");
+        let html = fig.to_html_fragment(&mut ids);
         assert!(html.contains("plotly_hover"));
         assert!(html.contains("xinc hover images"));
-        assert!(html.contains(&format!("id=\"{}-hover\"", fig.id())));
+        assert!(html.contains(&format!("id=\"t-1-{}-hover\"", fig.id())));
         assert!(html.contains(uri), "thumbnails travel in the fragment");
         let bundle = fig.evcxr_bundle(true);
         assert!(bundle.starts_with("EVCXR_BEGIN_CONTENT text/html\n"));
@@ -1099,7 +1397,9 @@ mod tests {
         };
         let plain_fig = scatter_groups(&plain, "t").unwrap();
         assert!(!plain_fig.has_hover_panel());
-        assert!(!plain_fig.to_html_fragment().contains("plotly_hover"));
+        assert!(!plain_fig
+            .to_html_fragment(&mut ids)
+            .contains("plotly_hover"));
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! HTML and notebook plumbing shared by figures and tables: the embedded plotly.js, HTML and
 //! plotly-text escaping, script-safe JSON, DOM ids, and the evcxr MIME-bundle format.
 //!
+//! **Figure ids.** Every figure's DOM id comes from a [`FigureIds`]: `<scope>-<n>-<name>`, where
+//! the scope names the page (`report`, `page` for a standalone figure page, `nb-<session>` in a
+//! notebook kernel) and `n` counts the figures of that scope. Two figures of one page never share
+//! an id, the report's ids are the same on every run, and a notebook's outputs (whose kernel
+//! session is in the scope) never collide with a report's or with those of another kernel.
+//!
 //! **evcxr MIME bundles.** evcxr reads a value's display from stdout blocks
 //! `EVCXR_BEGIN_CONTENT <mime>\n…\nEVCXR_END_CONTENT`. All blocks printed while one cell runs are
 //! collected into a single map keyed by MIME type and sent as one Jupyter bundle, so printing
@@ -8,7 +14,7 @@
 //! (the frontend draws the richest one it can). Two displays of the *same* MIME type in one cell
 //! overwrite each other: display one figure or table per cell.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// The MIME type of a plotly figure as JSON (JupyterLab with the plotly extension, VS Code).
 pub const PLOTLY_MIME: &str = "application/vnd.plotly.v1+json";
@@ -96,6 +102,67 @@ pub fn dom_id(text: &str) -> String {
     }
 }
 
+/// Issues the DOM ids of one page's figures (see the module header).
+#[derive(Clone, Debug)]
+pub struct FigureIds {
+    scope: String,
+    issued: u64,
+}
+
+impl FigureIds {
+    /// Ids `<scope>-1-…`, `<scope>-2-…`, … (`scope` made safe by [`dom_id`]).
+    pub fn new(scope: &str) -> FigureIds {
+        FigureIds {
+            scope: dom_id(scope),
+            issued: 0,
+        }
+    }
+
+    /// The next id, ending in `name` made safe (a figure's title or chosen id).
+    pub fn issue(&mut self, name: &str) -> String {
+        self.issued += 1;
+        figure_dom_id(&self.scope, self.issued, name)
+    }
+
+    /// How many ids were issued.
+    pub fn issued(&self) -> u64 {
+        self.issued
+    }
+}
+
+/// The one spelling of a figure's DOM id.
+fn figure_dom_id(scope: &str, n: u64, name: &str) -> String {
+    format!("{scope}-{n}-{}", dom_id(name))
+}
+
+/// The kernel process's notebook scope and figure count live in its environment: evcxr links
+/// each cell with its own copy of xinc's statics, but every cell shares the process.
+const NOTEBOOK_SESSION: &str = "XINC_NOTEBOOK_SESSION";
+const NOTEBOOK_FIGURES: &str = "XINC_NOTEBOOK_FIGURES";
+/// Serialises this copy's reads and writes of the kernel's environment (cells run one at a time).
+pub(crate) static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// The next figure id of this notebook kernel: `nb-<session>-<n>-<name>`, the session made once
+/// per kernel process (its pid and start time), `n` counting every figure the kernel displayed.
+pub(crate) fn notebook_figure_id(name: &str) -> String {
+    let _guard = ENV_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let session = std::env::var(NOTEBOOK_SESSION).unwrap_or_else(|_| {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let session = format!("nb-{:x}{clock:x}", std::process::id());
+        std::env::set_var(NOTEBOOK_SESSION, &session);
+        session
+    });
+    let n = std::env::var(NOTEBOOK_FIGURES)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    std::env::set_var(NOTEBOOK_FIGURES, n.to_string());
+    figure_dom_id(&session, n, name)
+}
+
 /// Formats `(mime, content)` pairs as evcxr display blocks (one Jupyter bundle, see the module
 /// header). Ends with a newline.
 pub fn mime_bundle(parts: &[(&str, &str)]) -> String {
@@ -165,6 +232,29 @@ mod tests {
         assert_eq!(dom_id("  "), "figure");
         assert_eq!(dom_id("3 maps"), "fig-3-maps");
         assert_eq!(dom_id("a\"<script>"), "a-script");
+    }
+
+    #[test]
+    fn figure_ids_are_unique_per_scope_and_stable() {
+        let mut ids = FigureIds::new("Report");
+        assert_eq!(ids.issue("Contribution maps"), "report-1-contribution-maps");
+        assert_eq!(ids.issue("Contribution maps"), "report-2-contribution-maps");
+        assert_eq!(ids.issued(), 2);
+        let mut again = FigureIds::new("report");
+        assert_eq!(
+            again.issue("Contribution maps"),
+            "report-1-contribution-maps"
+        );
+        let a = notebook_figure_id("Contribution maps");
+        let b = notebook_figure_id("Contribution maps");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("nb-") && a.ends_with("-contribution-maps"),
+            "{a}"
+        );
+        let session = std::env::var(NOTEBOOK_SESSION).unwrap();
+        assert!(a.starts_with(&format!("{session}-")), "{a}");
+        assert!(b.starts_with(&format!("{session}-")), "{b}");
     }
 
     #[test]

@@ -1,8 +1,16 @@
 //! DataFrames as HTML tables, for reports and notebooks (polars has no HTML renderer in Rust).
 //!
-//! [`frame_to_html`] renders an escaped `<table>` (header with names and dtypes, the first rows,
-//! a shape caption); [`display_frame`] shows it in an evcxr notebook as a `text/html` bundle with
-//! polars' text table as the `text/plain` alternative.
+//! [`frame_to_html`] renders an escaped `<table>` in a [`TableStyle`]:
+//! * [`TableStyle::report`] (the report): a caption saying what the table is, column names, and
+//!   numbers rounded to three significant digits for reading (the Parquet files keep full
+//!   precision); no dtypes, no shape;
+//! * [`TableStyle::notebook`] ([`display_frame`]): the richer form a notebook reader works with:
+//!   a caption with the shape, each column's dtype under its name (the reader writes polars
+//!   expressions against them), four significant digits; the cell's `text/plain` alternative is
+//!   polars' own table at full precision.
+//!
+//! Floats print in plain notation between 10⁻³ and 10⁶ (`9310`, `0.0123`), otherwise as
+//! `1.23e-5`; integers, strings and booleans print as they are, nulls as `–`.
 
 use polars::prelude::{AnyValue, DataFrame};
 
@@ -11,31 +19,93 @@ use super::html::{escape_html, mime_bundle, print_bundle};
 /// Rows that [`display_frame`] shows.
 pub const DISPLAY_ROWS: usize = 25;
 
-/// An HTML `<table>` of `df`: a header of column names and dtypes, at most `max_rows` rows, a
-/// "… n more rows" row when rows were left out, and a `shape: (rows, columns)` caption. Every
-/// name and value is HTML-escaped; strings are shown without quotes.
-pub fn frame_to_html(df: &DataFrame, max_rows: usize) -> String {
+/// How [`frame_to_html`] shows a table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableStyle {
+    /// What the table is (escaped); `None` for none.
+    pub caption: Option<String>,
+    /// Add `(rows × columns)` to the caption.
+    pub shape: bool,
+    /// Show each column's dtype under its name.
+    pub dtypes: bool,
+    /// Significant digits of floats; `None` prints them as polars does.
+    pub digits: Option<usize>,
+    /// Rows shown; a "… n more rows" row says how many were left out.
+    pub max_rows: usize,
+}
+
+impl Default for TableStyle {
+    fn default() -> Self {
+        TableStyle {
+            caption: None,
+            shape: false,
+            dtypes: false,
+            digits: Some(3),
+            max_rows: 40,
+        }
+    }
+}
+
+impl TableStyle {
+    /// A report table: `caption`, three significant digits, no dtypes or shape, 40 rows.
+    pub fn report(caption: &str) -> TableStyle {
+        TableStyle {
+            caption: Some(caption.to_owned()),
+            ..TableStyle::default()
+        }
+    }
+
+    /// A notebook table: shape and dtypes, four significant digits, [`DISPLAY_ROWS`] rows.
+    pub fn notebook() -> TableStyle {
+        TableStyle {
+            shape: true,
+            dtypes: true,
+            digits: Some(4),
+            max_rows: DISPLAY_ROWS,
+            ..TableStyle::default()
+        }
+    }
+}
+
+/// An HTML `<table class="xinc-frame">` of `df` in `style`. Every name and value is
+/// HTML-escaped; strings are shown without quotes.
+pub fn frame_to_html(df: &DataFrame, style: &TableStyle) -> String {
     let (height, width) = df.shape();
     let mut html = String::from("<table class=\"xinc-frame\">\n");
-    html.push_str(&format!(
-        "<caption>shape: ({height}, {width})</caption>\n<thead>\n<tr>"
-    ));
+    let shape = style
+        .shape
+        .then(|| format!("({height} rows × {width} columns)"));
+    let caption: Vec<String> = [style.caption.as_deref().map(escape_html), shape]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !caption.is_empty() {
+        html.push_str(&format!("<caption>{}</caption>\n", caption.join(" ")));
+    }
+    html.push_str("<thead>\n<tr>");
     for col in df.columns() {
-        html.push_str(&format!(
-            "<th>{}<br><small>{}</small></th>",
-            escape_html(col.name()),
-            escape_html(&col.dtype().to_string())
-        ));
+        let name = escape_html(col.name());
+        if style.dtypes {
+            let dtype = escape_html(&col.dtype().to_string());
+            html.push_str(&format!("<th>{name}<br><small>{dtype}</small></th>"));
+        } else {
+            html.push_str(&format!("<th>{name}</th>"));
+        }
     }
     html.push_str("</tr>\n</thead>\n<tbody>\n");
-    let shown = height.min(max_rows);
+    let shown = height.min(style.max_rows);
     for row in 0..shown {
         html.push_str("<tr>");
         for col in df.columns() {
             let cell = col
                 .get(row)
-                .map_or_else(|e| format!("<{e}>"), |v| cell_text(&v));
-            html.push_str(&format!("<td>{}</td>", escape_html(&cell)));
+                .map_or_else(|e| format!("<{e}>"), |v| cell_text(&v, style.digits));
+            let class = if cell_is_number(&col.dtype().to_string()) {
+                " class=\"num\""
+            } else {
+                ""
+            };
+            html.push_str(&format!("<td{class}>{}</td>", escape_html(&cell)));
         }
         html.push_str("</tr>\n");
     }
@@ -50,25 +120,74 @@ pub fn frame_to_html(df: &DataFrame, max_rows: usize) -> String {
     html
 }
 
-/// A cell's text: strings without polars' quotes, everything else as polars prints it.
-fn cell_text(value: &AnyValue<'_>) -> String {
-    match value.get_str() {
-        Some(s) => s.to_owned(),
-        None => value.to_string(),
+/// Numeric dtypes are right-aligned.
+fn cell_is_number(dtype: &str) -> bool {
+    dtype.starts_with('f') || dtype.starts_with('i') || dtype.starts_with('u')
+}
+
+/// A cell's text: strings without polars' quotes, floats to `digits` significant digits, nulls as
+/// `–`, everything else as polars prints it.
+fn cell_text(value: &AnyValue<'_>, digits: Option<usize>) -> String {
+    match (value, digits) {
+        (AnyValue::Null, _) => "–".to_owned(),
+        (AnyValue::Float64(v), Some(d)) => format_significant(*v, d),
+        (AnyValue::Float32(v), Some(d)) => format_significant(f64::from(*v), d),
+        _ => match value.get_str() {
+            Some(s) => s.to_owned(),
+            None => value.to_string(),
+        },
+    }
+}
+
+/// `v` to `digits` significant digits, for reading: plain notation for 10⁻³ ≤ |v| < 10⁶
+/// (`9312.894231` → `9310`, `0.012345` → `0.0123`), scientific otherwise (`1.23e-5`), trailing
+/// zeros after the point dropped; `NaN`, `inf`, `-inf` as such.
+pub fn format_significant(v: f64, digits: usize) -> String {
+    if v.is_nan() {
+        return "NaN".to_owned();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    if v == 0.0 {
+        return "0".to_owned();
+    }
+    let digits = digits.max(1);
+    // The exponent after rounding (9.996 to 3 digits is 10.0, exponent 1).
+    let sci = format!("{:.*e}", digits - 1, v);
+    let exp: i32 = sci[sci.find('e').map_or(sci.len(), |i| i + 1)..]
+        .parse()
+        .unwrap_or(0);
+    if !(-3..6).contains(&exp) {
+        let (mantissa, _) = sci.split_at(sci.find('e').unwrap_or(sci.len()));
+        return format!("{}e{exp}", trim_zeros(mantissa));
+    }
+    let decimals = (digits as i32 - 1 - exp).max(0) as usize;
+    let scale = 10f64.powi(exp - (digits as i32 - 1));
+    let rounded = (v / scale).round() * scale;
+    trim_zeros(&format!("{rounded:.decimals$}"))
+}
+
+/// `1.500` → `1.5`, `2.000` → `2`; text without a point is left alone.
+fn trim_zeros(text: &str) -> String {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text.to_owned()
     }
 }
 
 /// The evcxr display blocks of `df` (see [`html`](super::html)): the table of
 /// [`frame_to_html`] as `text/html`, polars' text table as `text/plain`.
-pub fn frame_bundle(df: &DataFrame, max_rows: usize) -> String {
-    let html = frame_to_html(df, max_rows);
+pub fn frame_bundle(df: &DataFrame, style: &TableStyle) -> String {
+    let html = frame_to_html(df, style);
     let plain = df.to_string();
     mime_bundle(&[("text/html", &html), ("text/plain", &plain)])
 }
 
-/// Shows `df` in an evcxr notebook as an HTML table of its first [`DISPLAY_ROWS`] rows.
+/// Shows `df` in an evcxr notebook in [`TableStyle::notebook`].
 pub fn display_frame(df: &DataFrame) {
-    print_bundle(&frame_bundle(df, DISPLAY_ROWS));
+    print_bundle(&frame_bundle(df, &TableStyle::notebook()));
 }
 
 #[cfg(test)]
@@ -79,38 +198,81 @@ mod tests {
     fn sample() -> DataFrame {
         df![
             "name" => ["a<b", "c&d", "e", "f"],
-            "value" => [1.5f64, -2.0, 3.25, 4.0],
+            "value" => [9312.894231f64, -2.0, 0.012345, f64::NAN],
+            "count" => [1i64, 20, 300, 4000],
         ]
         .unwrap()
     }
 
     #[test]
-    fn table_escapes_and_truncates() {
-        let html = frame_to_html(&sample(), 2);
-        assert!(html.contains("<caption>shape: (4, 2)</caption>"));
+    fn significant_digits_for_reading() {
+        let cases = [
+            (9312.894231, "9310"),
+            (-2.0, "-2"),
+            (0.012345, "0.0123"),
+            (0.001, "0.001"),
+            (0.000123456, "1.23e-4"),
+            (1.5, "1.5"),
+            (9.996, "10"),
+            (999_999.0, "1e6"),
+            (123_456.0, "123000"),
+            (-2.565405758354497, "-2.57"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-inf"),
+            (0.0, "0"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(format_significant(v, 3), want, "{v}");
+        }
+        assert_eq!(format_significant(0.26464829, 4), "0.2646");
+    }
+
+    #[test]
+    fn report_table_has_caption_and_rounded_numbers_no_dtypes() {
+        let style = TableStyle {
+            max_rows: 2,
+            ..TableStyle::report("Pixels & neurons")
+        };
+        let html = frame_to_html(&sample(), &style);
         assert!(
-            html.contains("<th>name<br><small>str</small></th>"),
+            html.contains("<caption>Pixels &amp; neurons</caption>"),
             "{html}"
         );
+        assert!(html.contains("<th>name</th><th>value</th><th>count</th>"));
+        assert!(!html.contains("<small>"), "no dtype row");
+        assert!(!html.contains("shape"));
         assert!(html.contains("<td>a&lt;b</td>"));
-        assert!(html.contains("<td>c&amp;d</td>"));
-        assert!(
-            html.contains("<td>-2.0</td>") || html.contains("<td>-2</td>"),
-            "{html}"
-        );
+        assert!(html.contains("<td class=\"num\">9310</td>"), "{html}");
+        assert!(html.contains("<td class=\"num\">-2</td>"));
+        assert!(html.contains("<td class=\"num\">20</td>"));
         assert!(!html.contains("<td>e</td>"), "row 3 is cut");
         assert!(html.contains("… 2 more rows"));
         assert_eq!(html.matches("<tr>").count(), 4, "header, 2 rows, ellipsis");
-        let all = frame_to_html(&sample(), 10);
-        assert!(all.contains("<td>f</td>") && !all.contains("more rows"));
+    }
+
+    #[test]
+    fn notebook_table_keeps_dtypes_and_shape() {
+        let html = frame_to_html(&sample(), &TableStyle::notebook());
+        assert!(
+            html.contains("<caption>(4 rows × 3 columns)</caption>"),
+            "{html}"
+        );
+        assert!(html.contains("<th>name<br><small>str</small></th>"));
+        assert!(html.contains("<th>value<br><small>f64</small></th>"));
+        assert!(html.contains(">9313<") && html.contains(">0.01235<") && html.contains(">NaN<"));
+        assert!(!html.contains("more rows"));
     }
 
     #[test]
     fn bundle_is_html_then_text() {
-        let bundle = frame_bundle(&sample(), 3);
+        let bundle = frame_bundle(&sample(), &TableStyle::notebook());
         assert!(bundle.starts_with("EVCXR_BEGIN_CONTENT text/html\n<table"));
         assert!(bundle.contains("EVCXR_END_CONTENT\nEVCXR_BEGIN_CONTENT text/plain\n"));
         assert!(bundle.contains("a<b"), "the text table is not escaped");
+        assert!(
+            bundle.contains("9312.894231"),
+            "the text table keeps full precision"
+        );
         assert!(bundle.ends_with("EVCXR_END_CONTENT\n"));
     }
 }

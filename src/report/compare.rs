@@ -5,6 +5,7 @@
 use polars::prelude::*;
 use serde::Serialize;
 
+use super::claims::ClaimKind;
 use super::sections::{Headlines, LayerHeadline};
 use super::{Report, Section};
 use crate::analysis::table_error;
@@ -14,6 +15,8 @@ use crate::error::Result;
 /// One claim's verdict under both methods.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClaimComparison {
+    pub kind: ClaimKind,
+    /// The claim in the paper's words.
     pub claim: String,
     pub official: bool,
     pub conservative: bool,
@@ -50,13 +53,14 @@ impl MethodComparison {
             .claims
             .iter()
             .map(|c| ClaimComparison {
-                claim: c.claim.clone(),
-                official: c.holds,
+                kind: c.kind,
+                claim: c.statement.clone(),
+                official: c.holds(),
                 conservative: conservative
                     .claims
                     .iter()
-                    .find(|d| d.claim == c.claim)
-                    .is_some_and(|d| d.holds),
+                    .find(|d| d.kind == c.kind)
+                    .is_some_and(|d| d.holds()),
             })
             .collect();
         MethodComparison {
@@ -75,8 +79,8 @@ fn quantities(l: &LayerHeadline) -> Vec<(String, f64)> {
             "median pixels per live neuron (fraction of the frame)".into(),
             l.median_pixels_fraction,
         ),
-        ("neurons per pixel, τ(0.1)".into(), l.neurons_per_pixel[0]),
-        ("neurons per pixel, τ(0.5)".into(), l.neurons_per_pixel[1]),
+        ("neurons per pixel, τ(0.1)".into(), l.neurons_per_pixel_t01),
+        ("neurons per pixel, τ(0.5)".into(), l.neurons_per_pixel_t05),
         ("Pearson(heat, intensity)".into(), l.pearson_intensity),
         (
             "Spearman(|heat − intensity|, edges)".into(),
@@ -124,7 +128,7 @@ pub fn numbers_table(cmp: &MethodComparison) -> Result<DataFrame> {
             .motion
             .iter()
             .find(|c| c.layer == m.layer && c.frame == m.frame);
-        model.push("NeRV".into());
+        model.push(m.model.clone());
         layer.push(m.layer.clone());
         quantity.push(format!("Pearson(D_t, flow), frame {}", m.frame));
         official.push(m.pearson);
@@ -144,11 +148,19 @@ pub fn numbers_table(cmp: &MethodComparison) -> Result<DataFrame> {
 pub fn claims_table(cmp: &MethodComparison) -> Result<DataFrame> {
     df!(
         "claim" => cmp.claims.iter().map(|c| c.claim.clone()).collect::<Vec<_>>(),
-        "official" => cmp.claims.iter().map(|c| c.official).collect::<Vec<_>>(),
-        "conservative" => cmp.claims.iter().map(|c| c.conservative).collect::<Vec<_>>(),
+        "official" => cmp.claims.iter().map(|c| yes_no(c.official)).collect::<Vec<_>>(),
+        "conservative" => cmp.claims.iter().map(|c| yes_no(c.conservative)).collect::<Vec<_>>(),
         "verdict" => cmp.claims.iter().map(|c| c.verdict().to_string()).collect::<Vec<_>>(),
     )
     .map_err(|e| table_error("claims by method", e))
+}
+
+fn yes_no(holds: bool) -> &'static str {
+    if holds {
+        "supported"
+    } else {
+        "not supported"
+    }
 }
 
 /// Adds the comparison section and its two tables (`method_comparison`, `claims_by_method`).

@@ -13,6 +13,7 @@
 //! block on the first analysed frame, streamed). Sections live in [`sections`]; this module holds
 //! the page and the table collection.
 
+mod claims;
 mod compare;
 mod sections;
 
@@ -28,12 +29,13 @@ use crate::canvas::Method;
 use crate::data::panoptic::Clip;
 use crate::error::{Result, XincError};
 use crate::plot::figure::Figure;
-use crate::plot::html::{escape_html, plotly_script_tag};
-use crate::plot::table::frame_to_html;
+use crate::plot::html::{escape_html, plotly_script_tag, FigureIds};
+use crate::plot::table::{frame_to_html, TableStyle};
 use crate::study::Study;
 
+pub use claims::{Claim, ClaimKind, Evidence, EvidenceColumn, EvidenceRow, Verdict};
 pub use compare::{ClaimComparison, MethodComparison};
-pub use sections::Headlines;
+pub use sections::{Headlines, LayerHeadline, MotionHeadline};
 
 /// What to analyse and where to write.
 #[derive(Clone, Debug)]
@@ -75,7 +77,13 @@ struct Section {
     id: &'static str,
     title: &'static str,
     intro: String,
-    items: Vec<String>,
+    items: Vec<Item>,
+}
+
+/// A table (its HTML) or a figure (drawn when the page is, with the page's figure ids).
+enum Item {
+    Html(String),
+    Figure(Box<Figure>),
 }
 
 impl Section {
@@ -89,15 +97,31 @@ impl Section {
     }
 
     fn figure(&mut self, fig: Figure) {
-        self.items.push(fig.to_html_fragment());
+        self.items.push(Item::Figure(Box::new(fig)));
     }
 
+    /// The section's HTML, its figures' ids issued by `ids`.
+    fn to_html(&self, ids: &mut FigureIds) -> String {
+        let mut html = format!(
+            "<section id=\"{}\"><h2>{}</h2>\n<p>{}</p>\n",
+            self.id,
+            escape_html(self.title),
+            self.intro
+        );
+        for item in &self.items {
+            match item {
+                Item::Html(h) => html += h,
+                Item::Figure(fig) => html += &fig.to_html_fragment(ids),
+            }
+            html += "\n";
+        }
+        html + "</section>\n"
+    }
+
+    /// `df` as a report table (caption, three significant digits; `stats/` keeps every digit).
     fn table(&mut self, caption: &str, df: &DataFrame) {
-        self.items.push(format!(
-            "<h4>{}</h4>\n{}",
-            escape_html(caption),
-            frame_to_html(df, 40)
-        ));
+        self.items
+            .push(Item::Html(frame_to_html(df, &TableStyle::report(caption))));
     }
 }
 
@@ -144,7 +168,9 @@ impl Report {
         Ok(written)
     }
 
-    fn page(&self, clip: &Clip, headlines: &Headlines, method: Method) -> String {
+    /// The page; every figure's DOM id is issued here, from one [`FigureIds`], in page order.
+    fn page(&self, clip: &Clip, headlines: &Headlines, method: Method) -> Result<String> {
+        let mut ids = FigureIds::new("report");
         let mut html = String::from("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n");
         html += &format!(
             "<title>xinc report: {}</title>\n{}\n<style>{STYLE}</style></head><body>\n",
@@ -160,8 +186,7 @@ impl Report {
              <a href=\"#methods\">Which conclusions survive an exact decomposition</a> compares \
              both when it is present).</p>\n"
         );
-        html += &headlines.to_html();
-        html += "<nav><ul>";
+        html += "<nav><ul><li><a href=\"#findings\">Findings</a></li>";
         for s in &self.sections {
             html += &format!(
                 "<li><a href=\"#{}\">{}</a></li>",
@@ -170,31 +195,29 @@ impl Report {
             );
         }
         html += "</ul></nav>\n";
+        html += &headlines.to_html()?;
         for s in &self.sections {
-            html += &format!(
-                "<section id=\"{}\"><h2>{}</h2>\n<p>{}</p>\n",
-                s.id,
-                escape_html(s.title),
-                s.intro
-            );
-            for item in &s.items {
-                html += item;
-                html += "\n";
-            }
-            html += "</section>\n";
+            html += &s.to_html(&mut ids);
         }
-        html += "<h2>Timings</h2><table class=\"t\"><tr><th>step</th><th>seconds</th></tr>";
+        html += "<h2>Timings</h2><table class=\"xinc-frame\"><caption>Wall time of each step \
+                 of this report</caption><tr><th>step</th><th>seconds</th></tr>";
         for (what, s) in &self.timings {
-            html += &format!("<tr><td>{}</td><td>{s:.2}</td></tr>", escape_html(what));
+            html += &format!(
+                "<tr><td>{}</td><td class=\"num\">{s:.2}</td></tr>",
+                escape_html(what)
+            );
         }
         html += "</table></body></html>\n";
-        html
+        Ok(html)
     }
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}\
-    table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}\
-    section{margin-top:2em}.claim-yes{color:#060}.claim-no{color:#a00}";
+    table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0 1.5em}\
+    td,th{border:1px solid #ccc;padding:2px 6px}th{background:#f4f4f4}td.num{text-align:right;\
+    font-variant-numeric:tabular-nums}caption{caption-side:top;text-align:left;font-weight:bold;\
+    padding:4px 0}section{margin-top:2em}.claim{margin:1em 0 2em}.claim h3{margin-bottom:0.2em}\
+    .source{color:#666;font-size:0.85em;margin-top:0}.claim-yes{color:#060}.claim-no{color:#a00}";
 
 /// What [`write_report`] wrote.
 #[derive(Clone, Debug, Serialize)]
@@ -257,7 +280,7 @@ pub fn write_report(study: &Study, opts: &ReportOptions) -> Result<ReportOutput>
     };
     let tables = report.write_tables(&opts.out.join("stats"))?;
     let index = opts.out.join("index.html");
-    let page = report.page(&study.clip, &headlines, opts.method);
+    let page = report.page(&study.clip, &headlines, opts.method)?;
     crate::io::write_atomic(&index, |f| f.write_all(page.as_bytes()))?;
     let summary = opts.out.join("summary.json");
     let seconds = start.elapsed().as_secs_f64();
@@ -272,4 +295,51 @@ pub fn write_report(study: &Study, opts: &ReportOptions) -> Result<ReportOutput>
     };
     crate::io::save_json(&summary, &out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plot::figures::map_grid_figure;
+
+    #[test]
+    fn figures_of_a_page_never_share_an_id() {
+        // Two sections, each with two map grids of the same default title (the old collision).
+        let map = [0.0f32, 1.0, -1.0, 2.0];
+        let grid = || map_grid_figure(&[&map[..]], 2, 2, &["m"], 1).unwrap();
+        let mut ids = FigureIds::new("report");
+        let mut html = String::new();
+        for id in ["a", "b"] {
+            let mut sec = Section::new(id, "t", "");
+            sec.figure(grid());
+            sec.table("numbers", &df!("x" => [1.23456f64]).unwrap());
+            sec.figure(grid());
+            html += &sec.to_html(&mut ids);
+        }
+        let found: Vec<String> = html
+            .match_indices("<div id=\"")
+            .map(|(i, _)| {
+                let rest = &html[i + 9..];
+                rest[..rest.find('"').unwrap()].to_owned()
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "report-1-contribution-maps",
+                "report-2-contribution-maps",
+                "report-3-contribution-maps",
+                "report-4-contribution-maps"
+            ]
+        );
+        for id in &found {
+            assert_eq!(
+                html.matches(&format!("\"{id}\"")).count(),
+                2,
+                "{id}: div and script"
+            );
+        }
+        assert!(html.contains("<caption>numbers</caption>"));
+        assert!(html.contains(">1.23<"));
+    }
 }

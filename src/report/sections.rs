@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::claims::{claims, Claim};
 use super::{Report, ReportOptions, Section};
 use crate::analysis::distributed::{distributed_from_rows, PAPER_TARGETS};
 use crate::analysis::groups::{neuron_groups, neuron_vectors, Features, GroupOptions, THUMBNAIL};
@@ -29,9 +30,9 @@ use crate::data::optical_flow::FarnebackParams;
 use crate::data::panoptic::{Clip, PanopticFrame};
 use crate::error::Result;
 use crate::models::nerv::Nerv;
-use crate::plot::figures::{box_plots, map_grid_figure, sorted_curves, BoxGroup, LineStyle};
+use crate::plot::figures::MapGridConfig;
+use crate::plot::figures::{box_plots, map_grid_figure_with, sorted_curves, BoxGroup, LineStyle};
 use crate::plot::figures::{neuron_group_scatter, object_share_heatmap};
-use crate::plot::html::escape_html;
 use crate::study::Study;
 
 /// The headline numbers of one analysed layer (first analysed frame).
@@ -43,37 +44,34 @@ pub struct LayerHeadline {
     pub dead_fraction: f64,
     /// Median pixels per live neuron (share > 1/N), as a fraction of the frame.
     pub median_pixels_fraction: f64,
-    /// Mean fraction of neurons above τ per pixel, t = 0.1 and 0.5.
-    pub neurons_per_pixel: [f64; 2],
+    /// Mean fraction of neurons above τ(0.1) per pixel.
+    pub neurons_per_pixel_t01: f64,
+    /// Mean fraction of neurons above τ(0.5) per pixel.
+    pub neurons_per_pixel_t05: f64,
     pub pearson_intensity: f64,
     pub spearman_absdiff_edges: f64,
     /// Mean within-category minus mean between-category correlation of instance profiles.
     pub semantics_gap: f64,
     pub area_spearman: f64,
-    /// The partition with the lowest median log std: official and corrected modes.
-    pub lowest_partition: [String; 2],
-    /// Median log std per partition (instances, RGB, Gabor, grid), official mode.
-    pub median_log_std: Vec<(String, f64)>,
+    /// The partition with the lowest median log std, official mode.
+    pub lowest_partition_official: String,
+    /// The partition with the lowest median log std, corrected mode.
+    pub lowest_partition_corrected: String,
+    /// Median log std of δ per partition (instances, rgb, gabor, grid), official mode.
+    pub median_log_std: BTreeMap<String, f64>,
     pub group_ari: f64,
 }
 
 /// One motion comparison.
 #[derive(Clone, Debug, Serialize)]
 pub struct MotionHeadline {
+    pub model: String,
     pub layer: String,
     pub frame: usize,
     pub pearson: f64,
     pub spearman: f64,
     pub iou_top10: f64,
     pub flow_source: String,
-}
-
-/// One of the paper's claims, whether the numbers support it, and why.
-#[derive(Clone, Debug, Serialize)]
-pub struct Claim {
-    pub claim: String,
-    pub holds: bool,
-    pub evidence: String,
 }
 
 /// Everything the report concludes, also written to `summary.json`.
@@ -286,12 +284,12 @@ fn neurons_distributed_intensity(
             r.add_table("intensity", it.to_frame()?);
             h.pearson_intensity = it.pearson_intensity;
             h.spearman_absdiff_edges = it.spearman_absdiff_edges;
-            let maps = [&it.intensity_norm, &it.edges, &it.heat_norm, &it.diff];
-            let titles = ["intensity", "Sobel edges", "heat", "heat − intensity"]
-                .map(|t| format!("{label}: {t}"));
+            let (titles, maps): (Vec<&str>, Vec<Vec<f32>>) = it.panels().into_iter().unzip();
             let (hh, ww) = src.size();
             let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
-            inten.figure(map_grid_figure(&refs, hh, ww, &titles, 4)?);
+            // The figure's title names the layer: the maps' titles stay short.
+            let fig = map_grid_figure_with(&refs, hh, ww, &titles, &grid(4, "min-max normalised"))?;
+            inten.figure(fig.with_title(&format!("{label}: heat, intensity and edges")));
         }
     }
     let style = LineStyle {
@@ -308,7 +306,9 @@ fn neurons_distributed_intensity(
     if let Some(first) = units.first().and_then(|u| u.layers.first()) {
         let (hh, ww) = first.size();
         let refs: Vec<&[f32]> = frac_maps.iter().map(|m| m.as_slice()).collect();
-        dist.figure(map_grid_figure(&refs, hh, ww, &frac_titles, 4)?);
+        let config = grid(4, "fraction of neurons above τ");
+        let fig = map_grid_figure_with(&refs, hh, ww, &frac_titles, &config)?;
+        dist.figure(fig.with_title("Neurons per pixel: the fraction of neurons above τ(t)"));
     }
     for (name, caption) in [
         ("distributed_summary", "Pixels per neuron"),
@@ -341,9 +341,14 @@ fn fill_distributed(
         .collect();
     live.sort_unstable();
     h.median_pixels_fraction = live.get(live.len() / 2).map_or(0.0, |&m| m as f64) / pixels as f64;
-    for (slot, npp) in h.neurons_per_pixel.iter_mut().zip(&d.per_pixel) {
-        *slot = npp.mean;
-    }
+    let mean_at = |t: f64| {
+        d.per_pixel
+            .iter()
+            .find(|npp| npp.t == t)
+            .map_or(f64::NAN, |npp| npp.mean)
+    };
+    h.neurons_per_pixel_t01 = mean_at(0.1);
+    h.neurons_per_pixel_t05 = mean_at(0.5);
 }
 
 /// The per-neuron table of the NeRV blocks before the last, first analysed frame, streamed.
@@ -461,10 +466,7 @@ fn partitions(
          responses, signed grid δ. Corrected mode: contiguous cells, 24 float Gabor kernels, |δ| \
          everywhere, \"other\" = complement.",
     );
-    for (mode, fidelity) in [Fidelity::Official, Fidelity::Corrected]
-        .into_iter()
-        .enumerate()
-    {
+    for fidelity in [Fidelity::Official, Fidelity::Corrected] {
         let mut results = Vec::new();
         let mut boxes = Vec::new();
         for &i in firsts {
@@ -479,7 +481,11 @@ fn partitions(
                 let summary = v.summary();
                 let lowest = summary.iter().find(|s| s.rank == 1).map(|s| s.kind.name());
                 let hl = headline(heads, &u.model, src.as_ref());
-                hl.lowest_partition[mode] = lowest.unwrap_or("none").to_string();
+                let lowest = lowest.unwrap_or("none").to_string();
+                match fidelity {
+                    Fidelity::Official => hl.lowest_partition_official = lowest,
+                    Fidelity::Corrected => hl.lowest_partition_corrected = lowest,
+                }
                 if fidelity == Fidelity::Official {
                     hl.median_log_std = summary
                         .iter()
@@ -521,6 +527,10 @@ fn partitions(
 /// B.5: contribution change against the flow, head and last block, frames of `opts`.
 fn motion(r: &mut Report, study: &Study, opts: &ReportOptions) -> Result<Vec<MotionHeadline>> {
     let (clip, nerv) = (&study.clip, study.nerv()?);
+    let nerv_name = study
+        .nerv
+        .as_ref()
+        .map_or_else(String::new, |n| n.name.clone());
     let mut sec = Section::new(
         "motion",
         "Motion vs change in contribution (B.5)",
@@ -557,7 +567,8 @@ fn motion(r: &mut Report, study: &Study, opts: &ReportOptions) -> Result<Vec<Mot
         }
         let [h, w] = clip.size;
         let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
-        sec.figure(map_grid_figure(&refs, h, w, &titles, 3)?);
+        let fig = map_grid_figure_with(&refs, h, w, &titles, &grid(3, "min-max normalised"))?;
+        sec.figure(fig.with_title(&format!("Flow and contribution change, frame {t}")));
     }
     if results.is_empty() {
         return Ok(Vec::new());
@@ -569,6 +580,7 @@ fn motion(r: &mut Report, study: &Study, opts: &ReportOptions) -> Result<Vec<Mot
     Ok(results
         .iter()
         .map(|m| MotionHeadline {
+            model: nerv_name.clone(),
             layer: m.layer.clone(),
             frame: m.frame,
             pearson: m.pearson,
@@ -637,6 +649,14 @@ fn groups(
     Ok(())
 }
 
+/// A map grid of `cols` columns whose values are `value_label`.
+fn grid(cols: usize, value_label: &str) -> MapGridConfig {
+    MapGridConfig {
+        cols,
+        value_label: value_label.into(),
+    }
+}
+
 fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
     for i in items {
@@ -647,124 +667,18 @@ fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     out
 }
 
-/// The paper's claims, each checked against a stated criterion.
-fn claims(h: &Headlines) -> Vec<Claim> {
-    let layers = &h.layers;
-    let all = |f: &dyn Fn(&LayerHeadline) -> bool| !layers.is_empty() && layers.iter().all(f);
-    let list = |f: &dyn Fn(&LayerHeadline) -> String| {
-        layers
-            .iter()
-            .map(|l| format!("{} {}: {}", l.model, l.layer, f(l)))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let lowest_grid = |mode: usize| {
-        layers
-            .iter()
-            .filter(|l| l.lowest_partition[mode] == "grid")
-            .count()
-    };
-    let texture_over_objects = |l: &LayerHeadline| {
-        let get = |name: &str| {
-            l.median_log_std
-                .iter()
-                .find(|(k, _)| k == name)
-                .map_or(f64::NAN, |x| x.1)
-        };
-        get("rgb").max(get("gabor")) > get("instances")
-    };
-    let mut out = vec![
-        Claim {
-            claim: "distributed: most pixels get meaningful contributions from many neurons".into(),
-            holds: all(&|l| l.neurons_per_pixel[0] >= 0.1),
-            evidence: format!(
-                "criterion: mean fraction of neurons above τ(0.1) ≥ 0.1 in every layer; {}",
-                list(&|l| format!(
-                    "{:.3} (median pixels per live neuron {:.1}% of the frame, {:.0}% dead)",
-                    l.neurons_per_pixel[0],
-                    100.0 * l.median_pixels_fraction,
-                    100.0 * l.dead_fraction
-                ))
-            ),
-        },
-        Claim {
-            claim: "contributions follow intensity; deviations mark edges".into(),
-            holds: all(&|l| l.pearson_intensity > 0.3),
-            evidence: format!(
-                "criterion: Pearson(heat, intensity) > 0.3 in every layer; {}",
-                list(&|l| format!(
-                    "r = {:.3}, ρ(|diff|, edges) = {:.3}",
-                    l.pearson_intensity, l.spearman_absdiff_edges
-                ))
-            ),
-        },
-        Claim {
-            claim: "space-agnostic: grid cells vary least".into(),
-            holds: lowest_grid(0) * 2 > layers.len(),
-            evidence: format!(
-                "criterion: grid has the lowest median log std in most layers; official mode {}/{} layers, corrected mode {}/{} layers",
-                lowest_grid(0),
-                layers.len(),
-                lowest_grid(1),
-                layers.len()
-            ),
-        },
-        Claim {
-            claim: "colour/edge-biased: RGB or Gabor clusters vary more than instances".into(),
-            holds: all(&|l| texture_over_objects(l)),
-            evidence: format!(
-                "criterion: max(median log std RGB, Gabor) > instances in every layer (official mode); {}",
-                list(&|l| format!("{:?}", l.median_log_std))
-            ),
-        },
-        Claim {
-            claim: "no object semantics".into(),
-            holds: all(&|l| l.semantics_gap.is_nan() || l.semantics_gap <= 0.2),
-            evidence: format!(
-                "criterion: within-category minus between-category profile correlation ≤ 0.2 in every layer; {}",
-                list(&|l| format!("gap {:.3}, ρ(area, neurons) {:.3}", l.semantics_gap, l.area_spearman))
-            ),
-        },
-    ];
-    if !h.motion.is_empty() {
-        let mean = h.motion.iter().map(|m| m.pearson).sum::<f64>() / h.motion.len() as f64;
-        out.push(Claim {
-            claim: "motion-dominated: contribution change tracks optical flow".into(),
-            holds: mean > 0.3,
-            evidence: format!(
-                "criterion: mean Pearson(D_t, flow) > 0.3; {}",
-                h.motion
-                    .iter()
-                    .map(|m| format!(
-                        "{} t={}: r {:.3}, ρ {:.3}, IoU top 10% {:.3} ({})",
-                        m.layer, m.frame, m.pearson, m.spearman, m.iou_top10, m.flow_source
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        });
-    }
-    out
-}
-
 impl Headlines {
-    /// The claims as an HTML list, for the top of the page.
-    pub(super) fn to_html(&self) -> String {
-        let mut html = String::from("<h2>Findings</h2><ul>");
+    /// The findings for the top of the page: each claim in the paper's words, its verdict, the
+    /// criterion and the table of the numbers that decide it.
+    pub(super) fn to_html(&self) -> Result<String> {
+        let mut html = String::from(
+            "<h2 id=\"findings\">Findings</h2>\n<p>Each of the paper's claims, checked against \
+             the numbers of the sections below.</p>\n",
+        );
         for c in &self.claims {
-            html += &format!(
-                "<li><b class=\"{}\">{}</b> {}<br><small>{}</small></li>",
-                if c.holds { "claim-yes" } else { "claim-no" },
-                if c.holds {
-                    "supported:"
-                } else {
-                    "not supported:"
-                },
-                escape_html(&c.claim),
-                escape_html(&c.evidence)
-            );
+            html += &c.to_html()?;
         }
-        html + "</ul>"
+        Ok(html)
     }
 }
 
