@@ -1,6 +1,8 @@
 //! The `xinc` command-line tool: train or import INRs, compute their canvas, render, and run the
 //! demo main job. Each subcommand is a thin layer over the library.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,9 +23,8 @@ use xinc::data::synthetic::street_scene;
 use xinc::dataset::{run_task, BatchConfig, Stats};
 use xinc::device_check::{check_device, DeviceCheckOptions};
 use xinc::models::ffn::{Ffn, FfnConfig};
-use xinc::models::import::{
-    ffn_config_from_tensors, ffn_config_from_yaml, read_nerv_tensors, read_official_tensors,
-};
+use xinc::models::import::{read_ffn_weights, read_nerv_weights};
+use xinc::models::limits::{self, Limit};
 use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::{Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord};
 use xinc::polars::prelude::{col, UniqueKeepStrategy};
@@ -109,14 +110,14 @@ struct CheckDeviceArgs {
     #[arg(long, default_value = "out/device-check")]
     out: PathBuf,
     /// Timed device runs per layer (after one warm-up).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count("--repeats", 1, limits::REPEATS))]
     repeats: usize,
     /// NeRV frames whose canvas is checked and timed.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = count("--frames", 1, limits::FRAMES))]
     frames: usize,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = count("--ffn-iters", 1, limits::STEPS))]
     ffn_iters: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = count("--nerv-epochs", 1, limits::STEPS))]
     nerv_epochs: usize,
 }
 
@@ -125,7 +126,7 @@ struct SynthArgs {
     /// `cityscapes-vps` or `vipseg`.
     #[arg(long, default_value = "cityscapes-vps")]
     format: DatasetFormat,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = count("--frames", 1, limits::FRAMES))]
     frames: usize,
     /// Frame size HxW.
     #[arg(long, default_value = "256x512", value_parser = parse_size)]
@@ -181,11 +182,11 @@ struct TrainNervArgs {
     /// The official flags that shape the model (frame size = fc_hw × strides).
     #[arg(long, default_value = PAPER_NERV_ARGS, allow_hyphen_values = true)]
     args: String,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = count("--epochs", 1, limits::STEPS))]
     epochs: usize,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = count("--eval-every", 1, limits::STEPS))]
     eval_every: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
     lr: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -193,7 +194,8 @@ struct TrainNervArgs {
     #[arg(long)]
     resume: bool,
     /// Stop after this epoch (the schedule still spans --epochs); resume later with --resume.
-    #[arg(long)]
+    /// A multiple of --eval-every: the training state is written at evaluations.
+    #[arg(long, value_parser = count("--until-epoch", 1, limits::STEPS))]
     until_epoch: Option<usize>,
     /// Output model folder (also holds the training state).
     #[arg(long)]
@@ -209,16 +211,16 @@ struct TrainFfnArgs {
     #[arg(long, default_value = "128x256", value_parser = parse_size)]
     size: [usize; 2],
     /// Hidden width (and Fourier mapping size).
-    #[arg(long, default_value_t = 104)]
+    #[arg(long, default_value_t = 104, value_parser = count("--width", 1, limits::FFN_WIDTH))]
     width: usize,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = count("--iters", 1, limits::STEPS))]
     iters: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 9e-4)]
+    #[arg(long, default_value_t = 9e-4, value_parser = learning_rate)]
     lr: f64,
     /// Evaluate the PSNR every K iterations and keep the best model.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = count("--eval-every", 1, limits::STEPS))]
     eval_every: usize,
     /// Output model folder.
     #[arg(long)]
@@ -240,7 +242,7 @@ struct ImportNervArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     /// Number of frames T the model was trained on (frame i is decoded from t = i / T).
-    #[arg(long)]
+    #[arg(long, value_parser = count("--frames", 1, limits::FRAMES))]
     frames: usize,
     /// The official training flags that shape the model.
     #[arg(long, default_value = PAPER_NERV_ARGS, allow_hyphen_values = true)]
@@ -277,7 +279,7 @@ struct CanvasArgs {
     #[arg(long)]
     layers: Option<String>,
     /// NeRV: the frame to explain (t = frame / T).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count("--frame", 0, limits::FRAMES))]
     frame: usize,
     /// NeRV: restrict the input-channel axis to A:B (end exclusive).
     #[arg(long, value_parser = parse_range)]
@@ -286,7 +288,7 @@ struct CanvasArgs {
     #[arg(long)]
     summary: bool,
     /// Pixels per streamed tile.
-    #[arg(long, default_value_t = DEFAULT_TILE)]
+    #[arg(long, default_value_t = DEFAULT_TILE, value_parser = count("--tile", 1, limits::TILE))]
     tile: usize,
     /// `official` (the paper's code, the default) or `conservative` (every layer's maps sum
     /// exactly to the output: contributions carried through the real downstream network).
@@ -319,9 +321,9 @@ struct DemoArgs {
     clip: PathBuf,
     #[arg(long, default_value = "128x256", value_parser = parse_size)]
     size: [usize; 2],
-    #[arg(long, default_value_t = 104)]
+    #[arg(long, default_value_t = 104, value_parser = count("--width", 1, limits::FFN_WIDTH))]
     width: usize,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = count("--iters", 1, limits::STEPS))]
     iters: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -329,7 +331,7 @@ struct DemoArgs {
     /// `--clip` for `--nerv-epochs` epochs first.
     #[arg(long, default_value = "checkpoints/nerv_cityscapes_vps_0005")]
     nerv: PathBuf,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = count("--nerv-epochs", 1, limits::STEPS))]
     nerv_epochs: usize,
 }
 
@@ -350,11 +352,13 @@ struct ReportArgs {
     /// Seed of every k-means.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Neuron groups per layer.
-    #[arg(long, default_value_t = 6)]
+    /// Neuron groups per layer (a layer with fewer neurons is skipped).
+    #[arg(long, default_value_t = 6, value_parser = count("--groups", 1, limits::GROUPS))]
     groups: usize,
-    /// Frames t whose contribution change (t−1 → t) is compared with the flow.
-    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    /// Frames t ≥ 1 whose contribution change (t−1 → t) is compared with the flow (frames beyond
+    /// the clip are skipped).
+    #[arg(long, value_delimiter = ',', default_value = "1,10",
+          value_parser = count("--motion-frames", 1, limits::FRAMES))]
     motion_frames: Vec<usize>,
     /// The canvas every section analyses: `official` (the paper's code, the default) or
     /// `conservative` (exact, output-conserving).
@@ -365,7 +369,7 @@ struct ReportArgs {
     #[arg(long)]
     no_compare: bool,
     /// Analyse at most this many of the NeRV's annotated frames, evenly spaced (default: all).
-    #[arg(long)]
+    #[arg(long, value_parser = count("--max-frames", 1, limits::FRAMES))]
     max_frames: Option<usize>,
 }
 
@@ -375,18 +379,144 @@ fn fail<T>(msg: impl Into<String>) -> CliResult<T> {
     Err(XincError::InvalidArgument(msg.into()))
 }
 
+/// A clap parser of a whole-number flag in `min..=limit.max`: every numeric flag has an upper
+/// limit ([`limits`]), checked before any work.
+fn count(
+    flag: &'static str,
+    min: usize,
+    limit: Limit,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s: &str| parse_count(flag, s, min, limit)
+}
+
+fn parse_count(field: &str, s: &str, min: usize, limit: Limit) -> Result<usize, String> {
+    let digits = s.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{s}` is not a whole number"));
+    }
+    // Digits beyond 64 bits are over every limit: say so instead of printing a wrapped value.
+    let Ok(value) = digits.parse::<usize>() else {
+        return Err(format!(
+            "{field} = {digits} is more than the limit {} ({})",
+            limit.max, limit.why
+        ));
+    };
+    limit.check_range(field, value, min).map_err(message)?;
+    Ok(value)
+}
+
+/// The message of a library error, without the `invalid argument:` prefix (clap adds its own).
+fn message(e: XincError) -> String {
+    match e {
+        XincError::InvalidArgument(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// `--lr`: a finite learning rate in (0, 1].
+fn learning_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    limits::check_learning_rate("--lr", v).map_err(message)?;
+    Ok(v)
+}
+
+/// `HxW`, each side from 1 to [`limits::IMAGE_SIDE`].
 fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let (h, w) = s
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("`{s}` is not HxW"))?;
-    let parse = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("`{s}` is not HxW with positive sizes"))
+    Ok([
+        parse_count("height", h, 1, limits::IMAGE_SIDE)?,
+        parse_count("width", w, 1, limits::IMAGE_SIDE)?,
+    ])
+}
+
+/// `A:B`, a non-empty range of input channels within [`limits::NERV_CHANNELS`].
+fn parse_range(s: &str) -> Result<std::ops::Range<usize>, String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not A:B"))?;
+    let start = parse_count("A", a, 0, limits::NERV_CHANNELS)?;
+    let end = parse_count("B", b, 1, limits::NERV_CHANNELS)?;
+    if start >= end {
+        return Err(format!("`{s}` is empty: A must be less than B"));
+    }
+    Ok(start..end)
+}
+
+/// How the FFN flags name the configuration fields they set.
+fn ffn_flag(field: &'static str) -> String {
+    match field {
+        "layer_size" | "fourier_mapping_size" => "--width".to_string(),
+        "data_shape" => "--size".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// What a command's output path held before the command ran, so that a failed command removes
+/// everything it created there and leaves nothing behind. Files it replaced were written
+/// atomically (renamed into place when complete), so they are the old ones or complete new ones.
+enum OutputGuard {
+    /// The output did not exist: the topmost of it and its missing parent folders.
+    Missing(PathBuf),
+    /// An existing folder, and the names it held.
+    Folder(PathBuf, HashSet<OsString>),
+    /// An existing file (or a dangling link): replaced only by atomic renames, left alone.
+    Existing,
+}
+
+impl OutputGuard {
+    fn before(out: &Path) -> Self {
+        match std::fs::metadata(out) {
+            Ok(meta) if meta.is_dir() => {
+                let names = std::fs::read_dir(out)
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                return OutputGuard::Folder(out.to_path_buf(), names);
+            }
+            Ok(_) => return OutputGuard::Existing,
+            Err(_) if std::fs::symlink_metadata(out).is_ok() => return OutputGuard::Existing,
+            Err(_) => {}
+        }
+        let mut top = out;
+        while let Some(parent) = top.parent() {
+            if parent.as_os_str().is_empty() || std::fs::symlink_metadata(parent).is_ok() {
+                break;
+            }
+            top = parent;
+        }
+        OutputGuard::Missing(top.to_path_buf())
+    }
+
+    /// Removes what the failed command created.
+    fn undo(&self) {
+        match self {
+            OutputGuard::Missing(top) => remove_created(top),
+            OutputGuard::Folder(dir, names) => {
+                for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    if !names.contains(&entry.file_name()) {
+                        remove_created(&entry.path());
+                    }
+                }
+            }
+            OutputGuard::Existing => {}
+        }
+    }
+}
+
+fn remove_created(path: &Path) {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => return,
     };
-    Ok([parse(h)?, parse(w)?])
+    match removed {
+        Ok(()) => tracing::info!("removed {} (the command failed)", path.display()),
+        Err(e) => tracing::warn!("cannot remove {} after the failure: {e}", path.display()),
+    }
 }
 
 fn main() {
@@ -412,17 +542,47 @@ fn main() {
 
 fn run(cli: Cli) -> CliResult {
     let device = device(&cli.device)?;
-    match cli.command {
-        Command::Train(TrainCommand::Ffn(a)) => train_cmd(a, &device),
-        Command::Train(TrainCommand::Nerv(a)) => train_nerv_cmd(a, &device),
-        Command::Import(ImportCommand::Ffn(a)) => import_cmd(a, &device),
-        Command::Import(ImportCommand::Nerv(a)) => import_nerv_cmd(a, &device),
-        Command::Canvas(a) => canvas_cmd(a, &device),
-        Command::Render(a) => render_cmd(a, &device),
-        Command::Demo(a) => demo_cmd(a, &device),
-        Command::Report(a) => report_cmd(a, &device),
-        Command::CheckDevice(a) => check_device_cmd(a, &device),
-        Command::Batch(a) => batch_cmd(a, &device),
+    let guard = cli.command.output().map(OutputGuard::before);
+    let result = dispatch(cli.command, &device);
+    if let (Err(_), Some(guard)) = (&result, guard) {
+        guard.undo();
+    }
+    result
+}
+
+impl Command {
+    /// The output a command writes (a folder or a file), which it leaves untouched when it fails.
+    /// `batch` writes into a statistics folder shared by many tasks and keeps its own protocol
+    /// (a task's partition appears complete or not at all).
+    fn output(&self) -> Option<&Path> {
+        match self {
+            Command::Train(TrainCommand::Ffn(a)) => Some(&a.out),
+            Command::Train(TrainCommand::Nerv(a)) => Some(&a.out),
+            Command::Import(ImportCommand::Ffn(a)) => Some(&a.out),
+            Command::Import(ImportCommand::Nerv(a)) => Some(&a.out),
+            Command::Canvas(a) => Some(&a.out),
+            Command::Render(a) => Some(&a.out),
+            Command::Demo(a) => Some(&a.out),
+            Command::Report(a) => Some(&a.out),
+            Command::Synth(a) => Some(&a.out),
+            Command::CheckDevice(a) => Some(&a.out),
+            Command::Batch(_) | Command::Stats(_) | Command::Inspect(_) => None,
+        }
+    }
+}
+
+fn dispatch(command: Command, device: &Device) -> CliResult {
+    match command {
+        Command::Train(TrainCommand::Ffn(a)) => train_cmd(a, device),
+        Command::Train(TrainCommand::Nerv(a)) => train_nerv_cmd(a, device),
+        Command::Import(ImportCommand::Ffn(a)) => import_cmd(a, device),
+        Command::Import(ImportCommand::Nerv(a)) => import_nerv_cmd(a, device),
+        Command::Canvas(a) => canvas_cmd(a, device),
+        Command::Render(a) => render_cmd(a, device),
+        Command::Demo(a) => demo_cmd(a, device),
+        Command::Report(a) => report_cmd(a, device),
+        Command::CheckDevice(a) => check_device_cmd(a, device),
+        Command::Batch(a) => batch_cmd(a, device),
         Command::Stats(a) => stats_cmd(a),
         Command::Synth(a) => synth_cmd(a),
         Command::Inspect(a) => inspect_cmd(a),
@@ -489,6 +649,8 @@ fn device(name: &str) -> CliResult<Device> {
 
 fn train_cmd(a: TrainFfnArgs, device: &Device) -> CliResult {
     let [h, w] = a.size;
+    let config = FfnConfig::with_width(a.width, h, w);
+    config.check(&ffn_flag)?;
     let target = load_rgb_resized(&a.image, h, w)?;
     let params = FfnTrainParams {
         iters: a.iters,
@@ -498,14 +660,7 @@ fn train_cmd(a: TrainFfnArgs, device: &Device) -> CliResult {
         ..FfnTrainParams::default()
     };
     let input = a.image.display().to_string();
-    train_and_save(
-        FfnConfig::with_width(a.width, h, w),
-        &target,
-        &params,
-        &input,
-        &a.out,
-        device,
-    )?;
+    train_and_save(config, &target, &params, &input, &a.out, device)?;
     Ok(())
 }
 
@@ -557,12 +712,8 @@ fn save_trained(
 }
 
 fn import_cmd(a: ImportFfnArgs, device: &Device) -> CliResult {
-    let tensors = read_official_tensors(&a.checkpoint, device)?;
     let origin = a.checkpoint.display().to_string();
-    let config = match &a.config {
-        Some(yaml) => ffn_config_from_yaml(yaml)?,
-        None => ffn_config_from_tensors(&origin, &tensors, a.size)?,
-    };
+    let (config, tensors) = read_ffn_weights(&a.checkpoint, a.config.as_deref(), a.size, device)?;
     let model = Ffn::from_tensors(config, tensors, &origin, device)?;
     let cfg = ModelConfig {
         format_version: ModelDir::FORMAT_VERSION,
@@ -616,7 +767,7 @@ fn train_nerv_cmd(a: TrainNervArgs, device: &Device) -> CliResult {
 
 fn import_nerv_cmd(a: ImportNervArgs, device: &Device) -> CliResult {
     let config = NervConfig::from_official_args(&a.args, a.frames)?;
-    let tensors = read_nerv_tensors(&a.checkpoint, device)?;
+    let tensors = read_nerv_weights(&a.checkpoint, &config, device)?;
     let model = Nerv::from_tensors(config, tensors, &a.checkpoint.display().to_string(), device)?;
     let cfg = ModelConfig {
         format_version: ModelDir::FORMAT_VERSION,
@@ -694,18 +845,6 @@ fn nerv_canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
     Ok(())
 }
 
-fn parse_range(s: &str) -> Result<std::ops::Range<usize>, String> {
-    let (a, b) = s
-        .split_once(':')
-        .ok_or_else(|| format!("`{s}` is not A:B"))?;
-    let num = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`{s}` is not A:B"))
-    };
-    Ok(num(a)?..num(b)?)
-}
-
 fn ffn_canvas_cmd(a: CanvasArgs, device: &Device) -> CliResult {
     let (model, _) = ModelDir::new(&a.model).load_ffn(device)?;
     let layers = match &a.layers {
@@ -749,15 +888,18 @@ fn prediction(model: &Ffn, device: &Device) -> CliResult<ImageTensor> {
 
 fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
     let [h, w] = a.size;
-    std::fs::create_dir_all(&a.out).map_err(|e| XincError::io(&a.out, e))?;
+    let config = FfnConfig::with_width(a.width, h, w);
+    config.check(&ffn_flag)?;
+    // Every input is read before anything is written: the image, and the NeRV folder when given.
     let (target, input) = demo_input(&a)?;
+    let nerv = existing_nerv(&a, device)?;
+    std::fs::create_dir_all(&a.out).map_err(|e| XincError::io(&a.out, e))?;
     write_png(&a.out.join("input.png"), &target.to_rgb8())?;
     let params = FfnTrainParams {
         iters: a.iters,
         seed: a.seed,
         ..FfnTrainParams::default()
     };
-    let config = FfnConfig::with_width(a.width, h, w);
     let model = train_and_save(config, &target, &params, &input, &a.out.join("ffn"), device)?;
     write_png(
         &a.out.join("reconstruction.png"),
@@ -802,41 +944,29 @@ fn demo_cmd(a: DemoArgs, device: &Device) -> CliResult {
         );
     }
     println!("wrote {}/{{input.png, reconstruction.png, canvas.safetensors, canvas_summary.safetensors, canvas_grid.png, ffn/}}", a.out.display());
-    demo_nerv(&a, device)
+    demo_nerv(&a, nerv, device)
 }
 
-/// The NeRV half of the demo: load (or train) a NeRV of the bundled clip, render its frame 0 and
-/// write the canvas summary of every layer for that frame.
-fn demo_nerv(a: &DemoArgs, device: &Device) -> CliResult {
-    let dir = if a.nerv.join(ModelDir::CONFIG).exists() {
-        a.nerv.clone()
-    } else {
-        let out = a.out.join("nerv");
-        tracing::warn!(
-            "{} not found: training a NeRV on {} for {} epochs",
-            a.nerv.display(),
-            a.clip.display(),
-            a.nerv_epochs
-        );
-        train_nerv_cmd(
-            TrainNervArgs {
-                clip: a.clip.clone(),
-                video: None,
-                crop: None,
-                args: PAPER_NERV_ARGS.to_string(),
-                epochs: a.nerv_epochs,
-                eval_every: a.nerv_epochs.clamp(1, 10),
-                lr: 1e-3,
-                seed: a.seed,
-                resume: false,
-                until_epoch: None,
-                out: out.clone(),
-            },
-            device,
-        )?;
-        out
+/// A NeRV and its config as loaded from a model folder, and the folder.
+type LoadedNerv = (Nerv, ModelConfig, PathBuf);
+
+/// The demo's `--nerv` folder, loaded and checked, when it holds a `config.json` (anything by
+/// that name, so that a broken one is an error, not a reason to train); `None` when it has none.
+fn existing_nerv(a: &DemoArgs, device: &Device) -> CliResult<Option<LoadedNerv>> {
+    if std::fs::symlink_metadata(a.nerv.join(ModelDir::CONFIG)).is_err() {
+        return Ok(None);
+    }
+    let (model, cfg) = ModelDir::new(&a.nerv).load_nerv(device)?;
+    Ok(Some((model, cfg, a.nerv.clone())))
+}
+
+/// The NeRV half of the demo: the loaded NeRV (or one trained on the bundled clip now), its
+/// frame 0 and the canvas summary of every layer for that frame.
+fn demo_nerv(a: &DemoArgs, loaded: Option<LoadedNerv>, device: &Device) -> CliResult {
+    let (model, cfg, dir) = match loaded {
+        Some(loaded) => loaded,
+        None => train_demo_nerv(a, device)?,
     };
-    let (model, cfg) = ModelDir::new(&dir).load_nerv(device)?;
     let acts = model.forward_frame(0, device)?;
     let [h, w] = model.config().frame_size();
     let frame0 = ImageTensor {
@@ -879,6 +1009,35 @@ fn demo_nerv(a: &DemoArgs, device: &Device) -> CliResult {
         a.out.display()
     );
     Ok(())
+}
+
+/// Trains the demo's NeRV on `--clip` into `OUT/nerv` and loads it.
+fn train_demo_nerv(a: &DemoArgs, device: &Device) -> CliResult<LoadedNerv> {
+    let out = a.out.join("nerv");
+    tracing::warn!(
+        "{} not found: training a NeRV on {} for {} epochs",
+        a.nerv.display(),
+        a.clip.display(),
+        a.nerv_epochs
+    );
+    train_nerv_cmd(
+        TrainNervArgs {
+            clip: a.clip.clone(),
+            video: None,
+            crop: None,
+            args: PAPER_NERV_ARGS.to_string(),
+            epochs: a.nerv_epochs,
+            eval_every: a.nerv_epochs.clamp(1, 10),
+            lr: 1e-3,
+            seed: a.seed,
+            resume: false,
+            until_epoch: None,
+            out: out.clone(),
+        },
+        device,
+    )?;
+    let (model, cfg) = ModelDir::new(&out).load_nerv(device)?;
+    Ok((model, cfg, out))
 }
 
 /// The image the demo learns: `--image`, else the first frame of `--clip`, else a generated scene.
@@ -1113,4 +1272,83 @@ fn clip_json(clip: &Clip) -> serde_json::Value {
         "size": clip.size, "has_flow": clip.flows.is_some(), "instances": clip.instance_names(),
         "annotated_frames": frames,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_failed_command_removes_only_what_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        // A missing output with missing parents: the topmost created folder goes.
+        let out = dir.path().join("a/b/c");
+        let guard = OutputGuard::before(&out);
+        std::fs::create_dir_all(out.join("ffn")).unwrap();
+        std::fs::write(out.join("ffn/config.json"), "{}").unwrap();
+        guard.undo();
+        assert!(names(dir.path()).is_empty());
+        // An existing folder: its old entries stay (replaced files were renamed into place
+        // whole), the new ones go.
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("train_state.safetensors"), "old").unwrap();
+        let guard = OutputGuard::before(&out);
+        std::fs::write(out.join("model.safetensors"), "new").unwrap();
+        std::fs::create_dir(out.join("stats")).unwrap();
+        std::fs::write(out.join("stats/neurons.parquet"), "new").unwrap();
+        guard.undo();
+        assert_eq!(names(&out), ["train_state.safetensors"]);
+        // An existing file is left alone.
+        let file = out.join("train_state.safetensors");
+        OutputGuard::before(&file).undo();
+        assert!(file.is_file());
+    }
+
+    #[test]
+    fn numeric_flags_are_bounded() {
+        assert_eq!(parse_size("128x256"), Ok([128, 256]));
+        assert_eq!(parse_size("8192X1"), Ok([8192, 1]));
+        for (bad, expected) in [
+            ("12", "`12` is not HxW"),
+            ("0x4", "height = 0 is less than 1"),
+            ("4x8193", "width = 8193 is more than the limit 8192"),
+            ("4x-1", "`-1` is not a whole number"),
+            (
+                "99999999999999999999x4",
+                "height = 99999999999999999999 is more than the limit",
+            ),
+        ] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains(expected), "{bad}: {e}");
+        }
+        let iters = count("--iters", 1, limits::STEPS);
+        assert_eq!(iters("1000"), Ok(1000));
+        assert!(iters("1e3")
+            .unwrap_err()
+            .contains("`1e3` is not a whole number"));
+        assert!(iters("0")
+            .unwrap_err()
+            .contains("--iters = 0 is less than 1"));
+        assert_eq!(parse_range("2:5"), Ok(2..5));
+        assert!(parse_range("5:5")
+            .unwrap_err()
+            .contains("A must be less than B"));
+        assert!(parse_range("0:20000")
+            .unwrap_err()
+            .contains("B = 20000 is more than"));
+        assert_eq!(learning_rate("9e-4"), Ok(9e-4));
+        for bad in ["nan", "inf", "1e400", "0", "-1", "2"] {
+            assert!(learning_rate(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -12,16 +12,18 @@
 //! A clip's annotated frames are the `panoptic_inst` files of its video id; each must have a
 //! JSON annotation of the same image id (its first five name tokens) and the reverse. Its frames
 //! are `vps_subset/val/{VVVV}/images/*.png` when present, else the `img_all` files of its
-//! `{city}_{seq}`, sorted; an annotated frame is matched to them by file name.
+//! `{city}_{seq}`, sorted; an annotated frame is matched to them by file name. The video id
+//! (the first token of an image id) becomes a path component and is checked as one; an image id
+//! listed twice in the JSON is an error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::data::clip::{
-    build_clip, choose_video, file_name, optional_sorted_files, read_json, sorted_files,
-    AnnotatedFrameFiles, ClipFiles, ClipOptions, ImageAnnotation,
+    build_clip, check_id, choose_video, file_name, optional_sorted_files, read_dataset_json,
+    sorted_files, AnnotatedFrameFiles, ClipFiles, ClipOptions, ImageAnnotation,
 };
 use crate::data::panoptic::{CategoryTable, Clip, DatasetFormat};
 use crate::error::{Result, XincError};
@@ -37,9 +39,7 @@ struct GroundTruth {
 
 /// Reads the dataset JSON under `root`.
 fn read_ground_truth(root: &Path) -> Result<(PathBuf, GroundTruth)> {
-    let json = root.join(JSON_FILE);
-    let gt = read_json(&json)?;
-    Ok((json, gt))
+    read_dataset_json(root, JSON_FILE)
 }
 
 /// The video id of an image id (its first token).
@@ -133,15 +133,20 @@ fn match_annotations<'a>(
     files: &[AnnotationFile],
     annotations: &'a [ImageAnnotation],
 ) -> Result<Vec<&'a ImageAnnotation>> {
-    let by_id: BTreeMap<&str, &ImageAnnotation> = annotations
+    let mut by_id: BTreeMap<&str, &ImageAnnotation> = BTreeMap::new();
+    for a in annotations
         .iter()
         .filter(|a| video_of(&a.image_id) == video)
-        .map(|a| (a.image_id.as_str(), a))
-        .collect();
-    if let Some(orphan) = by_id
-        .keys()
-        .find(|id| !files.iter().any(|f| f.image_id == **id))
     {
+        if by_id.insert(a.image_id.as_str(), a).is_some() {
+            return Err(XincError::dataset(
+                json,
+                format!("image {} has two entries in `annotations`", a.image_id),
+            ));
+        }
+    }
+    let file_ids: HashSet<&str> = files.iter().map(|f| f.image_id.as_str()).collect();
+    if let Some(orphan) = by_id.keys().find(|id| !file_ids.contains(**id)) {
         return Err(XincError::dataset(
             json,
             format!(
@@ -170,6 +175,7 @@ fn match_annotations<'a>(
 pub fn open(root: &Path, opts: &ClipOptions) -> Result<Clip> {
     let (json, gt) = read_ground_truth(root)?;
     let video = choose_video(opts.video.as_deref(), &video_ids(&gt), &json)?;
+    check_id(&json, "video id", &video)?;
     let files = annotation_files(root, &video)?;
     let annotations = match_annotations(&json, &video, &files, &gt.annotations)?;
     let city_seq = files
@@ -177,13 +183,18 @@ pub fn open(root: &Path, opts: &ClipOptions) -> Result<Clip> {
         .map(|f| f.city_seq.as_str())
         .unwrap_or_default();
     let (frame_dir, frames) = clip_frames(root, &video, city_seq)?;
+    let frame_index_of: HashMap<String, usize> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (file_name(f), i))
+        .collect();
     let annotated = files
         .iter()
         .zip(annotations)
         .map(|(file, ann)| {
-            let frame_index = frames
-                .iter()
-                .position(|f| file_name(f) == file.frame_file)
+            let frame_index = frame_index_of
+                .get(&file.frame_file)
+                .copied()
                 .ok_or_else(|| {
                     XincError::dataset(
                         &file.path,
@@ -210,6 +221,7 @@ pub fn open(root: &Path, opts: &ClipOptions) -> Result<Clip> {
     )?;
     let clip = ClipFiles {
         format: DatasetFormat::CityscapesVps,
+        root: root.to_path_buf(),
         video,
         json,
         frames,

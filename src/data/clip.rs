@@ -13,16 +13,27 @@
 //!    colour (in `(R, G, B)` order, as `np.unique(axis=0)`) under the mask, and the JSON's
 //!    `segments_info` entry of that id gives the category and crowd flag;
 //! 3. instance names `"{category}_{k}"` are given per segment id, in frame order.
+//!
+//! Hostile datasets: every file a clip reads (the JSON, frames, panoptic maps, flows) must be a
+//! regular file that resolves inside the dataset root (a symlink that stays inside is followed,
+//! one that leads out is refused) and is read within its [`FileLimit`]; every id that becomes a
+//! path component is checked ([`crate::io::files::check_component`]). Every frame of a clip must
+//! have the same size, and its maps and flows that size too. Sizes are bounded before anything
+//! is allocated from them: the working size ([`MAX_WORKING_PIXELS`]), the frames of a video
+//! ([`MAX_FRAMES_PER_VIDEO`]), the segments of a frame ([`MAX_SEGMENTS_PER_FRAME`]) and the
+//! masks of a clip ([`MASK_BUDGET_MIB`]). A single-channel map must keep its ids exactly: an 8-bit
+//! map is refused where the dataset needs 16-bit values.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageFormat, RgbImage};
 use serde::{Deserialize, Deserializer};
 
 use crate::data::flow::{load_flow, FlowMap};
-use crate::data::image::{nerv_frame, read_rgb8, resize_bilinear_antialias, ImageTensor};
+use crate::data::image::{
+    decode_image, image_dimensions, nerv_frame, read_rgb8, resize_bilinear_antialias, ImageTensor,
+};
 use crate::data::panoptic::{
     cityscapes_value, rgb_to_id, vipseg_value, CategoryTable, Clip, DatasetFormat, Mask,
     PanopticFrame, PanopticValue, Segment,
@@ -30,9 +41,38 @@ use crate::data::panoptic::{
 use crate::data::resize::{center_crop_window, crop_planar, resize_nearest};
 use crate::data::{cityscapes, vipseg};
 use crate::error::{Result, XincError};
+use crate::io::files::{
+    check_regular, check_within, checked_product, env_limit, read_bytes, FileLimit,
+};
 
 /// The VIPSeg centre crop `[H, W]`, applied before any resize.
 pub const VIPSEG_CROP: [usize; 2] = [640, 1280];
+
+/// The largest working size, in pixels: 2²², twice a full Cityscapes frame (1024×2048, the
+/// largest frame of either dataset). A working size above the frames' own only upsamples them;
+/// at this size a frame's code maps take 16 MiB each and a mask 4 MiB.
+pub const MAX_WORKING_PIXELS: u64 = 1 << 22;
+
+/// The most frames one video may list: 100 000, an hour of 30 fps video, where a Cityscapes-VPS
+/// clip has 30 and the longest VIPSeg videos a few hundred. Bounds what a small JSON can make
+/// the loader allocate (a path per frame, a header read per frame).
+pub const MAX_FRAMES_PER_VIDEO: usize = 100_000;
+
+/// The most segments one annotated frame may hold (distinct values of known categories at the
+/// working size): 1000. Real frames of both datasets hold at most a few hundred; each segment
+/// gets a full working-size mask, so a frame of 65 535 one-pixel segments would otherwise ask for
+/// 65 535 masks. `XINC_MAX_SEGMENTS` raises it.
+pub const MAX_SEGMENTS_PER_FRAME: u64 = 1000;
+/// The environment variable that raises [`MAX_SEGMENTS_PER_FRAME`].
+pub const MAX_SEGMENTS_ENV: &str = "XINC_MAX_SEGMENTS";
+
+/// The most memory the masks of one clip may take (a byte a pixel), in MiB: 2048. A VIPSeg video
+/// of 100 annotated frames of 100 segments at the paper's 128×256 takes 312 MiB, a Cityscapes-VPS
+/// clip (6 annotated frames) a few MiB. `XINC_MAX_MASK_MIB` raises it (a long clip at a large
+/// working size).
+pub const MASK_BUDGET_MIB: u64 = 2048;
+/// The environment variable that raises [`MASK_BUDGET_MIB`].
+pub const MASK_BUDGET_ENV: &str = "XINC_MAX_MASK_MIB";
 
 /// How to open a clip.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,8 +95,10 @@ impl Default for ClipOptions {
 /// The format of the dataset rooted at `root`, from the JSON file it holds. An error lists the
 /// files looked for when neither (or both) is present.
 pub fn detect_format(root: &Path) -> Result<DatasetFormat> {
-    let city = root.join(cityscapes::JSON_FILE).is_file();
-    let vip = root.join(vipseg::JSON_FILE).is_file();
+    // Present in any form (a FIFO or a dangling link too): reading it says what is wrong.
+    let present = |name: &str| root.join(name).symlink_metadata().is_ok();
+    let city = present(cityscapes::JSON_FILE);
+    let vip = present(vipseg::JSON_FILE);
     match (city, vip) {
         (true, false) => Ok(DatasetFormat::CityscapesVps),
         (false, true) => Ok(DatasetFormat::Vipseg),
@@ -92,14 +134,22 @@ pub fn open_clip(root: &Path, opts: &ClipOptions) -> Result<Clip> {
     }
 }
 
-/// An error unless both sides of the working size `[H, W]` are positive.
+/// An error unless both sides of the working size `[H, W]` are positive and it holds at most
+/// [`MAX_WORKING_PIXELS`] pixels.
 fn check_size([h, w]: [usize; 2]) -> Result<()> {
     if h == 0 || w == 0 {
         return Err(XincError::InvalidArgument(format!(
             "working size {h}x{w} must be positive"
         )));
     }
-    Ok(())
+    let field = format!("working size {h}x{w} (--size) in pixels");
+    let pixels = checked_product(&field, &[h, w])?;
+    crate::io::files::check_size(
+        &field,
+        pixels as u64,
+        MAX_WORKING_PIXELS,
+        "fixed: twice a full 1024x2048 Cityscapes frame; a larger working size only upsamples",
+    )
 }
 
 /// The crop window `(top, left, height, width)` that `format` applies to an `h`×`w` raster
@@ -124,10 +174,25 @@ impl Clip {
         })
     }
 
+    /// Frame `i` decoded, an error unless it still has the clip's frame size.
+    fn read_frame(&self, i: usize) -> Result<RgbImage> {
+        let path = self.frame_path(i)?;
+        let img = read_rgb8(path)?;
+        let (h, w) = (img.height() as usize, img.width() as usize);
+        if [h, w] != self.frame_size {
+            let [fh, fw] = self.frame_size;
+            return Err(XincError::dataset(
+                path,
+                format!("size {h}x{w} differs from the {fh}x{fw} of the clip's frames"),
+            ));
+        }
+        Ok(img)
+    }
+
     /// Frame `i` as the FFN pipeline sees it: cropped, then Pillow's antialiased bilinear resize
     /// to the working size.
     pub fn frame_ffn(&self, i: usize) -> Result<ImageTensor> {
-        let img = read_rgb8(self.frame_path(i)?)?;
+        let img = self.read_frame(i)?;
         let (top, left, h, w) =
             crop_window(self.format, img.height() as usize, img.width() as usize);
         let cropped =
@@ -139,7 +204,7 @@ impl Clip {
     /// Frame `i` as the NeRV pipeline sees it: planar `[3, H, W]` f32 (v / 255), cropped, then
     /// torch's bicubic resize to the working size (not clamped).
     pub fn frame_nerv(&self, i: usize) -> Result<Vec<f32>> {
-        let img = read_rgb8(self.frame_path(i)?)?;
+        let img = self.read_frame(i)?;
         let window = crop_window(self.format, img.height() as usize, img.width() as usize);
         Ok(nerv_frame(&img, window, self.size))
     }
@@ -159,7 +224,10 @@ impl Clip {
             ))
         })?;
         let format = self.format;
-        load_flow(path, self.size, |h, w| crop_window(format, h, w)).map(Some)
+        load_flow(path, self.frame_size, self.size, |h, w| {
+            crop_window(format, h, w)
+        })
+        .map(Some)
     }
 }
 
@@ -211,10 +279,53 @@ pub(crate) fn flag<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool,
     })
 }
 
-/// Reads and parses a JSON file; a syntax error or missing field names the file and the field.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| XincError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| XincError::config(path, e.to_string()))
+/// Reads and parses the dataset JSON `name` of `root`: a regular file inside the root, of at
+/// most [`FileLimit::DATASET_JSON`] bytes (serde_json limits nesting to 128 levels); a syntax
+/// error, a wrong type or a missing field names the file and the field.
+pub(crate) fn read_dataset_json<T: serde::de::DeserializeOwned>(
+    root: &Path,
+    name: &str,
+) -> Result<(PathBuf, T)> {
+    let path = root.join(name);
+    dataset_file(root, &path, "dataset annotation JSON")?;
+    let bytes = read_bytes(&path, &FileLimit::DATASET_JSON)?;
+    let value =
+        serde_json::from_slice(&bytes).map_err(|e| XincError::config(&path, e.to_string()))?;
+    Ok((path, value))
+}
+
+/// Refuses `path` unless it is a regular file that resolves inside the dataset `root`.
+pub(crate) fn dataset_file(root: &Path, path: &Path, what: &str) -> Result<()> {
+    check_regular(path, what)?;
+    check_within(root, path, what)?;
+    Ok(())
+}
+
+/// Refuses an id from `json` that would become a path component ([`check_component`]).
+///
+/// [`check_component`]: crate::io::files::check_component
+pub(crate) fn check_id(json: &Path, field: &str, id: &str) -> Result<()> {
+    match crate::io::files::component_problem(id) {
+        None => Ok(()),
+        Some(why) => Err(XincError::dataset(
+            json,
+            format!("{field} {id:?} cannot name a file or folder: {why}"),
+        )),
+    }
+}
+
+/// An error unless a video's `n` frames are within [`MAX_FRAMES_PER_VIDEO`].
+pub(crate) fn check_frame_count(json: &Path, video: &str, n: usize) -> Result<()> {
+    if n <= MAX_FRAMES_PER_VIDEO {
+        return Ok(());
+    }
+    Err(XincError::dataset(
+        json,
+        format!(
+            "video {video} lists {n} frames, more than the limit of {MAX_FRAMES_PER_VIDEO} \
+             (fixed: an hour of 30 fps video)"
+        ),
+    ))
 }
 
 /// The requested video, checked against the dataset's list, or the first one in sorted order.
@@ -237,7 +348,9 @@ pub(crate) fn choose_video(
     }
 }
 
-/// The files of `dir` whose extension is `ext` (case-insensitive), sorted by name.
+/// The files of `dir` whose extension is `ext` (case-insensitive), sorted by name. An entry with
+/// that extension that is not a regular file (a FIFO, a device, a directory, a dangling link) is
+/// an error naming it, not skipped.
 pub(crate) fn sorted_files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| XincError::io(dir, e))?;
     let mut files = Vec::new();
@@ -246,7 +359,8 @@ pub(crate) fn sorted_files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
         let matches = path
             .extension()
             .is_some_and(|e| e.to_string_lossy().eq_ignore_ascii_case(ext));
-        if matches && path.is_file() {
+        if matches {
+            check_regular(&path, &format!(".{ext} file"))?;
             files.push(path);
         }
     }
@@ -288,6 +402,8 @@ pub(crate) struct AnnotatedFrameFiles {
 /// Everything a loader found for one clip, before the annotations are assembled.
 pub(crate) struct ClipFiles {
     pub format: DatasetFormat,
+    /// The dataset root: every file of the clip must resolve inside it.
+    pub root: PathBuf,
     pub video: String,
     pub json: PathBuf,
     pub frames: Vec<PathBuf>,
@@ -296,7 +412,8 @@ pub(crate) struct ClipFiles {
     pub annotated: Vec<AnnotatedFrameFiles>,
 }
 
-/// Assembles every annotated frame at the working size `size` and returns the clip.
+/// Assembles every annotated frame at the working size `size` and returns the clip. Every file
+/// is checked first (regular, inside the root), then every frame's size (from its header).
 pub(crate) fn build_clip(mut files: ClipFiles, size: [usize; 2]) -> Result<Clip> {
     check_size(size)?;
     if files.frames.is_empty() {
@@ -305,24 +422,28 @@ pub(crate) fn build_clip(mut files: ClipFiles, size: [usize; 2]) -> Result<Clip>
             format!("video {} has no frame", files.video),
         ));
     }
+    check_frame_count(&files.json, &files.video, files.frames.len())?;
+    check_files(&files)?;
+    let frame_size = common_frame_size(&files.frames)?;
     files.annotated.sort_by_key(|a| a.frame_index);
     let mut namer = InstanceNamer::default();
+    let mut budget = MaskBudget::new()?;
     let mut annotations = Vec::with_capacity(files.annotated.len());
     for ann in &files.annotated {
-        let frame = files.frames.get(ann.frame_index).ok_or_else(|| {
-            XincError::dataset(
+        if ann.frame_index >= files.frames.len() {
+            return Err(XincError::dataset(
                 &ann.values_png,
                 format!("frame index {} is out of the clip", ann.frame_index),
-            )
-        })?;
-        let maps = read_working_maps(files.format, frame, ann, size)?;
+            ));
+        }
         let ctx = FrameContext {
             format: files.format,
             categories: &files.categories,
             files: ann,
             json: &files.json,
         };
-        annotations.push(ctx.assemble(&maps, &mut namer)?);
+        let maps = ctx.read_maps(&files.frames[ann.frame_index], frame_size, size)?;
+        annotations.push(ctx.assemble(&maps, &mut namer, &mut budget)?);
     }
     Ok(Clip {
         format: files.format,
@@ -332,7 +453,43 @@ pub(crate) fn build_clip(mut files: ClipFiles, size: [usize; 2]) -> Result<Clip>
         categories: files.categories,
         annotations,
         size,
+        frame_size,
     })
+}
+
+/// Refuses the clip unless every file it will read is a regular file inside the root.
+fn check_files(files: &ClipFiles) -> Result<()> {
+    let root = &files.root;
+    for frame in &files.frames {
+        dataset_file(root, frame, "frame")?;
+    }
+    for ann in &files.annotated {
+        dataset_file(root, &ann.values_png, "panoptic map")?;
+        dataset_file(root, &ann.colours_png, "panoptic map")?;
+    }
+    for flow in files.flows.iter().flatten() {
+        dataset_file(root, flow, "flow file")?;
+    }
+    Ok(())
+}
+
+/// The `[H, W]` every frame has (from the headers), or an error naming a frame of another size
+/// and both sizes.
+fn common_frame_size(frames: &[PathBuf]) -> Result<[usize; 2]> {
+    let (h, w) = image_dimensions(&frames[0])?;
+    for frame in &frames[1..] {
+        let (fh, fw) = image_dimensions(frame)?;
+        if (fh, fw) != (h, w) {
+            return Err(XincError::dataset(
+                frame,
+                format!(
+                    "size {fh}x{fw} differs from the {h}x{w} of the clip's first frame {}",
+                    frames[0].display()
+                ),
+            ));
+        }
+    }
+    Ok([h, w])
 }
 
 /// A raster of per-pixel codes, row-major.
@@ -363,63 +520,19 @@ pub(crate) struct WorkingMaps {
     pub colours: CodeMap,
 }
 
-/// Reads both panoptic PNGs of a frame, checks them against the frame's size, and brings them
-/// to the working resolution.
-fn read_working_maps(
-    format: DatasetFormat,
-    frame: &Path,
-    files: &AnnotatedFrameFiles,
-    size: [usize; 2],
-) -> Result<WorkingMaps> {
-    let (h, w) = image_size(frame)?;
-    let values = read_values_png(&files.values_png)?;
-    let colours = read_colours_png(&files.colours_png)?;
-    for (map, path) in [(&values, &files.values_png), (&colours, &files.colours_png)] {
-        if (map.height, map.width) != (h, w) {
-            return Err(XincError::dataset(
-                path,
-                format!(
-                    "size {}x{} differs from the {h}x{w} of its frame {}",
-                    map.height,
-                    map.width,
-                    frame.display()
-                ),
-            ));
-        }
-    }
-    let window = crop_window(format, h, w);
-    Ok(WorkingMaps {
-        values: values.to_working(window, size),
-        colours: colours.to_working(window, size),
-    })
-}
-
-/// `(height, width)` of an image file, from its header only.
-fn image_size(path: &Path) -> Result<(usize, usize)> {
-    let reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| XincError::io(path, e))?;
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| XincError::image(path, e.to_string()))?;
-    Ok((h as usize, w as usize))
-}
-
-/// Decodes a PNG file.
+/// Decodes a PNG file (bounded: [`decode_image`]).
 fn decode_png(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| XincError::io(path, e))?;
-    ImageReader::with_format(Cursor::new(bytes), ImageFormat::Png)
-        .decode()
-        .map_err(|e| XincError::image(path, e.to_string()))
+    decode_image(path, Some(ImageFormat::Png))
 }
 
-/// Reads a single-channel panoptic PNG (16-bit grey, or 8-bit grey).
-pub(crate) fn read_values_png(path: &Path) -> Result<CodeMap> {
+/// Reads a single-channel panoptic PNG (16-bit grey, or 8-bit grey); returns the map and its
+/// bit depth.
+pub(crate) fn read_values_png(path: &Path) -> Result<(CodeMap, u8)> {
     let img = decode_png(path)?;
     let (height, width) = (img.height() as usize, img.width() as usize);
-    let data = match &img {
-        DynamicImage::ImageLuma16(g) => g.as_raw().iter().map(|&v| v as u32).collect(),
-        DynamicImage::ImageLuma8(g) => g.as_raw().iter().map(|&v| v as u32).collect(),
+    let (data, bits) = match &img {
+        DynamicImage::ImageLuma16(g) => (g.as_raw().iter().map(|&v| v as u32).collect(), 16),
+        DynamicImage::ImageLuma8(g) => (g.as_raw().iter().map(|&v| v as u32).collect(), 8),
         other => {
             return Err(XincError::image(
                 path,
@@ -430,11 +543,12 @@ pub(crate) fn read_values_png(path: &Path) -> Result<CodeMap> {
             ))
         }
     };
-    Ok(CodeMap {
+    let map = CodeMap {
         height,
         width,
         data,
-    })
+    };
+    Ok((map, bits))
 }
 
 /// Reads an RGB panoptic PNG (8-bit RGB; an alpha channel is ignored) into colour codes.
@@ -496,6 +610,56 @@ impl InstanceNamer {
     }
 }
 
+/// What the masks of a clip may still take, in bytes ([`MASK_BUDGET_MIB`]), and the cap on
+/// segments per frame ([`MAX_SEGMENTS_PER_FRAME`]).
+pub(crate) struct MaskBudget {
+    left: u64,
+    total: u64,
+    max_segments: u64,
+}
+
+impl MaskBudget {
+    /// The budget of one clip: the defaults, or the environment's.
+    pub fn new() -> Result<Self> {
+        let mib = env_limit(MASK_BUDGET_ENV, MASK_BUDGET_MIB)?;
+        let total = mib.saturating_mul(1 << 20);
+        Ok(MaskBudget {
+            left: total,
+            total,
+            max_segments: env_limit(MAX_SEGMENTS_ENV, MAX_SEGMENTS_PER_FRAME)?,
+        })
+    }
+
+    /// Takes `segments` masks of `pixels` bytes each for the frame of `path`, or refuses.
+    fn take(&mut self, path: &Path, segments: usize, pixels: usize) -> Result<()> {
+        if segments as u64 > self.max_segments {
+            return Err(XincError::dataset(
+                path,
+                format!(
+                    "{segments} segments in one frame (distinct values of known categories at \
+                     the working size), more than the limit of {} (set {MAX_SEGMENTS_ENV} to \
+                     raise it)",
+                    self.max_segments
+                ),
+            ));
+        }
+        let bytes = (segments as u64).saturating_mul(pixels as u64);
+        if bytes > self.left {
+            return Err(XincError::dataset(
+                path,
+                format!(
+                    "the masks of the clip up to this frame ({segments} here, {pixels} pixels \
+                     each) would take more than {} MiB (set {MASK_BUDGET_ENV} to raise it, or \
+                     lower --size)",
+                    self.total >> 20
+                ),
+            ));
+        }
+        self.left -= bytes;
+        Ok(())
+    }
+}
+
 /// What the assembly of one frame needs besides its maps.
 pub(crate) struct FrameContext<'a> {
     pub format: DatasetFormat,
@@ -504,18 +668,143 @@ pub(crate) struct FrameContext<'a> {
     pub json: &'a Path,
 }
 
+/// One value of a frame's single-channel map that becomes a segment.
+struct SegmentValue {
+    value: u32,
+    category_id: u32,
+    /// An instance value (`class·1000 + k`, `(class + 1)·100 + k`), not a region.
+    numbered: bool,
+}
+
 impl FrameContext<'_> {
-    /// The frame's segments, in ascending panoptic value order.
-    pub fn assemble(&self, maps: &WorkingMaps, namer: &mut InstanceNamer) -> Result<PanopticFrame> {
-        let mut values = maps.values.data.clone();
-        values.sort_unstable();
-        values.dedup();
-        let mut segments = Vec::new();
-        for v in values {
-            if let Some(segment) = self.segment(v, maps, namer)? {
-                segments.push(segment);
+    /// Reads both panoptic PNGs of the frame, checks their bit depth and their size against the
+    /// clip's `frame_size` (`frame` names it), and brings them to the working resolution.
+    fn read_maps(&self, frame: &Path, [h, w]: [usize; 2], size: [usize; 2]) -> Result<WorkingMaps> {
+        let files = self.files;
+        let (values, bits) = read_values_png(&files.values_png)?;
+        if bits < 16 {
+            if let Some(why) = self.needs_16_bit() {
+                return Err(XincError::dataset(
+                    &files.values_png,
+                    format!(
+                        "an {bits}-bit grey panoptic map cannot hold the ids of this frame: \
+                         {why}; an {bits}-bit map has lost them (refused: write it as 16-bit grey)"
+                    ),
+                ));
             }
         }
+        let colours = read_colours_png(&files.colours_png)?;
+        for (map, path) in [(&values, &files.values_png), (&colours, &files.colours_png)] {
+            if (map.height, map.width) != (h, w) {
+                return Err(XincError::dataset(
+                    path,
+                    format!(
+                        "size {}x{} differs from the {h}x{w} of its frame {}",
+                        map.height,
+                        map.width,
+                        frame.display()
+                    ),
+                ));
+            }
+        }
+        let window = crop_window(self.format, h, w);
+        Ok(WorkingMaps {
+            values: values.to_working(window, size),
+            colours: colours.to_working(window, size),
+        })
+    }
+
+    /// Why this frame's single-channel map needs 16-bit values, or `None` when 8 bits hold every
+    /// value it can have: Cityscapes-VPS things are `class·1000 + k` (a car is 13000 and up), so
+    /// its maps are 16-bit; a VIPSeg frame needs 16 bits when `segments_info` lists a thing
+    /// instance (`(class + 1)·100 + k`), while regions and crowds (`class + 1`) fit in 8 bits.
+    fn needs_16_bit(&self) -> Option<String> {
+        match self.format {
+            DatasetFormat::CityscapesVps => Some(
+                "Cityscapes-VPS values are class·1000 + k for things (13000 and up for cars), \
+                 up to 18999"
+                    .into(),
+            ),
+            DatasetFormat::Vipseg => self
+                .files
+                .segments_info
+                .iter()
+                .find(|s| {
+                    !s.iscrowd
+                        && self
+                            .categories
+                            .get(s.category_id)
+                            .is_some_and(|c| c.isthing)
+                })
+                .map(|s| {
+                    format!(
+                        "`segments_info` of image {} lists thing instance {} (category {}), whose \
+                         value (category + 1)·100 + k needs 16 bits",
+                        self.files.image_id, s.id, s.category_id
+                    )
+                }),
+        }
+    }
+
+    /// The values of the map that become segments, ascending: not void, of a category in the
+    /// table.
+    fn segment_values(&self, values: &CodeMap) -> Vec<SegmentValue> {
+        let mut distinct = values.data.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        distinct
+            .into_iter()
+            .filter_map(|value| {
+                let (category_id, numbered) = match decode_value(self.format, value) {
+                    PanopticValue::Void => return None,
+                    PanopticValue::Region { category } => (category, false),
+                    PanopticValue::Instance { category, .. } => (category, true),
+                };
+                self.categories.get(category_id)?;
+                Some(SegmentValue {
+                    value,
+                    category_id,
+                    numbered,
+                })
+            })
+            .collect()
+    }
+
+    /// The frame's segments, in ascending panoptic value order. The masks are built in one pass
+    /// over the pixels, after their number and memory are checked against `budget`.
+    pub fn assemble(
+        &self,
+        maps: &WorkingMaps,
+        namer: &mut InstanceNamer,
+        budget: &mut MaskBudget,
+    ) -> Result<PanopticFrame> {
+        let kept = self.segment_values(&maps.values);
+        let pixels = maps.values.data.len();
+        budget.take(&self.files.values_png, kept.len(), pixels)?;
+        let index: HashMap<u32, usize> =
+            kept.iter().enumerate().map(|(i, s)| (s.value, i)).collect();
+        let mut masks: Vec<Vec<bool>> = kept.iter().map(|_| vec![false; pixels]).collect();
+        let mut first_colour = vec![u32::MAX; kept.len()];
+        for (p, (v, &c)) in maps.values.data.iter().zip(&maps.colours.data).enumerate() {
+            if let Some(&i) = index.get(v) {
+                masks[i][p] = true;
+                first_colour[i] = first_colour[i].min(c);
+            }
+        }
+        let infos = self.segment_infos()?;
+        let segments = kept
+            .iter()
+            .zip(masks)
+            .zip(first_colour)
+            .map(|((s, data), colour)| {
+                let mask = Mask {
+                    height: maps.values.height,
+                    width: maps.values.width,
+                    data,
+                };
+                self.segment(s, mask, code_to_id(colour), &infos, namer)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(PanopticFrame {
             frame_index: self.files.frame_index,
             image_id: self.files.image_id.clone(),
@@ -523,32 +812,45 @@ impl FrameContext<'_> {
         })
     }
 
-    /// The segment of panoptic value `v`, `None` for void and categories outside the table.
+    /// The frame's `segments_info` entries by segment id; an id listed twice is an error.
+    fn segment_infos(&self) -> Result<HashMap<u32, &SegmentInfo>> {
+        let mut by_id = HashMap::with_capacity(self.files.segments_info.len());
+        for s in &self.files.segments_info {
+            if by_id.insert(s.id, s).is_some() {
+                return Err(XincError::dataset(
+                    self.json,
+                    format!(
+                        "`segments_info` of image {} lists segment id {} twice",
+                        self.files.image_id, s.id
+                    ),
+                ));
+            }
+        }
+        Ok(by_id)
+    }
+
+    /// The segment of value `s` with mask `mask`, whose first colour under the mask is segment
+    /// `id`.
     fn segment(
         &self,
-        v: u32,
-        maps: &WorkingMaps,
+        s: &SegmentValue,
+        mask: Mask,
+        id: u32,
+        infos: &HashMap<u32, &SegmentInfo>,
         namer: &mut InstanceNamer,
-    ) -> Result<Option<Segment>> {
-        let (category_id, numbered) = match decode_value(self.format, v) {
-            PanopticValue::Void => return Ok(None),
-            PanopticValue::Region { category } => (category, false),
-            PanopticValue::Instance { category, .. } => (category, true),
-        };
-        let Some(category) = self.categories.get(category_id) else {
-            return Ok(None);
-        };
-        let mask: Vec<bool> = maps.values.data.iter().map(|&x| x == v).collect();
-        let first_colour = mask
-            .iter()
-            .zip(&maps.colours.data)
-            .filter_map(|(&m, &c)| m.then_some(c))
-            .min();
-        let Some(colour) = first_colour else {
-            return Ok(None);
-        };
-        let id = code_to_id(colour);
-        let info = self.segment_info(v, id)?;
+    ) -> Result<Segment> {
+        let (v, category_id) = (s.value, s.category_id);
+        let category = self
+            .categories
+            .get(category_id)
+            .expect("segment values are of known categories");
+        let info = infos.get(&id).ok_or_else(|| {
+            self.error(format!(
+                "value {v} has segment id {id}, which is not in `segments_info` of image {} in {}",
+                self.files.image_id,
+                self.json.display()
+            ))
+        })?;
         if info.category_id != category_id {
             return Err(self.error(format!(
                 "value {v} (category {category_id}) has segment id {id}, which `segments_info` of \
@@ -556,38 +858,17 @@ impl FrameContext<'_> {
                 self.files.image_id, info.category_id
             )));
         }
-        let mask = Mask {
-            height: maps.values.height,
-            width: maps.values.width,
-            data: mask,
-        };
-        Ok(Some(Segment {
+        Ok(Segment {
             segment_id: id,
             category_id,
             category: category.name.clone(),
             isthing: category.isthing,
-            iscrowd: category.isthing && (!numbered || info.iscrowd),
+            iscrowd: category.isthing && (!s.numbered || info.iscrowd),
             instance: namer.name(id, &category.name),
             area: mask.area(),
             bbox: mask.bbox().unwrap_or_default(),
             mask,
-        }))
-    }
-
-    /// The `segments_info` entry of segment `id` (found under value `v`).
-    fn segment_info(&self, v: u32, id: u32) -> Result<&SegmentInfo> {
-        self.files
-            .segments_info
-            .iter()
-            .find(|s| s.id == id)
-            .ok_or_else(|| {
-                self.error(format!(
-                    "value {v} has segment id {id}, which is not in `segments_info` of image {} \
-                     in {}",
-                    self.files.image_id,
-                    self.json.display()
-                ))
-            })
+        })
     }
 
     /// A dataset error about this frame's single-channel PNG.
@@ -653,11 +934,100 @@ mod tests {
             values: map(vec![13001, 13001, 255]),
             colours: map(vec![a, b, 0]),
         };
-        let frame = ctx.assemble(&maps, &mut InstanceNamer::default()).unwrap();
+        let mut budget = MaskBudget::new().unwrap();
+        let frame = ctx
+            .assemble(&maps, &mut InstanceNamer::default(), &mut budget)
+            .unwrap();
         assert_eq!(frame.segments.len(), 1);
         assert_eq!(frame.segments[0].segment_id, id_b);
         assert_eq!(frame.segments[0].instance, "car_0");
         assert!(!frame.segments[0].iscrowd);
+    }
+
+    #[test]
+    fn segments_per_frame_and_mask_memory_are_bounded() {
+        // 2001 distinct car instances (13000..=15000 spans cars, trucks and buses) in one row.
+        let categories = CategoryTable::cityscapes_vps();
+        let files = files(vec![]);
+        let ctx = FrameContext {
+            format: DatasetFormat::CityscapesVps,
+            categories: &categories,
+            files: &files,
+            json: Path::new("gt.json"),
+        };
+        let values: Vec<u32> = (13_000..=15_000).collect();
+        let maps = WorkingMaps {
+            colours: map(vec![0; values.len()]),
+            values: map(values),
+        };
+        let mut budget = MaskBudget::new().unwrap();
+        let e = ctx
+            .assemble(&maps, &mut InstanceNamer::default(), &mut budget)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("values.png")
+                && e.contains("2001 segments in one frame")
+                && e.contains("limit of 1000")
+                && e.contains(MAX_SEGMENTS_ENV),
+            "{e}"
+        );
+        // 1000 masks of 2001 pixels fit a budget of 2 MB, not of 1 MB.
+        let mut small = MaskBudget {
+            left: 1 << 20,
+            total: 1 << 20,
+            max_segments: 1000,
+        };
+        let e = small.take(Path::new("m.png"), 1000, 2001).unwrap_err();
+        assert!(e.to_string().contains("more than 1 MiB"), "{e}");
+        assert!(small.take(Path::new("m.png"), 500, 2001).is_ok());
+        assert_eq!(small.left, (1 << 20) - 500 * 2001);
+    }
+
+    #[test]
+    fn eight_bit_maps_are_refused_where_ids_need_sixteen_bits() {
+        let city = CategoryTable::cityscapes_vps();
+        let vip = CategoryTable {
+            categories: vec![
+                Category {
+                    id: 0,
+                    name: "wall".into(),
+                    isthing: false,
+                    color: [1, 0, 0],
+                },
+                Category {
+                    id: 48,
+                    name: "car".into(),
+                    isthing: true,
+                    color: [2, 0, 0],
+                },
+            ],
+        };
+        let crowd = SegmentInfo {
+            id: 2,
+            category_id: 48,
+            iscrowd: true,
+        };
+        let cases = [
+            (DatasetFormat::CityscapesVps, &city, vec![], true),
+            (DatasetFormat::Vipseg, &vip, vec![info(1, 0), crowd], false),
+            (
+                DatasetFormat::Vipseg,
+                &vip,
+                vec![info(1, 0), info(3, 48)],
+                true,
+            ),
+        ];
+        for (format, categories, infos, needs) in cases {
+            let files = files(infos);
+            let ctx = FrameContext {
+                format,
+                categories,
+                files: &files,
+                json: Path::new("gt.json"),
+            };
+            assert_eq!(ctx.needs_16_bit().is_some(), needs, "{format:?}");
+        }
     }
 
     #[test]

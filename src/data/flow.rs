@@ -7,15 +7,20 @@
 //!   bicubic-resized, then `u` scaled by `W / W_crop` and `v` by `H / H_crop`, so that they are
 //!   displacements in working-resolution pixels.
 //!
-//! The header is checked before NumPy's parser sees it (length, nesting, shape product), so that
-//! a corrupt file is an error, never a huge allocation or an overflow.
+//! The header is read first and checked before NumPy's parser sees it (length, nesting, shape
+//! product), then the shape against the clip's frame size, then the file's length against the
+//! shape and dtype: only then is the data read, so that a corrupt file is an error, never a huge
+//! allocation or an overflow. The file must be a regular file within [`FileLimit::FLOW`], and
+//! every value finite (and within f32's range).
 
+use std::io::Read;
 use std::path::Path;
 
 use npyz::{DType, NpyFile, TypeChar};
 
 use crate::data::resize::{crop_planar, resize_bicubic};
 use crate::error::{Result, XincError};
+use crate::io::files::{open_regular, FileLimit};
 
 /// A flow map at the working resolution.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,14 +72,16 @@ impl FlowMap {
     }
 }
 
-/// Reads the flow file `path` and brings it to the working size `size` (`[H, W]`), after the
-/// crop `window(H0, W0)` → `(top, left, height, width)` that the frames get.
+/// Reads the flow file `path` of a clip whose frames are `frame` (`[H0, W0]`: the flow must have
+/// that size) and brings it to the working size `size` (`[H, W]`), after the crop
+/// `window(H0, W0)` → `(top, left, height, width)` that the frames get.
 pub fn load_flow(
     path: &Path,
+    frame: [usize; 2],
     size: [usize; 2],
     window: impl Fn(usize, usize) -> (usize, usize, usize, usize),
 ) -> Result<FlowMap> {
-    let array = read_npy(path)?;
+    let array = read_npy(path, frame)?;
     let [out_h, out_w] = size;
     match *array.shape.as_slice() {
         [h, w] => {
@@ -127,11 +134,29 @@ struct NpyArray {
     is_float: bool,
 }
 
-/// Reads a `.npy` file of a plain integer or float dtype, with no zero-sized dimension.
-fn read_npy(path: &Path) -> Result<NpyArray> {
+/// A `.npy` file whose header has been read and checked: the open file, the bytes read so far
+/// (the header and perhaps some data), the file's length, the shape and the dtype.
+struct NpyHeader {
+    file: std::fs::File,
+    bytes: Vec<u8>,
+    len: u64,
+    shape: Vec<usize>,
+    ty: npyz::TypeStr,
+}
+
+/// Reads and checks the header of the flow file `path` of a clip whose frames are `frame`
+/// (`[H0, W0]`): a regular file within [`FileLimit::FLOW`], a plain dtype, shape `[H0, W0]` or
+/// `[H0, W0, 2]`, and exactly the data bytes that shape needs. Reads the header only.
+fn read_header(path: &Path, frame: [usize; 2]) -> Result<NpyHeader> {
     let bad = |reason: String| XincError::dataset(path, reason);
-    let bytes = std::fs::read(path).map_err(|e| XincError::io(path, e))?;
+    let (mut file, len) = open_regular(path, &FileLimit::FLOW)?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_HEADER as u64 + 12)
+        .read_to_end(&mut bytes)
+        .map_err(|e| XincError::io(path, e))?;
     let (data_start, shape) = check_header(&bytes).map_err(bad)?;
+    check_flow_shape(&shape, frame).map_err(bad)?;
     let npy = NpyFile::new(&bytes[..]).map_err(|e| bad(format!("invalid .npy header: {e}")))?;
     let declared: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     if npy.shape() != declared.as_slice() {
@@ -140,25 +165,92 @@ fn read_npy(path: &Path) -> Result<NpyArray> {
     let DType::Plain(ty) = npy.dtype() else {
         return Err(bad(format!("unsupported dtype {}", npy.dtype().descr())));
     };
-    let present = bytes.len() - data_start;
+    let present = len.saturating_sub(data_start as u64);
     let needed = shape
         .iter()
         .product::<usize>()
         .checked_mul(ty.size_field() as usize);
-    if needed.is_none_or(|n| n > present) {
-        let needed = needed.map_or("more".into(), |n| n.to_string());
+    match needed {
+        Some(n) if n as u64 == present => {}
+        Some(n) if (n as u64) < present => {
+            return Err(bad(format!(
+                "shape {shape:?} of {ty} needs {n} data bytes, but {present} follow the header"
+            )))
+        }
+        _ => {
+            let needed = needed.map_or("more".into(), |n| n.to_string());
+            return Err(bad(format!(
+                "truncated: shape {shape:?} of {ty} needs {needed} data bytes, {present} present"
+            )));
+        }
+    }
+    Ok(NpyHeader {
+        file,
+        bytes,
+        len,
+        shape,
+        ty,
+    })
+}
+
+/// Reads a `.npy` file of a plain integer or float dtype, with no zero-sized dimension, of shape
+/// `[H0, W0]` or `[H0, W0, 2]` where `frame` is `[H0, W0]`. The header is read and checked
+/// first ([`read_header`]); the data only when the file's length is what the shape and dtype
+/// need. Every value must be finite.
+fn read_npy(path: &Path, frame: [usize; 2]) -> Result<NpyArray> {
+    let bad = |reason: String| XincError::dataset(path, reason);
+    let NpyHeader {
+        mut file,
+        mut bytes,
+        len,
+        shape,
+        ty,
+    } = read_header(path, frame)?;
+    file.read_to_end(&mut bytes)
+        .map_err(|e| XincError::io(path, e))?;
+    if bytes.len() as u64 != len {
         return Err(bad(format!(
-            "truncated: shape {shape:?} of {ty} needs {needed} data bytes, {present} present"
+            "the file changed while read ({} bytes read, {len} expected)",
+            bytes.len()
         )));
     }
+    let npy = NpyFile::new(&bytes[..]).map_err(|e| bad(format!("invalid .npy header: {e}")))?;
     let strides: Vec<usize> = npy.strides().iter().map(|&s| s as usize).collect();
     let is_float = ty.type_char() == TypeChar::Float;
     let stored = read_values(npy, &ty).map_err(bad)?;
+    check_finite(&stored, &shape).map_err(bad)?;
     Ok(NpyArray {
         values: to_c_order(&stored, &shape, &strides),
         shape,
         is_float,
     })
+}
+
+/// An error unless `shape` is `[H0, W0]` or `[H0, W0, 2]` with `[H0, W0]` the clip's `frame`.
+fn check_flow_shape(shape: &[usize], [h, w]: [usize; 2]) -> std::result::Result<(), String> {
+    match *shape {
+        [fh, fw] | [fh, fw, 2] if [fh, fw] == [h, w] => Ok(()),
+        [fh, fw] | [fh, fw, 2] => Err(format!(
+            "flow of size {fh}x{fw} (shape {shape:?}) differs from the {h}x{w} of the clip's frames"
+        )),
+        _ => Err(format!(
+            "flow must be a [H, W] or [H, W, 2] array, found shape {shape:?}"
+        )),
+    }
+}
+
+/// An error naming the first value that is not finite or is beyond f32's range.
+fn check_finite(values: &[f64], shape: &[usize]) -> std::result::Result<(), String> {
+    let Some(at) = values
+        .iter()
+        .position(|x| !x.is_finite() || x.abs() > f32::MAX as f64)
+    else {
+        return Ok(());
+    };
+    Err(format!(
+        "value {:?} at storage index {at} (shape {shape:?}): flow values must be finite f32",
+        values[at]
+    ))
 }
 
 /// The values of an npy file of a plain numeric dtype, converted to f64, in storage order.
@@ -293,6 +385,24 @@ mod tests {
         assert!(parse_shape("{'shape': (4294967296, 4294967296, 4294967296), }").is_err());
         assert!(parse_shape("{'descr': '<f4', }").is_err());
         assert!(check_nesting(&"(".repeat(100)).is_err());
+    }
+
+    #[test]
+    fn flow_shapes_must_match_the_frames_and_values_be_finite() {
+        assert!(check_flow_shape(&[16, 32], [16, 32]).is_ok());
+        assert!(check_flow_shape(&[16, 32, 2], [16, 32]).is_ok());
+        let e = check_flow_shape(&[8, 32, 2], [16, 32]).unwrap_err();
+        assert!(
+            e.contains("8x32") && e.contains("16x32 of the clip's frames"),
+            "{e}"
+        );
+        let e = check_flow_shape(&[16, 32, 3], [16, 32]).unwrap_err();
+        assert!(e.contains("[H, W] or [H, W, 2]"), "{e}");
+        assert!(check_finite(&[0.0, -1.5, 1e30], &[3]).is_ok());
+        for (bad, shown) in [(f64::NAN, "NaN"), (f64::INFINITY, "inf"), (1e300, "1e300")] {
+            let e = check_finite(&[0.0, bad], &[2]).unwrap_err();
+            assert!(e.contains(shown) && e.contains("storage index 1"), "{e}");
+        }
     }
 
     #[test]

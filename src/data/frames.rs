@@ -1,10 +1,14 @@
 //! Video frames for NeRV training, from a dataset clip or a plain folder of images, prepared as
 //! the official NeRV pipeline does: 8-bit RGB / 255, optional centre crop, torch bicubic resize.
+//!
+//! A folder of frames is held to the rules of a dataset root: every PNG/JPEG entry must be a
+//! regular file resolving inside the folder (a FIFO, a device or a link out of it is an error
+//! naming it), and every frame must have the size of the first.
 
 use std::path::{Path, PathBuf};
 
-use crate::data::clip::{detect_format, open_clip, ClipOptions};
-use crate::data::image::{nerv_frame, read_rgb8};
+use crate::data::clip::{dataset_file, detect_format, open_clip, ClipOptions};
+use crate::data::image::{image_dimensions, nerv_frame, read_rgb8};
 use crate::data::resize::center_crop_window;
 use crate::error::{Result, XincError};
 
@@ -22,10 +26,24 @@ pub fn nerv_frames(
         return (0..clip.frames.len()).map(|i| clip.frame_nerv(i)).collect();
     }
     let files = image_files(path)?;
+    let (h, w) = image_dimensions(&files[0])?;
+    for f in &files[1..] {
+        let (fh, fw) = image_dimensions(f)?;
+        if (fh, fw) != (h, w) {
+            return Err(XincError::dataset(
+                f,
+                format!(
+                    "size {fh}x{fw} differs from the {h}x{w} of the first frame {}",
+                    files[0].display()
+                ),
+            ));
+        }
+    }
     files.iter().map(|f| folder_frame(f, size, crop)).collect()
 }
 
-/// The PNG and JPEG files of a folder, sorted by name.
+/// The PNG and JPEG files of a folder, sorted by name; each must be a regular file that resolves
+/// inside the folder.
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| XincError::io(dir, e))?;
     let mut files: Vec<PathBuf> = entries
@@ -39,6 +57,9 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
         })
         .collect();
     files.sort();
+    for f in &files {
+        dataset_file(dir, f, "frame")?;
+    }
     if files.is_empty() {
         return Err(XincError::dataset(
             dir,

@@ -5,13 +5,96 @@
 //! separable *bilinear* resampling with a support that grows with the reduction factor
 //! (antialiasing), computed in 8-bit fixed point with an 8-bit intermediate after the horizontal
 //! pass. [`resize_bilinear_antialias`] reproduces that arithmetic bit for bit.
+//!
+//! Every image file is read through [`decode_image`] or [`image_dimensions`]: a regular file of at
+//! most [`FileLimit::IMAGE`] bytes (a FIFO or a device is refused before it is opened), whose
+//! header's width × height is checked against [`MAX_IMAGE_PIXELS`] before anything is decoded, so
+//! that a small file claiming a huge raster is an error, not a huge allocation.
 
-use std::io::Cursor;
+use std::io::{BufReader, Cursor};
 use std::path::Path;
 
-use image::{ImageReader, RgbImage};
+use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::error::{Result, XincError};
+use crate::io::files::{env_limit, open_regular, read_bytes, FileLimit};
+
+/// The largest image decoded, in pixels (width × height): 2²⁵ = 33.5 million, 16 times a
+/// Cityscapes frame (1024×2048, the largest frame of either dataset) and 4 times a 4K video frame
+/// (2160×3840). Its 16-bit decode takes 64 MiB a channel. `XINC_MAX_IMAGE_PIXELS` raises it.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 25;
+
+/// The environment variable that raises [`MAX_IMAGE_PIXELS`].
+pub const MAX_IMAGE_PIXELS_ENV: &str = "XINC_MAX_IMAGE_PIXELS";
+
+/// An error unless a `width`×`height` raster is within [`MAX_IMAGE_PIXELS`].
+fn check_pixels(path: &Path, width: u32, height: u32) -> Result<()> {
+    let max = env_limit(MAX_IMAGE_PIXELS_ENV, MAX_IMAGE_PIXELS)?;
+    let pixels = width as u64 * height as u64;
+    if pixels <= max {
+        return Ok(());
+    }
+    Err(XincError::image(
+        path,
+        format!(
+            "its header claims {width}x{height} = {pixels} pixels, more than the limit of {max} \
+             (set {MAX_IMAGE_PIXELS_ENV} to raise it)"
+        ),
+    ))
+}
+
+/// `(height, width)` of an image file, from its header only (checked against
+/// [`MAX_IMAGE_PIXELS`]).
+pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
+    let (file, _) = open_regular(path, &FileLimit::IMAGE)?;
+    let reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|e| XincError::io(path, e))?;
+    if reader.format().is_none() {
+        return Err(XincError::image(path, UNKNOWN_FORMAT));
+    }
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| XincError::image(path, e.to_string()))?;
+    check_pixels(path, w, h)?;
+    Ok((h as usize, w as usize))
+}
+
+const UNKNOWN_FORMAT: &str = "unknown image format (expected PNG or JPEG)";
+
+/// Decodes an image file (`format`, or guessed from its first bytes when `None`): a regular file
+/// of at most [`FileLimit::IMAGE`] bytes whose header's size is within [`MAX_IMAGE_PIXELS`],
+/// decoded with the decoder's own limits set to that size.
+pub fn decode_image(path: &Path, format: Option<ImageFormat>) -> Result<DynamicImage> {
+    let bytes = read_bytes(path, &FileLimit::IMAGE)?;
+    let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
+        let cursor = Cursor::new(bytes.as_slice());
+        let r = match format {
+            Some(f) => ImageReader::with_format(cursor, f),
+            None => ImageReader::new(cursor)
+                .with_guessed_format()
+                .map_err(|e| XincError::image(path, e.to_string()))?,
+        };
+        if r.format().is_none() {
+            return Err(XincError::image(path, UNKNOWN_FORMAT));
+        }
+        Ok(r)
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| XincError::image(path, e.to_string()))?;
+    check_pixels(path, w, h)?;
+    let mut decoder = reader()?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    // The output (at most 4 channels of 32 bits) and as much again for the decoder's own buffers.
+    limits.max_alloc = Some((w as u64 * h as u64 * 16 * 2).max(1 << 20));
+    decoder.limits(limits);
+    decoder
+        .decode()
+        .map_err(|e| XincError::image(path, e.to_string()))
+}
 
 /// An RGB image as f32 values in [0, 1], stored row-major and pixel-interleaved (`[H, W, 3]`),
 /// which is also the `[P, 3]` layout of an image INR's output.
@@ -59,22 +142,11 @@ impl ImageTensor {
 }
 
 /// Decodes a PNG or JPEG file into 8-bit RGB (alpha is dropped, grey is expanded, 16-bit is
-/// rounded to 8 bits). A truncated or corrupt file is an [`XincError::Image`] naming the file.
+/// rounded to 8 bits). A truncated or corrupt file is an [`XincError::Image`] naming the file; a
+/// file that is not a regular file, too large, or claims too many pixels is refused
+/// ([`decode_image`]).
 pub fn read_rgb8(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| XincError::io(path, e))?;
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| XincError::image(path, e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(XincError::image(
-            path,
-            "unknown image format (expected PNG or JPEG)",
-        ));
-    }
-    let img = reader
-        .decode()
-        .map_err(|e| XincError::image(path, e.to_string()))?;
-    Ok(img.to_rgb8())
+    Ok(decode_image(path, None)?.to_rgb8())
 }
 
 /// Reads an image and resizes it to `height`×`width` as the official FFN pipeline does.
@@ -297,5 +369,67 @@ mod tests {
         assert!(err.to_string().contains("broken.png"));
         std::fs::write(&path, b"not an image at all").unwrap();
         assert!(matches!(read_rgb8(&path), Err(XincError::Image { .. })));
+    }
+
+    /// A PNG of a signature, an IHDR chunk claiming `w`×`h` 8-bit RGB, an empty IDAT and IEND.
+    fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut c = !0u32;
+            for &b in bytes {
+                c ^= b as u32;
+                for _ in 0..8 {
+                    c = if c & 1 != 0 {
+                        0xedb8_8320 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                }
+            }
+            !c
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = [w.to_be_bytes(), h.to_be_bytes()].concat();
+        ihdr.extend([8, 2, 0, 0, 0]);
+        for (kind, data) in [(b"IHDR", ihdr), (b"IDAT", vec![]), (b"IEND", vec![])] {
+            png.extend((data.len() as u32).to_be_bytes());
+            let body = [kind.as_slice(), &data].concat();
+            png.extend(&body);
+            png.extend(crc32(&body).to_be_bytes());
+        }
+        png
+    }
+
+    #[test]
+    fn a_header_claiming_too_many_pixels_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.png");
+        std::fs::write(&path, png_claiming(100_000, 100_000)).unwrap();
+        for e in [
+            read_rgb8(&path).unwrap_err(),
+            image_dimensions(&path).unwrap_err(),
+        ] {
+            let m = e.to_string();
+            assert!(matches!(e, XincError::Image { .. }), "{m}");
+            assert!(
+                m.contains("huge.png")
+                    && m.contains("100000x100000 = 10000000000 pixels")
+                    && m.contains("limit of 33554432")
+                    && m.contains(MAX_IMAGE_PIXELS_ENV),
+                "{m}"
+            );
+        }
+        // Within the limit the same header is read, then the empty data is an error.
+        std::fs::write(&path, png_claiming(64, 32)).unwrap();
+        assert_eq!(image_dimensions(&path).unwrap(), (32, 64));
+        assert!(matches!(read_rgb8(&path), Err(XincError::Image { .. })));
+    }
+
+    #[test]
+    fn special_files_are_refused_as_images() {
+        let e = read_rgb8(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("a device"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = image_dimensions(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
     }
 }

@@ -273,6 +273,8 @@ pub struct Clip {
     pub annotations: Vec<PanopticFrame>,
     /// Working resolution `[H, W]` of the masks.
     pub size: [usize; 2],
+    /// `[H, W]` of every frame file (and of its maps and flows) before crop and resize.
+    pub frame_size: [usize; 2],
 }
 
 impl Clip {

@@ -23,7 +23,9 @@
 //! ```
 //!
 //! Flow is in pixels per frame: the velocity of the thing visible at each pixel, 0 on stuff. Every
-//! file is written atomically; the output is a pure function of [`SynthParams`].
+//! file is written atomically; the output is a pure function of [`SynthParams`]. The parameters
+//! are checked before anything is written ([`SYNTH_MAX_PIXELS`]); a new dataset root is written
+//! into a temporary sibling folder renamed at the end, so that a failed run leaves nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -140,10 +142,59 @@ impl fmt::Display for SynthSummary {
     }
 }
 
-/// Writes the clip described by `params` as a dataset rooted at `out` (created if needed;
-/// existing files are overwritten, and frame files of an earlier, longer clip are removed).
+/// Writes the clip described by `params` as a dataset rooted at `out`. A new root is written into
+/// a temporary sibling folder, renamed to `out` at the end (removed when the run fails); into an
+/// existing root, files are overwritten in place, and frame files of an earlier, longer clip are
+/// removed.
 pub fn generate(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
-    let target = Target::new(params, out)?;
+    Target::new(params, out)?;
+    if out.symlink_metadata().is_ok() {
+        if !out.is_dir() {
+            return Err(XincError::io(
+                out,
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "synth --out exists and is not a folder",
+                ),
+            ));
+        }
+        return generate_into(params, out, out);
+    }
+    let staging = staging_dir(out)?;
+    let result = generate_into(params, &staging, out).and_then(|summary| {
+        std::fs::rename(&staging, out).map_err(|e| XincError::io(out, e))?;
+        Ok(summary)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// A fresh temporary folder beside `out` (`.{name}.{pid}.synth.tmp`), its parent created.
+fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let name = out.file_name().ok_or_else(|| {
+        XincError::InvalidArgument(format!("synth --out {} names no folder", out.display()))
+    })?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| XincError::io(parent, e))?;
+    let staging = parent.join(format!(
+        ".{}.{}.synth.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if staging.symlink_metadata().is_ok() {
+        std::fs::remove_dir_all(&staging).map_err(|e| XincError::io(&staging, e))?;
+    }
+    Ok(staging)
+}
+
+/// [`generate`] writing into `root`; the summary names `out`.
+fn generate_into(params: &SynthParams, root: &Path, out: &Path) -> Result<SynthSummary> {
+    let target = Target::new(params, root)?;
     let [height, width] = params.size;
     let scene = StreetVideo::new(height, width, params.seed);
     let numbers = instance_numbers(&scene, &target);
@@ -539,6 +590,11 @@ fn jittered(colour: [u8; 3], attempt: u32) -> [u8; 3] {
 
 /// First frame numbers: `frankfurt_000000_001736` (Cityscapes-VPS `0005`) and `00000976`
 /// (VIPSeg `26_cblDl5vCZnw`), the reference frames of spec B.0.
+/// The largest frame synth writes, in pixels: 2²², twice a full Cityscapes frame (1024×2048, the
+/// largest frame of the datasets it imitates). Rendering holds about 50 bytes a pixel (labels,
+/// flow, background, the picture), 200 MiB at this size. Fixed.
+pub const SYNTH_MAX_PIXELS: u64 = 1 << 22;
+
 const CITYSCAPES_FIRST_FRAME: usize = 1736;
 const VIPSEG_FIRST_FRAME: usize = 976;
 /// Cityscapes-VPS annotates every 5th frame.
@@ -572,11 +628,19 @@ impl Target {
         if !(1..=9999).contains(&params.frames) {
             return invalid(format!("synth: {} frames (1..=9999)", params.frames));
         }
-        if h < 16 || w < 16 || h * w > 1 << 26 {
+        if h < 16 || w < 16 {
             return invalid(format!(
-                "synth: size {h}x{w} (each side at least 16, at most 2^26 pixels)"
+                "synth --size {h}x{w}: each side must be at least 16"
             ));
         }
+        let field = format!("synth --size {h}x{w} in pixels");
+        let pixels = crate::io::files::checked_product(&field, &[h, w])?;
+        crate::io::files::check_size(
+            &field,
+            pixels as u64,
+            SYNTH_MAX_PIXELS,
+            "fixed: twice a full 1024x2048 Cityscapes frame",
+        )?;
         let video = match (params.format, &params.video) {
             (_, Some(v)) => v.clone(),
             (DatasetFormat::CityscapesVps, None) => "0005".into(),
@@ -935,4 +999,51 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[
         npy.extend(data.iter().copied())?;
         npy.finish()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_new_root_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("clip");
+        let params = SynthParams {
+            frames: 1,
+            size: [16, 32],
+            ..SynthParams::default()
+        };
+        let bad = SynthParams {
+            size: [4096, 4096],
+            ..params.clone()
+        };
+        let e = generate(&bad, &out).unwrap_err().to_string();
+        assert!(
+            e.contains("synth --size 4096x4096 in pixels = 16777216"),
+            "{e}"
+        );
+        assert!(names(dir.path()).is_empty());
+        let summary = generate(&params, &out).unwrap();
+        assert_eq!(summary.root, out);
+        assert_eq!(names(dir.path()), vec!["clip"]);
+        assert!(out.join(CITYSCAPES_JSON).is_file());
+        // A file in the way is an error, and stays as it was.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = generate(&params, &file).unwrap_err().to_string();
+        assert!(e.contains("exists and is not a folder"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+        assert_eq!(names(dir.path()), vec!["clip", "file"]);
+    }
 }

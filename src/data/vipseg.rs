@@ -10,16 +10,17 @@
 //! ```
 //!
 //! Every frame the JSON lists for a video is annotated; the frames keep the JSON's order, and the
-//! categories are the JSON's own.
+//! categories are the JSON's own. The video id and the image ids become path components and are
+//! checked as such; a video, an image or a category (id or name) listed twice is an error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::data::clip::{
-    build_clip, choose_video, flag, id_string, optional_sorted_files, read_json,
-    AnnotatedFrameFiles, ClipFiles, ClipOptions, ImageAnnotation,
+    build_clip, check_frame_count, check_id, choose_video, flag, id_string, optional_sorted_files,
+    read_dataset_json, AnnotatedFrameFiles, ClipFiles, ClipOptions, ImageAnnotation,
 };
 use crate::data::panoptic::{Category, CategoryTable, Clip, DatasetFormat};
 use crate::error::{Result, XincError};
@@ -73,8 +74,21 @@ impl GroundTruth {
         ids
     }
 
-    fn category_table(&self) -> CategoryTable {
-        CategoryTable {
+    /// The JSON's categories; an id or a name given twice is an error naming it.
+    fn category_table(&self, json: &Path) -> Result<CategoryTable> {
+        let (mut ids, mut names) = (HashSet::new(), HashSet::new());
+        for c in &self.categories {
+            if !ids.insert(c.id) || !names.insert(c.name.as_str()) {
+                return Err(XincError::dataset(
+                    json,
+                    format!(
+                        "`categories` lists category {} ({:?}) twice (the same id or name)",
+                        c.id, c.name
+                    ),
+                ));
+            }
+        }
+        Ok(CategoryTable {
             categories: self
                 .categories
                 .iter()
@@ -85,15 +99,13 @@ impl GroundTruth {
                     color: c.color,
                 })
                 .collect(),
-        }
+        })
     }
 }
 
 /// Reads the dataset JSON under `root`.
 fn read_ground_truth(root: &Path) -> Result<(PathBuf, GroundTruth)> {
-    let json = root.join(JSON_FILE);
-    let gt = read_json(&json)?;
-    Ok((json, gt))
+    read_dataset_json(root, JSON_FILE)
 }
 
 /// The video ids of the VIPSeg dataset at `root`, sorted.
@@ -111,20 +123,32 @@ fn video_annotations<'a>(
 ) -> Result<Vec<&'a ImageAnnotation>> {
     let problem =
         |reason: String| XincError::dataset(json, format!("video {}: {reason}", video.video_id));
-    let entry = gt
+    let mut entries = gt
         .annotations
         .iter()
-        .find(|a| a.video_id == video.video_id)
+        .filter(|a| a.video_id == video.video_id);
+    let entry = entries
+        .next()
         .ok_or_else(|| problem("no entry in `annotations`".into()))?;
-    let by_id: HashMap<&str, &ImageAnnotation> = entry
-        .annotations
-        .iter()
-        .map(|a| (a.image_id.as_str(), a))
-        .collect();
+    if entries.next().is_some() {
+        return Err(problem("two entries in `annotations`".into()));
+    }
+    let mut by_id: HashMap<&str, &ImageAnnotation> = HashMap::new();
+    for a in &entry.annotations {
+        if by_id.insert(a.image_id.as_str(), a).is_some() {
+            return Err(problem(format!("two annotations of image {}", a.image_id)));
+        }
+    }
+    let mut listed = HashSet::new();
+    for img in &video.images {
+        if !listed.insert(img.id.as_str()) {
+            return Err(problem(format!("`videos` lists image {} twice", img.id)));
+        }
+    }
     if let Some(extra) = entry
         .annotations
         .iter()
-        .find(|a| !video.images.iter().any(|i| i.id == a.image_id))
+        .find(|a| !listed.contains(a.image_id.as_str()))
     {
         return Err(problem(format!(
             "annotation of image {} which `videos` does not list",
@@ -147,11 +171,21 @@ fn video_annotations<'a>(
 pub fn open(root: &Path, opts: &ClipOptions) -> Result<Clip> {
     let (json, gt) = read_ground_truth(root)?;
     let id = choose_video(opts.video.as_deref(), &gt.video_ids(), &json)?;
-    let video = gt
-        .videos
-        .iter()
-        .find(|v| v.video_id == id)
+    check_id(&json, "video id", &id)?;
+    let mut listed = gt.videos.iter().filter(|v| v.video_id == id);
+    let video = listed
+        .next()
         .ok_or_else(|| XincError::dataset(&json, format!("video {id} not found")))?;
+    if listed.next().is_some() {
+        return Err(XincError::dataset(
+            &json,
+            format!("`videos` lists video {id} twice"),
+        ));
+    }
+    check_frame_count(&json, &id, video.images.len())?;
+    for img in &video.images {
+        check_id(&json, &format!("video {id}: image id"), &img.id)?;
+    }
     let annotations = video_annotations(&json, &gt, video)?;
     let in_dir = |dir: &str, name: &str| root.join(dir).join(&id).join(name);
     let frames = video
@@ -174,11 +208,12 @@ pub fn open(root: &Path, opts: &ClipOptions) -> Result<Clip> {
         .collect();
     let clip = ClipFiles {
         format: DatasetFormat::Vipseg,
+        root: root.to_path_buf(),
         flows: optional_sorted_files(&root.join("flows").join(&id), "npy")?,
+        categories: gt.category_table(&json)?,
         video: id,
         json,
         frames,
-        categories: gt.category_table(),
         annotated,
     };
     build_clip(clip, opts.size)

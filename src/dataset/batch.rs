@@ -14,6 +14,14 @@
 //! Every file is written under a temporary name and renamed, so a killed task leaves no partial
 //! partition visible. A task whose record exists is skipped; a task that was killed resumes its
 //! training from the last written state and rewrites its partitions (same names, no duplicates).
+//!
+//! Everything a task reads is checked before it writes anything: the manifest and `batch.toml`
+//! (regular files within [`FileLimit::CONFIG`]), the names that become path components under
+//! `--out` (the `dataset` name, the video id of a manifest entry and of the clip: no separator,
+//! no `..`, nothing absolute), and the clip itself (opened whole, then every frame and flow file
+//! read once). So a task that fails on its inputs leaves nothing under `--out`; only the model
+//! folder under `_models`, the resumable state of a training, may outlive a task that fails
+//! later.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::write_parquet;
 use crate::canvas::Method;
 use crate::error::{Result, XincError};
-use crate::models::import::read_nerv_tensors;
+use crate::io::files::{check_component, component_problem, read_text, FileLimit};
+use crate::models::import::read_nerv_weights;
 use crate::models::nerv::{Nerv, NervConfig};
 use crate::models::{Architecture, ModelConfig, ModelDir, Provenance};
 use crate::report::{analyse, ReportOptions};
@@ -97,17 +106,23 @@ impl Default for NervJob {
 }
 
 impl BatchConfig {
-    /// Reads a TOML file; unknown keys and bad values are `Config` errors naming the file.
+    /// Reads a TOML file (a regular file within [`FileLimit::CONFIG`]); unknown keys, bad values
+    /// and a `dataset` name that cannot be a folder name are `Config` errors naming the file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| XincError::io(path, e))?;
-        let config: BatchConfig = toml::from_str(&text).map_err(|e| XincError::Config {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        config.method().map_err(|e| XincError::Config {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let text = read_text(path, &FileLimit::CONFIG)?;
+        let config: BatchConfig =
+            toml::from_str(&text).map_err(|e| XincError::config(path, e.to_string()))?;
+        config
+            .method()
+            .map_err(|e| XincError::config(path, e.to_string()))?;
+        if let Some(name) = &config.dataset {
+            if let Some(why) = component_problem(name) {
+                return Err(XincError::config(
+                    path,
+                    format!("dataset {name:?} cannot name a folder under --out: {why}"),
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -124,26 +139,36 @@ pub struct ManifestEntry {
     pub video: Option<String>,
 }
 
-/// The entries of a manifest file: one per non-empty line, `#` at the start of a line for
-/// comments.
+/// The entries of a manifest file (a regular file within [`FileLimit::CONFIG`]): one per
+/// non-empty line, `#` at the start of a line for comments. A `VIDEO` that cannot be a folder
+/// name (it becomes `video=VIDEO` under `--out`) is a `Config` error naming the line.
 pub fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>> {
-    let text = std::fs::read_to_string(path).map_err(|e| XincError::io(path, e))?;
+    let text = read_text(path, &FileLimit::CONFIG)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(line, l)| {
             let (root, video) = match l.split_once('#') {
                 Some((r, v)) => (r.trim(), Some(v.trim().to_string())),
                 None => (l, None),
             };
-            ManifestEntry {
+            if let Some((v, why)) = video
+                .as_deref()
+                .and_then(|v| Some((v, component_problem(v)?)))
+            {
+                return Err(XincError::config(
+                    path,
+                    format!("line {line}: video {v:?} cannot name a folder: {why}"),
+                ));
+            }
+            Ok(ManifestEntry {
                 root: base.join(root),
                 video,
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// What one task did, also written as its `_done` record.
@@ -189,18 +214,21 @@ pub fn run_task(
         Some(d) => d.clone(),
         None => folder_name(&entry.root),
     };
+    check_component("dataset name", &dataset)?;
     let video = clip.video.clone();
+    check_component("video id", &video)?;
     let done = out
         .join("_done")
         .join(format!("dataset={dataset}"))
         .join(format!("video={video}.json"));
-    if let Ok(text) = std::fs::read_to_string(&done) {
+    if let Ok(text) = read_text(&done, &FileLimit::CONFIG) {
         if let Ok(mut record) = serde_json::from_str::<TaskRecord>(&text) {
             tracing::info!("batch: {dataset}/{video} already done ({})", done.display());
             record.skipped = true;
             return Ok(record);
         }
     }
+    check_clip_files(&clip)?;
     let mut steps = Vec::new();
     let mut timed = |what: &str, start: Instant| {
         let s = start.elapsed().as_secs_f64();
@@ -272,6 +300,19 @@ pub fn run_task(
     Ok(record)
 }
 
+/// Reads every frame and flow file of the clip once, so that a broken one fails the task before
+/// it writes anything (training or importing writes the model folder before the analyses read
+/// the clip).
+fn check_clip_files(clip: &crate::data::panoptic::Clip) -> Result<()> {
+    for i in 0..clip.frames.len() {
+        clip.frame_nerv(i)?;
+    }
+    for i in 0..clip.flows.as_ref().map_or(0, Vec::len) {
+        clip.flow(i)?;
+    }
+    Ok(())
+}
+
 /// Trains the NeRV of a video into `dir` (resuming a killed run), or imports it; nothing when
 /// the folder already holds a finished model.
 fn nerv_model(
@@ -290,7 +331,7 @@ fn nerv_model(
         Some(template) => {
             let checkpoint = PathBuf::from(template.replace("{video}", video));
             let config = NervConfig::from_official_args(&job.args, frames)?;
-            let tensors = read_nerv_tensors(&checkpoint, device)?;
+            let tensors = read_nerv_weights(&checkpoint, &config, device)?;
             let nerv =
                 Nerv::from_tensors(config, tensors, &checkpoint.display().to_string(), device)?;
             let cfg = ModelConfig {

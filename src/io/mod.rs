@@ -1,14 +1,16 @@
 //! File formats below the model layer: atomic writes, safetensors files, and a safe reader for
 //! PyTorch checkpoints (zip + restricted pickle) that never executes pickle code.
 
+pub mod files;
 pub mod pickle;
+pub mod safetensors_file;
 pub mod torch;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Result, XincError};
 
@@ -54,11 +56,26 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
     write_atomic(path, |w| w.write_all(&bytes))
 }
 
-/// Loads every tensor of a safetensors file onto `device`.
+/// One tensor of a weights file, located but not read: what a caller checks (names, shapes,
+/// dtypes) before any tensor data is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The name in the file.
+    pub name: String,
+    /// The dtype of the tensor once read.
+    pub dtype: DType,
+    /// How the file stores it (`FloatStorage`, `F32`, …), for messages.
+    pub stored_as: String,
+    pub shape: Vec<usize>,
+}
+
+/// Loads every tensor of a safetensors file onto `device` (the header is validated first: see
+/// [`safetensors_file`]).
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| XincError::io(path, e))?;
-    candle_core::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| XincError::checkpoint(path, e.to_string()))
+    Ok(safetensors_file::SafetensorsFile::open(path)?
+        .read_all(device)?
+        .into_iter()
+        .collect())
 }
 
 /// Writes f32 tensors into a safetensors file at arbitrary element offsets, so that a large
@@ -176,9 +193,12 @@ pub fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, |w| w.write_all(text.as_bytes()))
 }
 
-/// Reads a JSON file into `T`, naming the file and the offending field on failure.
+/// Reads a JSON configuration file into `T`, naming the file and the offending field on failure.
+/// The file must be a regular file within [`files::FileLimit::CONFIG`] (a FIFO or `/dev/zero` is
+/// refused before it is read); serde_json refuses nesting deeper than 128 levels and numbers out
+/// of the f64 range (`1e400`).
 pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| XincError::io(path, e))?;
+    let text = files::read_text(path, &files::FileLimit::CONFIG)?;
     serde_json::from_str(&text).map_err(|e| XincError::config(path, e.to_string()))
 }
 

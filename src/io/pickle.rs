@@ -18,12 +18,21 @@
 //! expands it into a tree at the end; a reference back to an enclosing container becomes
 //! [`Value::Cycle`].
 //!
-//! Hostile input can neither run code nor exhaust memory: every length is checked against the
-//! input before it is read, the stack and memo are capped relative to the input length, the
-//! expansion of shared references has a byte budget, nesting is limited, and arithmetic is
-//! checked. Every failure is a [`PickleError`] naming the opcode offset; nothing panics.
+//! Hostile input can neither run code nor exhaust memory or time:
+//! - **Memory budget.** Every byte the machine holds (graph nodes and their strings and
+//!   containers, the stack, marks, memo, and the expanded tree) is charged to a budget *before*
+//!   it is allocated ([`budget_for`]: proportional to the input, with a floor and a cap); the
+//!   machine frees what it pops (nodes are reference-counted, freed iteratively), so a long stream
+//!   of trivial opcodes runs in constant memory. [`parse_with_budget`] reports the accounted peak.
+//! - **Time.** Each opcode does work proportional to the input it consumes, except copies of an
+//!   existing container (`dict(d)`, `list(l)`), whose elements are counted against a work limit
+//!   (as many elements as the budget could hold): repeated copies cannot make parsing quadratic.
+//! - Every length is checked against the input before it is read, the stack, marks and memo are
+//!   capped relative to the input length, nesting is limited, arithmetic is checked. Every failure
+//!   is a [`PickleError`] naming the opcode offset; nothing panics.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::mem::size_of;
 
 /// A decoded pickle value.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,8 +68,9 @@ pub enum Value {
         args: Box<Value>,
         state: Option<Box<Value>>,
     },
-    /// A tensor rebuilt by `torch._utils._rebuild_tensor_v2` (or `_rebuild_tensor`).
-    Tensor(TensorRef),
+    /// A tensor rebuilt by `torch._utils._rebuild_tensor_v2` (or `_rebuild_tensor`,
+    /// `_rebuild_tensor_v3`).
+    Tensor(Box<TensorRef>),
     /// A reference back to a container that encloses it: the pickle graph has a cycle here.
     Cycle,
 }
@@ -82,9 +92,13 @@ pub struct TensorRef {
     pub shape: Vec<usize>,
     /// Stride of each dimension, in elements.
     pub stride: Vec<usize>,
+    /// The tensor dtype that a `_rebuild_tensor_v3` call states beside the storage (the name of a
+    /// `torch` attribute, e.g. `float32`); `None` for the older calls, whose tensors take their
+    /// storage's dtype.
+    pub dtype: Option<String>,
 }
 
-/// A malformed, truncated or unsupported pickle.
+/// A malformed, truncated or unsupported pickle, or one beyond its budget.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("pickle byte {offset}: {reason}")]
 pub struct PickleError {
@@ -92,13 +106,68 @@ pub struct PickleError {
     pub offset: usize,
     /// What was wrong.
     pub reason: String,
+    /// Whether the input is malformed or exceeded the memory budget or work limit.
+    pub kind: PickleErrorKind,
 }
 
-/// Decodes one pickle (up to its `STOP` opcode) without executing anything.
+/// The class of a [`PickleError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickleErrorKind {
+    /// Malformed, truncated or unsupported input.
+    Malformed,
+    /// The input needs more memory than its budget, or more container copying than its work
+    /// limit.
+    OverBudget,
+}
+
+/// Fixed part of the memory budget of one parse: covers every pickle up to about 1 MB whatever
+/// its shape (official `data.pkl` files are KB to a few MB).
+pub const BUDGET_BASE: usize = 64 << 20;
+/// Budget per input byte: real checkpoint pickles peak at about 40 bytes per input byte (the
+/// golden Lightning checkpoint's 25 KB `data.pkl`: graph nodes, memo and the expanded tree).
+pub const BUDGET_PER_BYTE: usize = 64;
+/// Cap of the budget of [`parse`] (callers of [`parse_with_budget`] choose their own).
+pub const DEFAULT_BUDGET_CAP: usize = 512 << 20;
+
+/// The memory budget of a pickle of `len` bytes: [`BUDGET_BASE`] + [`BUDGET_PER_BYTE`] × `len`,
+/// at most `cap`.
+pub fn budget_for(len: usize, cap: usize) -> usize {
+    BUDGET_PER_BYTE
+        .saturating_mul(len)
+        .saturating_add(BUDGET_BASE)
+        .min(cap)
+}
+
+/// Decodes one pickle (up to its `STOP` opcode) without executing anything, within the budget
+/// [`budget_for`]`(data.len(), `[`DEFAULT_BUDGET_CAP`]`)`.
 pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
-    let mut machine = Machine::new(data);
-    let root = machine.run()?;
-    machine.expand(root)
+    parse_with_budget(data, budget_for(data.len(), DEFAULT_BUDGET_CAP)).0
+}
+
+/// Decodes one pickle holding at most `budget` bytes at any time; also returns the accounted
+/// peak (never above `budget`), whether the parse succeeded or not.
+pub fn parse_with_budget(data: &[u8], budget: usize) -> (Result<Value, PickleError>, usize) {
+    let mut machine = Machine::new(data, budget);
+    let result = machine.run().and_then(|root| machine.expand(root));
+    (result, machine.meter.peak)
+}
+
+/// [`parse_with_budget`] that also audits the accounting (for tests): after every opcode the
+/// bytes counted must equal the bytes the machine's structures hold (vector capacities, node
+/// payloads, memo entries), and after a successful parse the graph plus the returned tree.
+/// Panics on a mismatch.
+#[doc(hidden)]
+pub fn parse_audited(data: &[u8], budget: usize) -> (Result<Value, PickleError>, usize) {
+    let mut machine = Machine::new(data, budget);
+    machine.audit = true;
+    let result = machine.run().and_then(|root| {
+        let graph = machine.held_bytes();
+        let value = machine.expand(root)?;
+        let tree = graph + machine.slots.len() + value_heap_bytes(&value);
+        assert_eq!(machine.meter.held, tree, "tree accounting");
+        Ok(value)
+    });
+    (result, machine.meter.peak)
 }
 
 impl Value {
@@ -164,15 +233,18 @@ impl Value {
 }
 
 /// Deepest nesting of containers that [`parse`] accepts.
+
+/// Deepest nesting of containers that [`parse`] accepts.
 const MAX_DEPTH: usize = 200;
-/// Fixed part of the expansion budget, in bytes; the other part is proportional to the input.
-const EXPAND_BUDGET_BASE: usize = 64 << 20;
-/// Expansion budget per input byte.
-const EXPAND_BUDGET_PER_BYTE: usize = 64;
 /// Highest pickle protocol understood.
 const MAX_PROTOCOL: u8 = 5;
 /// Module names of Python's builtins (Python 2 pickles and protocol <= 2 use `__builtin__`).
 const BUILTINS: [&str; 2] = ["builtins", "__builtin__"];
+/// Bytes charged per memo entry: an upper bound of a B-tree map's cost per `(u64, NodeId)` entry
+/// (nodes of 11 entries, at least half full, plus the internal levels).
+const MEMO_ENTRY_BYTES: usize = 48;
+/// Longest excerpt of an operand quoted in an error message.
+const MAX_QUOTE: usize = 60;
 
 /// Opcodes, named as in CPython's `pickle.py`.
 mod op {
@@ -259,12 +331,117 @@ enum Node {
         args: NodeId,
         state: Option<NodeId>,
     },
-    Tensor(TensorRef),
+    Tensor(Box<TensorRef>),
+}
+
+impl Node {
+    /// Heap bytes the node owns (charged when it is made or grown, refunded when it is freed).
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Node::Leaf(value) => match value {
+                Value::Str(s) => s.capacity(),
+                Value::Bytes(b) => b.capacity(),
+                Value::Global { module, name } => module.capacity() + name.capacity(),
+                _ => 0,
+            },
+            Node::List(items) | Node::Tuple(items) => items.capacity() * size_of::<NodeId>(),
+            Node::Dict(entries) => entries.capacity() * size_of::<(NodeId, NodeId)>(),
+            Node::Object { class, .. } => class.0.capacity() + class.1.capacity(),
+            Node::Tensor(t) => size_of::<TensorRef>() + tensor_heap_bytes(t),
+            Node::PersistentId(_) => 0,
+        }
+    }
+
+    /// The nodes this one refers to (each reference holds one count).
+    fn children(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let (items, pairs, single): (&[NodeId], &[(NodeId, NodeId)], [Option<NodeId>; 2]) =
+            match self {
+                Node::List(items) | Node::Tuple(items) => (items, &[], [None, None]),
+                Node::Dict(entries) => (&[], entries, [None, None]),
+                Node::PersistentId(id) => (&[], &[], [Some(*id), None]),
+                Node::Object { args, state, .. } => (&[], &[], [Some(*args), *state]),
+                Node::Leaf(_) | Node::Tensor(_) => (&[], &[], [None, None]),
+            };
+        items
+            .iter()
+            .copied()
+            .chain(pairs.iter().flat_map(|&(k, v)| [k, v]))
+            .chain(single.into_iter().flatten())
+    }
+}
+
+/// Heap bytes of a tensor reference's strings and vectors.
+fn tensor_heap_bytes(t: &TensorRef) -> usize {
+    t.storage_key.capacity()
+        + t.storage_type.capacity()
+        + t.location.capacity()
+        + t.dtype.as_ref().map_or(0, String::capacity)
+        + (t.shape.capacity() + t.stride.capacity()) * size_of::<usize>()
+}
+
+/// A node and the number of references to it (from the stack, the memo and other nodes).
+#[derive(Debug)]
+struct Slot {
+    node: Node,
+    refs: usize,
 }
 
 /// Returned by [`Machine::node`] for an id that does not exist (never happens for ids the
 /// machine made itself; it keeps lookups total instead of panicking).
 static MISSING: Node = Node::Leaf(Value::None);
+
+/// The bytes a parse holds, against its budget.
+#[derive(Debug, Clone, Copy)]
+struct Meter {
+    held: usize,
+    peak: usize,
+    limit: usize,
+}
+
+impl Meter {
+    /// Counts `bytes` more, or refuses when that would exceed the limit (nothing is counted then).
+    fn charge(&mut self, bytes: usize) -> Res<()> {
+        let held = self.held.saturating_add(bytes);
+        if held > self.limit {
+            return Err(PickleError {
+                offset: 0,
+                reason: format!(
+                    "the decoded pickle needs more than its memory budget of {} bytes \
+                     (a pickle bomb, or far more objects than a state dict holds?)",
+                    self.limit
+                ),
+                kind: PickleErrorKind::OverBudget,
+            });
+        }
+        self.held = held;
+        self.peak = self.peak.max(held);
+        Ok(())
+    }
+
+    /// Refuses unless `bytes` more would fit (for a temporary that is charged once it is stored).
+    fn fits(&self, bytes: usize) -> Res<()> {
+        let mut probe = *self;
+        probe.charge(bytes)
+    }
+
+    fn refund(&mut self, bytes: usize) {
+        self.held = self.held.saturating_sub(bytes);
+    }
+}
+
+/// Makes room in `vec` for `extra` more items, charging the new capacity to `meter` before it is
+/// allocated (capacity doubles, so pushes stay amortised O(1)).
+fn reserve<T>(vec: &mut Vec<T>, extra: usize, meter: &mut Meter) -> Res<()> {
+    let needed = vec.len().saturating_add(extra);
+    let capacity = vec.capacity();
+    if needed <= capacity {
+        return Ok(());
+    }
+    let target = needed.max(capacity.saturating_mul(2)).max(4);
+    meter.charge((target - capacity).saturating_mul(size_of::<T>()))?;
+    vec.reserve_exact(target - vec.len());
+    Ok(())
+}
 
 /// Reads the input front to back; `None` means the input ended early.
 struct Cursor<'a> {
@@ -294,30 +471,55 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// The pickle virtual machine: a stack of node ids, a mark stack and a memo.
+/// The pickle virtual machine: a stack of node handles, a mark stack and a memo over an arena of
+/// reference-counted nodes.
+///
+/// A *handle* is one counted reference to a node: [`Machine::new_node`] returns one,
+/// [`Machine::pop`] hands the stack's over to the caller, who stores it (on the stack, in the memo
+/// or in a container) or gives it back with [`Machine::release`]. A node whose count falls to zero
+/// is freed with everything only it referred to; its slot is reused.
 struct Machine<'a> {
     input: Cursor<'a>,
     /// Offset of the opcode being executed, for errors.
     op_offset: usize,
-    nodes: Vec<Node>,
+    slots: Vec<Slot>,
+    /// Freed slots, for reuse. Its capacity is kept at least that of `slots`, so that freeing
+    /// never allocates.
+    free: Vec<NodeId>,
+    /// Nodes whose count fell to zero, not yet freed (capacity as `free`).
+    dead: Vec<NodeId>,
     stack: Vec<NodeId>,
     /// Stack lengths at each open `MARK`.
     marks: Vec<usize>,
-    memo: HashMap<u64, NodeId>,
+    memo: BTreeMap<u64, NodeId>,
     /// Cap on the stack (and mark stack) and on the memo size.
     max_entries: usize,
+    meter: Meter,
+    /// Container elements that may still be copied (`dict(d)`, `list(l)`).
+    copies_left: usize,
+    /// Whether to check the accounting after every opcode ([`parse_audited`]).
+    audit: bool,
 }
 
 impl<'a> Machine<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    fn new(data: &'a [u8], budget: usize) -> Self {
         Machine {
             input: Cursor { data, pos: 0 },
             op_offset: 0,
-            nodes: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            dead: Vec::new(),
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: HashMap::new(),
+            memo: BTreeMap::new(),
             max_entries: data.len().saturating_add(16),
+            meter: Meter {
+                held: 0,
+                peak: 0,
+                limit: budget,
+            },
+            copies_left: budget / size_of::<NodeId>(),
+            audit: false,
         }
     }
 
@@ -325,10 +527,11 @@ impl<'a> Machine<'a> {
         PickleError {
             offset: self.op_offset,
             reason: reason.into(),
+            kind: PickleErrorKind::Malformed,
         }
     }
 
-    /// Runs opcodes up to `STOP` and returns the node left on the stack.
+    /// Runs opcodes up to `STOP` and returns the handle left on the stack.
     fn run(&mut self) -> Res<NodeId> {
         loop {
             self.op_offset = self.input.pos;
@@ -339,8 +542,27 @@ impl<'a> Machine<'a> {
             if code == op::STOP {
                 return self.pop();
             }
-            self.step(code)?;
+            let offset = self.op_offset;
+            self.step(code).map_err(|e| PickleError { offset, ..e })?;
+            if self.audit {
+                assert_eq!(
+                    self.meter.held,
+                    self.held_bytes(),
+                    "opcode at byte {offset}"
+                );
+            }
         }
+    }
+
+    /// The bytes the machine's structures hold, computed from them (what the meter must count).
+    fn held_bytes(&self) -> usize {
+        let nodes: usize = self.slots.iter().map(|s| s.node.heap_bytes()).sum();
+        nodes
+            + self.slots.capacity() * size_of::<Slot>()
+            + (self.free.capacity() + self.dead.capacity() + self.stack.capacity())
+                * size_of::<NodeId>()
+            + self.marks.capacity() * size_of::<usize>()
+            + self.memo.len() * MEMO_ENTRY_BYTES
     }
 
     fn step(&mut self, code: u8) -> Res<()> {
@@ -349,8 +571,8 @@ impl<'a> Machine<'a> {
             op::FRAME => self.fixed::<8>().map(drop),
             op::MARK => self.mark(),
             op::POP => self.pop_any(),
-            op::POP_MARK => self.pop_mark().map(drop),
-            op::DUP => self.top().and_then(|id| self.push(id)),
+            op::POP_MARK => self.discard_mark(),
+            op::DUP => self.dup(),
             op::NONE => self.push_leaf(Value::None),
             op::NEWTRUE => self.push_leaf(Value::Bool(true)),
             op::NEWFALSE => self.push_leaf(Value::Bool(false)),
@@ -397,7 +619,10 @@ impl<'a> Machine<'a> {
             op::GLOBAL => self.text_global(),
             op::STACK_GLOBAL => self.stack_global(),
             op::REDUCE | op::NEWOBJ => self.reduce(),
-            op::NEWOBJ_EX => self.pop().and_then(|_kwargs| self.reduce()),
+            op::NEWOBJ_EX => self.pop().and_then(|kwargs| {
+                self.release(kwargs);
+                self.reduce()
+            }),
             op::BUILD => self.build(),
             op::PUT => self.text_index().and_then(|i| self.memo_put(i)),
             op::BINPUT => self
@@ -468,34 +693,106 @@ impl<'a> Machine<'a> {
         std::str::from_utf8(line)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| self.err(format!("invalid {what} {:?}", lossy(line))))
+            .ok_or_else(|| self.err(format!("invalid {what} {}", quote(line))))
     }
 
     fn text_index(&mut self) -> Res<u64> {
         self.text_parse("memo index")
     }
 
-    // ------------------------------------------------------------------ stack and memo
+    // ------------------------------------------------------------------ nodes and handles
 
     fn node(&self, id: NodeId) -> &Node {
-        self.nodes.get(id).unwrap_or(&MISSING)
+        self.slots.get(id).map_or(&MISSING, |slot| &slot.node)
     }
 
-    fn new_node(&mut self, node: Node) -> NodeId {
-        self.nodes.push(node);
-        self.nodes.len() - 1
+    /// Stores `node` (its payload charged to the budget) and returns a handle to it.
+    fn new_node(&mut self, node: Node) -> Res<NodeId> {
+        self.meter.charge(node.heap_bytes())?;
+        let slot = Slot { node, refs: 1 };
+        if let Some(id) = self.free.pop() {
+            if let Some(reused) = self.slots.get_mut(id) {
+                *reused = slot;
+                return Ok(id);
+            }
+        }
+        if self.slots.len() == self.slots.capacity() {
+            reserve(&mut self.slots, 1, &mut self.meter)?;
+            let capacity = self.slots.capacity();
+            let (free, dead) = (self.free.len(), self.dead.len());
+            reserve(&mut self.free, capacity - free, &mut self.meter)?;
+            reserve(&mut self.dead, capacity - dead, &mut self.meter)?;
+        }
+        self.slots.push(slot);
+        Ok(self.slots.len() - 1)
     }
 
+    /// A second handle to `id`.
+    fn retain(&mut self, id: NodeId) -> NodeId {
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.refs = slot.refs.saturating_add(1);
+        }
+        id
+    }
+
+    /// Gives a handle back; frees the node, and what only it referred to, when none is left.
+    /// Iterative, so that freeing a deeply nested container cannot overflow the call stack.
+    fn release(&mut self, id: NodeId) {
+        self.drop_ref(id);
+        while let Some(id) = self.dead.pop() {
+            let Some(slot) = self.slots.get_mut(id) else {
+                continue;
+            };
+            let node = std::mem::replace(&mut slot.node, Node::Leaf(Value::None));
+            self.meter.refund(node.heap_bytes());
+            self.free.push(id);
+            for child in node.children() {
+                self.drop_ref(child);
+            }
+        }
+    }
+
+    fn drop_ref(&mut self, id: NodeId) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            if slot.refs > 0 {
+                slot.refs -= 1;
+                if slot.refs == 0 {
+                    self.dead.push(id);
+                }
+            }
+        }
+    }
+
+    fn release_all(&mut self, ids: impl IntoIterator<Item = NodeId>) {
+        ids.into_iter().for_each(|id| self.release(id));
+    }
+
+    /// Counts `n` container elements about to be copied against the work limit.
+    fn count_copies(&mut self, n: usize) -> Res<()> {
+        self.copies_left = self.copies_left.checked_sub(n).ok_or_else(|| PickleError {
+            offset: self.op_offset,
+            reason: "containers are copied beyond the work limit (repeated copies of a large \
+                     container: quadratic growth)"
+                .into(),
+            kind: PickleErrorKind::OverBudget,
+        })?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ stack and memo
+
+    /// Pushes a handle (the stack now holds it).
     fn push(&mut self, id: NodeId) -> Res<()> {
         if self.stack.len() >= self.max_entries {
             return Err(self.err("stack limit exceeded"));
         }
+        reserve(&mut self.stack, 1, &mut self.meter)?;
         self.stack.push(id);
         Ok(())
     }
 
     fn push_node(&mut self, node: Node) -> Res<()> {
-        let id = self.new_node(node);
+        let id = self.new_node(node)?;
         self.push(id)
     }
 
@@ -516,6 +813,7 @@ impl<'a> Machine<'a> {
         self.marks.last().copied().unwrap_or(0)
     }
 
+    /// The top of the stack, borrowed (no handle).
     fn top(&self) -> Res<NodeId> {
         match self.stack.last() {
             Some(&id) if self.stack.len() > self.floor() => Ok(id),
@@ -523,16 +821,24 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Removes the top of the stack and hands its handle over.
     fn pop(&mut self) -> Res<NodeId> {
         let id = self.top()?;
         self.stack.pop();
         Ok(id)
     }
 
+    fn dup(&mut self) -> Res<()> {
+        let id = self.top()?;
+        let id = self.retain(id);
+        self.push(id)
+    }
+
     fn mark(&mut self) -> Res<()> {
         if self.marks.len() >= self.max_entries {
             return Err(self.err("mark limit exceeded"));
         }
+        reserve(&mut self.marks, 1, &mut self.meter)?;
         self.marks.push(self.stack.len());
         Ok(())
     }
@@ -540,7 +846,9 @@ impl<'a> Machine<'a> {
     /// `POP`: removes the top item, or the innermost mark when nothing lies above it.
     fn pop_any(&mut self) -> Res<()> {
         if self.stack.len() > self.floor() {
-            return self.pop().map(drop);
+            let id = self.pop()?;
+            self.release(id);
+            return Ok(());
         }
         self.marks
             .pop()
@@ -548,24 +856,40 @@ impl<'a> Machine<'a> {
             .ok_or_else(|| self.err("stack underflow"))
     }
 
-    /// Removes and returns everything above the innermost mark, and the mark.
+    /// Removes and returns (the handles of) everything above the innermost mark, and the mark.
     fn pop_mark(&mut self) -> Res<Vec<NodeId>> {
         let start = self
             .marks
             .pop()
             .ok_or_else(|| self.err("no MARK on the stack"))?;
-        if start > self.stack.len() {
-            return Err(self.err("corrupt mark"));
-        }
+        let len = self
+            .stack
+            .len()
+            .checked_sub(start)
+            .ok_or_else(|| self.err("corrupt mark"))?;
+        self.meter.fits(len.saturating_mul(size_of::<NodeId>()))?;
         Ok(self.stack.split_off(start))
+    }
+
+    /// `POP_MARK`: drops everything above the innermost mark.
+    fn discard_mark(&mut self) -> Res<()> {
+        let items = self.pop_mark()?;
+        self.release_all(items);
+        Ok(())
     }
 
     fn memo_put(&mut self, index: u64) -> Res<()> {
         let id = self.top()?;
-        if self.memo.len() >= self.max_entries && !self.memo.contains_key(&index) {
-            return Err(self.err("memo limit exceeded"));
+        if !self.memo.contains_key(&index) {
+            if self.memo.len() >= self.max_entries {
+                return Err(self.err("memo limit exceeded"));
+            }
+            self.meter.charge(MEMO_ENTRY_BYTES)?;
         }
-        self.memo.insert(index, id);
+        let id = self.retain(id);
+        if let Some(old) = self.memo.insert(index, id) {
+            self.release(old);
+        }
         Ok(())
     }
 
@@ -574,6 +898,7 @@ impl<'a> Machine<'a> {
             .memo
             .get(&index)
             .ok_or_else(|| self.err(format!("memo entry {index} does not exist")))?;
+        let id = self.retain(id);
         self.push(id)
     }
 
@@ -607,8 +932,8 @@ impl<'a> Machine<'a> {
 
     fn bad_int(&self, line: &[u8]) -> PickleError {
         self.err(format!(
-            "invalid or out-of-range (beyond 64 bits) integer {:?}",
-            lossy(line)
+            "invalid or out-of-range (beyond 64 bits) integer {}",
+            quote(line)
         ))
     }
 
@@ -627,20 +952,20 @@ impl<'a> Machine<'a> {
         let line = self.text_line()?;
         let bytes = unquote(line)
             .and_then(unescape_bytes)
-            .ok_or_else(|| self.err(format!("invalid STRING literal {:?}", lossy(line))))?;
+            .ok_or_else(|| self.err(format!("invalid STRING literal {}", quote(line))))?;
         self.push_leaf(byte_string(&bytes))
     }
 
     fn text_unicode(&mut self) -> Res<()> {
         let line = self.text_line()?;
         let text = raw_unicode_unescape(line)
-            .ok_or_else(|| self.err(format!("invalid UNICODE literal {:?}", lossy(line))))?;
+            .ok_or_else(|| self.err(format!("invalid UNICODE literal {}", quote(line))))?;
         self.push_leaf(Value::Str(text))
     }
 
     fn text_persid(&mut self) -> Res<()> {
         let line = self.text_line()?;
-        let id = self.new_node(Node::Leaf(utf8(line)));
+        let id = self.new_node(Node::Leaf(utf8(line)))?;
         self.push_node(Node::PersistentId(id))
     }
 
@@ -683,24 +1008,40 @@ impl<'a> Machine<'a> {
         self.extend_dict(pairs)
     }
 
+    /// `APPEND(S)`/`ADDITEMS`: moves the handles `items` into the list on top of the stack (an
+    /// object's items are dropped).
     fn extend_list(&mut self, items: Vec<NodeId>) -> Res<()> {
         let target = self.top()?;
-        match self.nodes.get_mut(target) {
-            Some(Node::List(list)) => list.extend(items),
-            Some(Node::Object { .. }) => {}
-            _ => return Err(self.err("APPEND(S)/ADDITEMS target is not a list or set")),
+        match self.slots.get_mut(target).map(|slot| &mut slot.node) {
+            Some(Node::List(list)) => {
+                reserve(list, items.len(), &mut self.meter)?;
+                list.extend(items);
+                Ok(())
+            }
+            Some(Node::Object { .. }) => {
+                self.release_all(items);
+                Ok(())
+            }
+            _ => Err(self.err("APPEND(S)/ADDITEMS target is not a list or set")),
         }
-        Ok(())
     }
 
+    /// `SETITEM(S)`: moves the handles `pairs` into the dict on top of the stack (an object's
+    /// items are dropped).
     fn extend_dict(&mut self, pairs: Vec<(NodeId, NodeId)>) -> Res<()> {
         let target = self.top()?;
-        match self.nodes.get_mut(target) {
-            Some(Node::Dict(dict)) => dict.extend(pairs),
-            Some(Node::Object { .. }) => {}
-            _ => return Err(self.err("SETITEM(S) target is not a dict")),
+        match self.slots.get_mut(target).map(|slot| &mut slot.node) {
+            Some(Node::Dict(dict)) => {
+                reserve(dict, pairs.len(), &mut self.meter)?;
+                dict.extend(pairs);
+                Ok(())
+            }
+            Some(Node::Object { .. }) => {
+                self.release_all(pairs.into_iter().flat_map(|(k, v)| [k, v]));
+                Ok(())
+            }
+            _ => Err(self.err("SETITEM(S) target is not a dict")),
         }
-        Ok(())
     }
 
     // ------------------------------------------------------------------ globals and objects
@@ -723,9 +1064,12 @@ impl<'a> Machine<'a> {
 
     fn pop_string(&mut self) -> Res<String> {
         let id = self.pop()?;
-        self.str_of(id)
+        let text = self
+            .str_of(id)
             .map(str::to_string)
-            .ok_or_else(|| self.err("STACK_GLOBAL operand is not a string"))
+            .ok_or_else(|| self.err("STACK_GLOBAL operand is not a string"))?;
+        self.release(id);
+        Ok(text)
     }
 
     /// `REDUCE`/`NEWOBJ`: pops the arguments and the callable, pushes the (symbolic) result.
@@ -733,10 +1077,13 @@ impl<'a> Machine<'a> {
         let args = self.pop()?;
         let callable = self.pop()?;
         let result = self.apply(callable, args, true)?;
+        self.release(args);
+        self.release(callable);
         self.push(result)
     }
 
-    /// Interprets a call of `callable(*args)` without running anything; see the module docs.
+    /// Interprets a call of `callable(*args)` without running anything (see the module docs);
+    /// borrows both and returns a new handle.
     fn apply(&mut self, callable: NodeId, args: NodeId, outermost: bool) -> Res<NodeId> {
         let (module, name) = match self.node(callable) {
             Node::Leaf(Value::Global { module, name }) => (module.clone(), name.clone()),
@@ -745,10 +1092,16 @@ impl<'a> Machine<'a> {
         let builtin = BUILTINS.contains(&module.as_str());
         let node = match (module.as_str(), name.as_str()) {
             ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
-                Node::Tensor(self.tensor_ref(args)?)
+                Node::Tensor(Box::new(self.tensor_ref(args)?))
+            }
+            ("torch._utils", "_rebuild_tensor_v3") => {
+                let mut tensor = self.tensor_ref(args)?;
+                tensor.dtype = Some(self.dtype_arg(args)?);
+                Node::Tensor(Box::new(tensor))
             }
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
-                return self.arg(args, 0);
+                let tensor = self.arg(args, 0)?;
+                return Ok(self.retain(tensor));
             }
             ("torch._tensor", "_rebuild_from_type_v2") if outermost => {
                 let (func, inner) = (self.arg(args, 0)?, self.arg(args, 2)?);
@@ -761,11 +1114,11 @@ impl<'a> Machine<'a> {
             (_, "tuple") if builtin => Node::Tuple(self.seq_from(args)?),
             _ => Node::Object {
                 class: (module, name),
-                args,
+                args: self.retain(args),
                 state: None,
             },
         };
-        Ok(self.new_node(node))
+        self.new_node(node)
     }
 
     /// `BUILD`: an object records its state; the state of a dict (instance attributes such as
@@ -774,8 +1127,12 @@ impl<'a> Machine<'a> {
     fn build(&mut self) -> Res<()> {
         let state = self.pop()?;
         let target = self.top()?;
-        if let Some(Node::Object { state: slot, .. }) = self.nodes.get_mut(target) {
-            *slot = Some(state);
+        let replaced = match self.slots.get_mut(target).map(|slot| &mut slot.node) {
+            Some(Node::Object { state: slot, .. }) => slot.replace(state),
+            _ => Some(state),
+        };
+        if let Some(old) = replaced {
+            self.release(old);
         }
         Ok(())
     }
@@ -787,15 +1144,16 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// The argument at `index` of the tuple `args`, borrowed.
     fn arg(&self, args: NodeId, index: usize) -> Res<NodeId> {
         self.items(args)
             .and_then(|items| items.get(index).copied())
             .ok_or_else(|| self.err(format!("call is missing argument {index}")))
     }
 
-    /// Entries for `dict(x)` / `OrderedDict(x)` / `defaultdict(factory, x)`: `x` is the argument
-    /// at `index` (absent: empty), a dict or a sequence of key/value pairs.
-    fn dict_from(&self, args: NodeId, index: usize) -> Res<Vec<(NodeId, NodeId)>> {
+    /// Entries (new handles) for `dict(x)` / `OrderedDict(x)` / `defaultdict(factory, x)`: `x` is
+    /// the argument at `index` (absent: empty), a dict or a sequence of key/value pairs.
+    fn dict_from(&mut self, args: NodeId, index: usize) -> Res<Vec<(NodeId, NodeId)>> {
         let source = match self.items(args) {
             Some(items) => items.get(index).copied(),
             None => return Err(self.err("dict constructor arguments are not a tuple")),
@@ -803,32 +1161,57 @@ impl<'a> Machine<'a> {
         let Some(source) = source else {
             return Ok(Vec::new());
         };
-        if let Node::Dict(entries) = self.node(source) {
-            return Ok(entries.clone());
+        let len = match self.node(source) {
+            Node::Dict(entries) => entries.len(),
+            _ => self.items(source).map_or(0, <[NodeId]>::len),
+        };
+        self.count_copies(len.saturating_mul(2))?;
+        self.meter
+            .fits(len.saturating_mul(size_of::<(NodeId, NodeId)>()))?;
+        let entries = if let Node::Dict(entries) = self.node(source) {
+            entries.clone()
+        } else {
+            let pairs = self
+                .items(source)
+                .ok_or_else(|| self.err("dict constructor argument is not a dict or a sequence"))?;
+            pairs
+                .iter()
+                .map(|&pair| match self.items(pair) {
+                    Some(&[key, value]) => Ok((key, value)),
+                    _ => Err(self.err("dict constructor item is not a key/value pair")),
+                })
+                .collect::<Res<Vec<_>>>()?
+        };
+        for &(key, value) in &entries {
+            self.retain(key);
+            self.retain(value);
         }
-        let pairs = self
-            .items(source)
-            .ok_or_else(|| self.err("dict constructor argument is not a dict or a sequence"))?;
-        pairs
-            .iter()
-            .map(|&pair| match self.items(pair) {
-                Some(&[key, value]) => Ok((key, value)),
-                _ => Err(self.err("dict constructor item is not a key/value pair")),
-            })
-            .collect()
+        Ok(entries)
     }
 
-    /// Items for `list(x)` / `tuple(x)` / `set(x)`: `x` absent, a sequence or a dict (its keys).
-    fn seq_from(&self, args: NodeId) -> Res<Vec<NodeId>> {
+    /// Items (new handles) for `list(x)` / `tuple(x)` / `set(x)`: `x` absent, a sequence or a
+    /// dict (its keys).
+    fn seq_from(&mut self, args: NodeId) -> Res<Vec<NodeId>> {
         let Some(source) = self.items(args).map(|items| items.first().copied()) else {
             return Err(self.err("sequence constructor arguments are not a tuple"));
         };
-        match source.map(|id| self.node(id)) {
-            None => Ok(Vec::new()),
-            Some(Node::List(items) | Node::Tuple(items)) => Ok(items.clone()),
-            Some(Node::Dict(entries)) => Ok(entries.iter().map(|(k, _)| *k).collect()),
-            Some(_) => Err(self.err("sequence constructor argument is not a sequence")),
+        let len = match source.map(|id| self.node(id)) {
+            Some(Node::List(items) | Node::Tuple(items)) => items.len(),
+            Some(Node::Dict(entries)) => entries.len(),
+            _ => 0,
+        };
+        self.count_copies(len)?;
+        self.meter.fits(len.saturating_mul(size_of::<NodeId>()))?;
+        let items = match source.map(|id| self.node(id)) {
+            None => Vec::new(),
+            Some(Node::List(items) | Node::Tuple(items)) => items.clone(),
+            Some(Node::Dict(entries)) => entries.iter().map(|(k, _)| *k).collect(),
+            Some(_) => return Err(self.err("sequence constructor argument is not a sequence")),
+        };
+        for &item in &items {
+            self.retain(item);
         }
+        Ok(items)
     }
 
     // ------------------------------------------------------------------ tensors
@@ -872,6 +1255,15 @@ impl<'a> Machine<'a> {
         Ok(tensor)
     }
 
+    /// The dtype argument of `_rebuild_tensor_v3(storage, offset, size, stride, requires_grad,
+    /// hooks, dtype, …)`: a global `torch.<dtype>`.
+    fn dtype_arg(&self, args: NodeId) -> Res<String> {
+        match self.node(self.arg(args, 6)?) {
+            Node::Leaf(Value::Global { module, name }) if module == "torch" => Ok(name.clone()),
+            _ => Err(self.err("_rebuild_tensor_v3 dtype argument is not a torch dtype")),
+        }
+    }
+
     /// Decodes the persistent id `('storage', torch.<Type>Storage, key, location, numel)`.
     fn storage_ref(&self, id: NodeId) -> Res<TensorRef> {
         let bad = || {
@@ -905,52 +1297,54 @@ impl<'a> Machine<'a> {
             storage_offset: 0,
             shape: Vec::new(),
             stride: Vec::new(),
+            dtype: None,
         })
     }
 
     // ------------------------------------------------------------------ graph -> tree
 
-    fn expand(&self, root: NodeId) -> Res<Value> {
-        let budget = EXPAND_BUDGET_PER_BYTE
-            .saturating_mul(self.input.data.len())
-            .saturating_add(EXPAND_BUDGET_BASE);
+    /// Expands the graph under `root` into a tree, charging the tree to the same budget (the
+    /// graph is held meanwhile).
+    fn expand(&mut self, root: NodeId) -> Res<Value> {
+        let slots = self.slots.len();
+        self.meter.charge(slots)?;
         let mut expander = Expander {
-            nodes: &self.nodes,
-            on_path: vec![false; self.nodes.len()],
-            budget,
+            slots: &self.slots,
+            on_path: vec![false; slots],
+            meter: &mut self.meter,
         };
-        expander.value(root, 0).map_err(|reason| self.err(reason))
+        let offset = self.op_offset;
+        expander
+            .value(root, 0)
+            .map_err(|e| PickleError { offset, ..e })
     }
 }
 
-/// Turns the node graph into a [`Value`] tree, cutting cycles and bounding the output size.
+/// Turns the node graph into a [`Value`] tree, cutting cycles and charging the output to the
+/// budget.
 struct Expander<'n> {
-    nodes: &'n [Node],
+    slots: &'n [Slot],
     /// Nodes on the path from the root to the node being expanded.
     on_path: Vec<bool>,
-    /// Bytes of output still allowed.
-    budget: usize,
+    meter: &'n mut Meter,
 }
 
 impl Expander<'_> {
-    fn charge(&mut self, bytes: usize) -> Result<(), String> {
-        let cost = bytes.saturating_add(std::mem::size_of::<Value>());
-        self.budget = self
-            .budget
-            .checked_sub(cost)
-            .ok_or("shared references expand beyond the size limit (a pickle bomb?)".to_string())?;
-        Ok(())
-    }
-
-    fn value(&mut self, id: NodeId, depth: usize) -> Result<Value, String> {
+    /// Expands node `id`. Only heap bytes are charged: a value's own size is charged by the
+    /// vector or box that holds it (the root is inline).
+    fn value(&mut self, id: NodeId, depth: usize) -> Res<Value> {
         if depth > MAX_DEPTH {
-            return Err(format!("containers nested deeper than {MAX_DEPTH} levels"));
+            return Err(PickleError {
+                offset: 0,
+                reason: format!("containers nested deeper than {MAX_DEPTH} levels"),
+                kind: PickleErrorKind::Malformed,
+            });
         }
-        let node = self.nodes.get(id).unwrap_or(&MISSING);
+        let node = self.slots.get(id).map_or(&MISSING, |slot| &slot.node);
         if self.on_path.get(id).copied().unwrap_or(false) {
             return Ok(Value::Cycle);
         }
-        self.charge(payload_len(node))?;
+        self.meter.charge(expanded_heap_bytes(node))?;
         if let Node::Leaf(value) = node {
             return Ok(value.clone());
         }
@@ -964,23 +1358,26 @@ impl Expander<'_> {
         result
     }
 
-    fn container(&mut self, node: &Node, depth: usize) -> Result<Value, String> {
+    fn container(&mut self, node: &Node, depth: usize) -> Res<Value> {
         Ok(match node {
             Node::Leaf(value) => value.clone(),
             Node::List(items) => Value::List(self.values(items, depth)?),
             Node::Tuple(items) => Value::Tuple(self.values(items, depth)?),
-            Node::Dict(entries) => Value::Dict(
-                entries
-                    .iter()
-                    .map(|&(k, v)| Ok((self.value(k, depth)?, self.value(v, depth)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
-            Node::PersistentId(inner) => Value::PersistentId(Box::new(self.value(*inner, depth)?)),
+            Node::Dict(entries) => {
+                self.meter
+                    .charge(entries.len().saturating_mul(size_of::<(Value, Value)>()))?;
+                let mut out = Vec::with_capacity(entries.len());
+                for &(k, v) in entries {
+                    out.push((self.value(k, depth)?, self.value(v, depth)?));
+                }
+                Value::Dict(out)
+            }
+            Node::PersistentId(inner) => Value::PersistentId(self.boxed(*inner, depth)?),
             Node::Object { class, args, state } => Value::Object {
                 class: class.clone(),
-                args: Box::new(self.value(*args, depth)?),
+                args: self.boxed(*args, depth)?,
                 state: match state {
-                    Some(s) => Some(Box::new(self.value(*s, depth)?)),
+                    Some(s) => Some(self.boxed(*s, depth)?),
                     None => None,
                 },
             },
@@ -988,22 +1385,70 @@ impl Expander<'_> {
         })
     }
 
-    fn values(&mut self, ids: &[NodeId], depth: usize) -> Result<Vec<Value>, String> {
-        ids.iter().map(|&id| self.value(id, depth)).collect()
+    fn values(&mut self, ids: &[NodeId], depth: usize) -> Res<Vec<Value>> {
+        self.meter
+            .charge(ids.len().saturating_mul(size_of::<Value>()))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            out.push(self.value(id, depth)?);
+        }
+        Ok(out)
+    }
+
+    fn boxed(&mut self, id: NodeId, depth: usize) -> Res<Box<Value>> {
+        self.meter.charge(size_of::<Value>())?;
+        Ok(Box::new(self.value(id, depth)?))
     }
 }
 
-/// Heap bytes a node's own payload takes once expanded.
-fn payload_len(node: &Node) -> usize {
+/// Heap bytes of an expanded tree below its root (vectors by capacity, boxes, strings), as the
+/// expander charges them; for [`parse_audited`].
+fn value_heap_bytes(value: &Value) -> usize {
+    let values = |items: &[Value]| -> usize { items.iter().map(value_heap_bytes).sum() };
+    let boxed = |v: &Value| size_of::<Value>() + value_heap_bytes(v);
+    match value {
+        Value::Str(s) => s.capacity(),
+        Value::Bytes(b) => b.capacity(),
+        Value::Global { module, name } => module.capacity() + name.capacity(),
+        Value::List(items) | Value::Tuple(items) => {
+            items.capacity() * size_of::<Value>() + values(items)
+        }
+        Value::Dict(entries) => {
+            entries.capacity() * size_of::<(Value, Value)>()
+                + entries
+                    .iter()
+                    .map(|(k, v)| value_heap_bytes(k) + value_heap_bytes(v))
+                    .sum::<usize>()
+        }
+        Value::PersistentId(inner) => boxed(inner),
+        Value::Object { class, args, state } => {
+            class.0.capacity()
+                + class.1.capacity()
+                + boxed(args)
+                + state.as_deref().map_or(0, boxed)
+        }
+        Value::Tensor(t) => size_of::<TensorRef>() + tensor_heap_bytes(t),
+        Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Cycle => 0,
+    }
+}
+
+/// Heap bytes that the expanded clone of `node` allocates besides its children (a clone's
+/// capacity is its length).
+fn expanded_heap_bytes(node: &Node) -> usize {
     match node {
         Node::Leaf(Value::Str(s)) => s.len(),
         Node::Leaf(Value::Bytes(b)) => b.len(),
         Node::Leaf(Value::Global { module, name }) => module.len() + name.len(),
-        Node::List(items) | Node::Tuple(items) => items.len(),
-        Node::Dict(entries) => entries.len(),
         Node::Object { class, .. } => class.0.len() + class.1.len(),
-        Node::Tensor(t) => t.storage_key.len() + t.shape.len() * 16,
-        Node::Leaf(_) | Node::PersistentId(_) => 0,
+        Node::Tensor(t) => {
+            size_of::<TensorRef>()
+                + t.storage_key.len()
+                + t.storage_type.len()
+                + t.location.len()
+                + t.dtype.as_ref().map_or(0, String::len)
+                + (t.shape.len() + t.stride.len()) * size_of::<usize>()
+        }
+        Node::Leaf(_) | Node::List(_) | Node::Tuple(_) | Node::Dict(_) | Node::PersistentId(_) => 0,
     }
 }
 
@@ -1011,6 +1456,17 @@ fn payload_len(node: &Node) -> usize {
 
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `bytes` quoted for an error message, cut after [`MAX_QUOTE`] characters.
+fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(MAX_QUOTE).collect();
+    match chars.next() {
+        Some(_) => format!("{head:?}… ({} bytes)", bytes.len()),
+        None => format!("{head:?}"),
+    }
 }
 
 fn utf8(bytes: &[u8]) -> Value {
@@ -1375,7 +1831,7 @@ mod tests {
 
     #[test]
     fn torch_tensors_and_parameters() {
-        let expected = Value::Tensor(TensorRef {
+        let expected = Value::Tensor(Box::new(TensorRef {
             storage_key: "0".into(),
             storage_type: "FloatStorage".into(),
             location: "cuda:0".into(),
@@ -1383,7 +1839,8 @@ mod tests {
             storage_offset: 1,
             shape: vec![2, 2],
             stride: vec![3, 1],
-        });
+            dtype: None,
+        }));
         assert_eq!(ok(&[tensor_pickle(), b".".to_vec()].concat()), expected);
         let parameter = [
             global("torch._utils", "_rebuild_parameter"),
@@ -1442,7 +1899,9 @@ mod tests {
             bomb.extend_from_slice(&[b'(', b'h', level - 1, b'h', level - 1, b'l', b'q', level]);
         }
         bomb.push(b'.');
-        assert!(fails(&bomb).reason.contains("size limit"));
+        let e = fails(&bomb);
+        assert_eq!(e.kind, PickleErrorKind::OverBudget, "{e}");
+        assert!(e.reason.contains("memory budget of"), "{e}");
     }
 
     /// Xorshift64: a deterministic pseudo-random sequence without a dependency.

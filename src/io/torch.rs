@@ -5,26 +5,44 @@
 //! `<prefix>/data/<key>` per tensor storage (raw little-endian elements). The pickle is decoded by
 //! the restricted VM of [`super::pickle`], which never executes pickle code; tensors are then
 //! rebuilt from their storage with the saved offset, shape and strides, on the CPU.
+//!
+//! Reading is in two steps, so that a caller checks names, shapes and dtypes before any storage is
+//! read ([`TorchCheckpoint::open`], then [`TorchCheckpoint::read`]). Hostile archives are bounded:
+//! - the path must be a regular file within [`FileLimit::WEIGHTS`] (no `/dev/zero`, no FIFO);
+//! - `data.pkl` may inflate to at most [`FileLimit::PICKLE`], and the pickle machine holds at most
+//!   its budget ([`pickle::budget_for`], capped at 8 times that limit);
+//! - the index is validated whole before anything else is read: unique tensor names, known storage
+//!   types, a tensor dtype equal to its storage's, views inside their storage, storages shared by
+//!   several tensors declared alike;
+//! - each storage is read once, only up to the last element a requested tensor needs, after its
+//!   declared size was checked; the bytes inflated from the archive, and the bytes of the tensors
+//!   built from them, each count against [`FileLimit::WEIGHTS`] in total (before they are
+//!   inflated or built); an entry that inflates beyond its declared size is refused.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use zip::ZipArchive;
 
-use super::pickle::{self, TensorRef, Value};
+use super::files::{self, FileLimit};
+use super::pickle::{self, PickleErrorKind, TensorRef, Value};
+use super::TensorInfo;
 use crate::error::{Result, XincError};
 
 /// Entries of a top-level dict that hold the model weights, tried in this order by
 /// [`read_torch_tensors`] when no key is given.
 const STATE_DICT_KEYS: [&str; 3] = ["state_dict", "model_state_dict", "model"];
-/// Largest `data.pkl` that is read.
-const MAX_PICKLE_BYTES: u64 = 1 << 30;
 /// Largest element count of a tensor whose strides repeat storage elements (stride 0), beyond
 /// the size of the storage range it covers.
 const MAX_EXPANDED_ELEMENTS: usize = 1 << 24;
+/// Largest buffer allocated for an entry before its bytes are inflated.
+const MAX_PREALLOCATION: usize = 64 << 20;
+/// The pickle machine's budget is capped at this multiple of the `data.pkl` size limit.
+const PICKLE_BUDGET_FACTOR: u64 = 8;
 
 /// Reads the tensors of a PyTorch checkpoint onto the CPU, in the checkpoint's order.
 ///
@@ -32,61 +50,218 @@ const MAX_EXPANDED_ELEMENTS: usize = 1 << 24;
 /// as `Some("extra.ema")` descends into nested dicts (keys that themselves contain dots are matched
 /// whole first). With `None` the first of `state_dict`, `model_state_dict`, `model` that holds
 /// tensors is used, else the top-level dict itself. Entries of the selected dict that are not
-/// tensors are skipped (logged at debug level). Float tensors keep their dtype (F32, F64, F16,
-/// BF16); Long/Int/Short/Char tensors become I64, Byte and Bool tensors U8.
+/// tensors are skipped (logged at debug level); a tensor name given twice (a forged pickle) is an
+/// error. Float tensors keep their dtype (F32, F64, F16, BF16); Long/Int/Short/Char tensors
+/// become I64, Byte and Bool tensors U8.
 pub fn read_torch_tensors(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
-    Checkpoint::open(path)?.tensors(key)
+    TorchCheckpoint::open(path, key)?.read_all()
 }
 
 /// Decodes the pickled object of a PyTorch checkpoint, e.g. to read `epoch` or
 /// `hyper_parameters`. Tensors appear as [`Value::Tensor`] references; no data is loaded.
 pub fn read_pickle_value(path: &Path) -> Result<Value> {
-    Checkpoint::open(path)?.pickle_value()
+    Archive::open(path)?.pickle_value()
+}
+
+/// The tensors of a checkpoint, indexed and validated but not read.
+pub struct TorchCheckpoint<R = File> {
+    archive: Archive<R>,
+    /// The selected dict's tensors, in the checkpoint's order, names unique.
+    entries: Vec<Entry>,
+}
+
+/// One tensor of the selected dict.
+struct Entry {
+    name: String,
+    tensor: TensorRef,
+    kind: StorageKind,
+    layout: StridedLayout,
+}
+
+impl TorchCheckpoint<File> {
+    /// Opens the checkpoint at `path`, decodes its pickle and indexes the tensors of the dict that
+    /// `key` selects (see [`read_torch_tensors`]). No storage is read.
+    pub fn open(path: &Path, key: Option<&str>) -> Result<Self> {
+        TorchCheckpoint::index(Archive::open(path)?, key)
+    }
+}
+
+impl<R: Read + Seek> TorchCheckpoint<R> {
+    fn index(mut archive: Archive<R>, key: Option<&str>) -> Result<Self> {
+        let root = archive.pickle_value()?;
+        let (label, dict) = select_dict(&root, key).map_err(|reason| archive.error(reason))?;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (name, value) in dict {
+            let (Value::Str(name), Value::Tensor(tensor)) = (name, value) else {
+                tracing::debug!(
+                    "{}: skipping non-tensor entry {:?} ({})",
+                    archive.path.display(),
+                    name,
+                    value.kind()
+                );
+                continue;
+            };
+            if !seen.insert(name) {
+                return Err(archive.error(format!(
+                    "tensor `{name}` appears twice in {label} (a forged pickle: which one is meant?)"
+                )));
+            }
+            entries.push(archive.entry(name, tensor)?);
+        }
+        if entries.is_empty() {
+            return Err(archive.error(format!("no tensors in {label}")));
+        }
+        check_shared_storages(&entries).map_err(|reason| archive.error(reason))?;
+        Ok(TorchCheckpoint { archive, entries })
+    }
+
+    /// Name, dtype and shape of every tensor, in the checkpoint's order.
+    pub fn tensors(&self) -> Vec<TensorInfo> {
+        self.entries
+            .iter()
+            .map(|e| TensorInfo {
+                name: e.name.clone(),
+                dtype: e.kind.dtype(),
+                stored_as: e.tensor.storage_type.clone(),
+                shape: e.tensor.shape.clone(),
+            })
+            .collect()
+    }
+
+    /// Reads the tensors named `names` (in that order), each storage once.
+    pub fn read(&mut self, names: &[&str]) -> Result<Vec<(String, Tensor)>> {
+        let position: HashMap<&str, usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.as_str(), i))
+            .collect();
+        let wanted = names
+            .iter()
+            .map(|name| {
+                position.get(name).copied().ok_or_else(|| {
+                    self.archive
+                        .error(format!("no tensor `{name}` in the checkpoint"))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let tensors = self.load(&wanted)?;
+        Ok(names.iter().map(|n| n.to_string()).zip(tensors).collect())
+    }
+
+    /// Reads every tensor, in the checkpoint's order.
+    pub fn read_all(&mut self) -> Result<Vec<(String, Tensor)>> {
+        let all: Vec<usize> = (0..self.entries.len()).collect();
+        let tensors = self.load(&all)?;
+        Ok(self
+            .entries
+            .iter()
+            .map(|e| e.name.clone())
+            .zip(tensors)
+            .collect())
+    }
+
+    /// Builds the tensors `wanted` (indices into `entries`), reading each storage they use once,
+    /// up to the last element any of them needs, and dropping it before the next is read.
+    fn load(&mut self, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        let mut by_storage: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (slot, &i) in wanted.iter().enumerate() {
+            if let Some(e) = self.entries.get(i) {
+                by_storage
+                    .entry(&e.tensor.storage_key)
+                    .or_default()
+                    .push(slot);
+            }
+        }
+        let mut out: Vec<Option<Tensor>> = vec![None; wanted.len()];
+        for (key, slots) in by_storage {
+            let users: Vec<&Entry> = slots
+                .iter()
+                .filter_map(|&s| wanted.get(s).and_then(|&i| self.entries.get(i)))
+                .collect();
+            let built = self.archive.build_from_storage(key, &users)?;
+            for (slot, tensor) in slots.into_iter().zip(built) {
+                if let Some(place) = out.get_mut(slot) {
+                    *place = Some(tensor);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|t| t.ok_or_else(|| self.archive.error("internal: a tensor was not built")))
+            .collect()
+    }
+}
+
+/// Refuses storages that different tensors declare differently (type or size).
+fn check_shared_storages(entries: &[Entry]) -> std::result::Result<(), String> {
+    let mut first: HashMap<&str, &Entry> = HashMap::new();
+    for e in entries {
+        let seen = *first.entry(&e.tensor.storage_key).or_insert(e);
+        let (a, b) = (&seen.tensor, &e.tensor);
+        if a.storage_type != b.storage_type || a.storage_numel != b.storage_numel {
+            return Err(format!(
+                "storage `{}` is declared as {} of {} elements by tensor `{}` and as {} of {} \
+                 elements by tensor `{}`",
+                a.storage_key,
+                a.storage_type,
+                a.storage_numel,
+                seen.name,
+                b.storage_type,
+                b.storage_numel,
+                e.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An open checkpoint archive.
-struct Checkpoint<R> {
+struct Archive<R> {
     path: PathBuf,
     zip: ZipArchive<R>,
     /// Entry-name prefix of the archive, e.g. `archive/` (may be empty).
     prefix: String,
     /// Whether the archive declares big-endian storages (`<prefix>/byteorder` is `big`).
     big_endian: bool,
+    /// Bytes inflated from the archive so far.
+    inflated: u64,
+    /// Bytes of the tensors built so far.
+    built: u64,
+    /// The limit of each ([`FileLimit::WEIGHTS`]).
+    limit: u64,
 }
 
-impl Checkpoint<File> {
+impl Archive<File> {
     fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| XincError::io(path, e))?;
-        Checkpoint::from_reader(path, file)
+        let (file, _) = files::open_regular(path, &FileLimit::WEIGHTS)?;
+        Archive::from_reader(path, file)
     }
 }
 
-impl<R: Read + Seek> Checkpoint<R> {
+impl<R: Read + Seek> Archive<R> {
     /// Opens the archive read from `reader`; `path` only names it in errors.
-    fn from_reader(path: &Path, reader: R) -> Result<Self> {
-        let zip = ZipArchive::new(reader).map_err(|e| {
-            XincError::checkpoint(
-                path,
-                format!(
-                    "not a zip archive: legacy torch.save format (torch < 1.6) is not supported; \
-                     re-save with a newer torch or export safetensors ({e})"
-                ),
-            )
-        })?;
+    fn from_reader(path: &Path, mut reader: R) -> Result<Self> {
+        let head = read_head(&mut reader).map_err(|e| XincError::io(path, e))?;
+        let zip = ZipArchive::new(reader)
+            .map_err(|e| XincError::checkpoint(path, not_an_archive(&head, &e)))?;
         let prefix = pickle_prefix(&zip).ok_or_else(|| {
             XincError::checkpoint(
                 path,
                 "no data.pkl entry in the zip archive (not a torch.save checkpoint?)",
             )
         })?;
-        let mut checkpoint = Checkpoint {
+        let mut archive = Archive {
             path: path.to_path_buf(),
             zip,
             prefix,
             big_endian: false,
+            inflated: 0,
+            built: 0,
+            limit: FileLimit::WEIGHTS.bytes()?,
         };
-        checkpoint.big_endian = checkpoint.byteorder_is_big()?;
-        Ok(checkpoint)
+        archive.big_endian = archive.byteorder_is_big()?;
+        Ok(archive)
     }
 
     fn error(&self, reason: impl Into<String>) -> XincError {
@@ -98,7 +273,7 @@ impl<R: Read + Seek> Checkpoint<R> {
         if self.zip.index_for_name(&name).is_none() {
             return Ok(false);
         }
-        let order = self.read_entry(&name, 16)?;
+        let order = self.read_whole_entry(&name, 16)?;
         match order.trim_ascii() {
             b"little" => Ok(false),
             b"big" => Ok(true),
@@ -109,123 +284,219 @@ impl<R: Read + Seek> Checkpoint<R> {
         }
     }
 
-    /// Reads the whole entry `name`, refusing entries larger than `limit` bytes.
-    fn read_entry(&mut self, name: &str, limit: u64) -> Result<Vec<u8>> {
+    /// Counts `bytes` more to inflate from entry `what`, before they are inflated.
+    fn count_inflated(&mut self, bytes: u64, what: &str) -> Result<()> {
+        self.inflated = self.inflated.saturating_add(bytes);
+        let (total, limit) = (self.inflated, self.limit);
+        self.within(total, limit, what, "inflate", "a decompression bomb?")
+    }
+
+    /// Counts `bytes` more of tensors to build, before they are built.
+    fn count_built(&mut self, bytes: u64, what: &str) -> Result<()> {
+        self.built = self.built.saturating_add(bytes);
+        let (total, limit) = (self.built, self.limit);
+        self.within(total, limit, what, "build", "many views of one storage?")
+    }
+
+    fn within(&self, total: u64, limit: u64, what: &str, verb: &str, hint: &str) -> Result<()> {
+        if total <= limit {
+            return Ok(());
+        }
+        Err(self.error(format!(
+            "{what}: the archive's tensors would {verb} more than {limit} bytes ({hint} set {} \
+             to a number of MiB to raise the limit)",
+            FileLimit::WEIGHTS.env
+        )))
+    }
+
+    /// Reads the whole entry `name`, whose declared size must be at most `limit` bytes; refuses an
+    /// entry that inflates beyond its declared size.
+    fn read_whole_entry(&mut self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let declared = self.declared_size(name)?;
+        if declared > limit {
+            return Err(self.error(format!(
+                "{name}: entry of {declared} bytes exceeds the {limit}-byte limit"
+            )));
+        }
+        self.read_entry(name, declared, true)
+    }
+
+    /// The uncompressed size that the archive declares for entry `name`.
+    fn declared_size(&mut self, name: &str) -> Result<u64> {
+        let entry = self.zip.by_name(name);
+        entry
+            .map(|e| e.size())
+            .map_err(|e| XincError::checkpoint(&self.path, format!("{name}: {e}")))
+    }
+
+    /// Reads the first `len` bytes of entry `name` (which declares at least that many), counting
+    /// them against the limit before inflating them. With `whole`, also checks that nothing
+    /// follows (the declared size can lie; counting what comes out cannot).
+    fn read_entry(&mut self, name: &str, len: u64, whole: bool) -> Result<Vec<u8>> {
+        self.count_inflated(len, name)?;
+        let path = self.path.clone();
+        let fail = |e: std::io::Error| XincError::checkpoint(&path, format!("{name}: {e}"));
         let entry = self
             .zip
             .by_name(name)
-            .map_err(|e| XincError::checkpoint(&self.path, format!("{name}: {e}")))?;
-        if entry.size() > limit {
-            let reason = format!(
-                "{name}: entry of {} bytes exceeds the {limit}-byte limit",
-                entry.size()
-            );
-            return Err(XincError::checkpoint(&self.path, reason));
+            .map_err(|e| XincError::checkpoint(&path, format!("{name}: {e}")))?;
+        let capacity = usize::try_from(len).map_err(|_| {
+            XincError::checkpoint(&path, format!("{name}: {len} bytes do not fit in memory"))
+        })?;
+        // A declared size can lie: memory grows with what really comes out.
+        let mut bytes = Vec::with_capacity(capacity.min(MAX_PREALLOCATION));
+        let mut reader = entry.take(len.saturating_add(u64::from(whole)));
+        (&mut reader)
+            .take(len)
+            .read_to_end(&mut bytes)
+            .map_err(fail)?;
+        if (bytes.len() as u64) < len {
+            return Err(XincError::checkpoint(
+                &path,
+                format!("{name}: the entry ends after {} of its {len} bytes (truncated or corrupt archive)", bytes.len()),
+            ));
         }
-        let mut bytes = Vec::new();
-        let read = entry.take(limit).read_to_end(&mut bytes);
-        read.map_err(|e| self.error(format!("{name}: {e}")))?;
+        if whole && reader.read(&mut [0u8]).map_err(fail)? > 0 {
+            return Err(XincError::checkpoint(
+                &path,
+                format!("{name}: the entry inflates beyond its declared size of {len} bytes (a forged archive)"),
+            ));
+        }
         Ok(bytes)
     }
 
     fn pickle_value(&mut self) -> Result<Value> {
         let name = format!("{}data.pkl", self.prefix);
-        let bytes = self.read_entry(&name, MAX_PICKLE_BYTES)?;
-        pickle::parse(&bytes).map_err(|e| self.error(format!("{name}: {e}")))
-    }
-
-    fn tensors(&mut self, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
-        let root = self.pickle_value()?;
-        let (label, entries) = select_dict(&root, key).map_err(|reason| self.error(reason))?;
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for (name, value) in entries {
-            let (Value::Str(name), Value::Tensor(tensor)) = (name, value) else {
-                tracing::debug!(
-                    "{}: skipping non-tensor entry {:?} ({})",
-                    self.path.display(),
-                    name,
-                    value.kind()
-                );
-                continue;
-            };
-            let loaded = self.load_tensor(name, tensor)?;
-            match index.get(name) {
-                Some(&i) => {
-                    if let Some(slot) = tensors.get_mut(i) {
-                        slot.1 = loaded;
-                    }
-                }
-                None => {
-                    index.insert(name.clone(), tensors.len());
-                    tensors.push((name.clone(), loaded));
-                }
-            }
-        }
-        if tensors.is_empty() {
-            return Err(self.error(format!("no tensors in {label}")));
-        }
-        Ok(tensors)
-    }
-
-    /// Rebuilds one tensor from its storage entry.
-    fn load_tensor(&mut self, name: &str, tensor: &TensorRef) -> Result<Tensor> {
-        let kind = StorageKind::from_name(&tensor.storage_type).ok_or_else(|| {
-            self.error(format!(
-                "tensor `{name}`: unsupported storage type {}",
-                tensor.storage_type
-            ))
-        })?;
-        let layout =
-            StridedLayout::new(tensor).map_err(|e| self.error(format!("tensor `{name}`: {e}")))?;
-        let storage = self.read_storage(name, tensor, layout.extent, kind.size())?;
-        let mut bytes = gather(&storage, tensor, layout.numel, kind.size())
-            .ok_or_else(|| self.error(format!("tensor `{name}`: view outside its storage")))?;
-        if self.big_endian {
-            bytes
-                .chunks_exact_mut(kind.size())
-                .for_each(<[u8]>::reverse);
-        }
-        kind.to_tensor(bytes, &tensor.shape)
-            .map_err(|e| self.error(format!("tensor `{name}`: {e}")))
-    }
-
-    /// Reads the first `extent` elements (`width` bytes each) of the storage of tensor `name`.
-    fn read_storage(
-        &mut self,
-        name: &str,
-        tensor: &TensorRef,
-        extent: usize,
-        width: usize,
-    ) -> Result<Vec<u8>> {
-        let entry_name = format!("{}data/{}", self.prefix, tensor.storage_key);
-        if extent > tensor.storage_numel {
+        let limit = FileLimit::PICKLE.bytes()?;
+        let declared = self.declared_size(&name)?;
+        if declared > limit {
             return Err(self.error(format!(
-                "tensor `{name}` reaches element {extent} of storage `{entry_name}`, which has {} elements",
-                tensor.storage_numel
+                "{name}: the pickle inflates to {declared} bytes, more than a {} may hold ({limit} \
+                 bytes; set {} to a number of MiB to raise it)",
+                FileLimit::PICKLE.what,
+                FileLimit::PICKLE.env
             )));
         }
+        let bytes = self.read_entry(&name, declared, true)?;
+        let cap = usize::try_from(limit.saturating_mul(PICKLE_BUDGET_FACTOR)).unwrap_or(usize::MAX);
+        let (value, _) = pickle::parse_with_budget(&bytes, pickle::budget_for(bytes.len(), cap));
+        value.map_err(|e| {
+            let hint = match e.kind {
+                PickleErrorKind::OverBudget => format!(
+                    " (the budget is {} MiB + {} bytes per pickle byte, at most {PICKLE_BUDGET_FACTOR} \
+                     times the data.pkl limit; set {} to a number of MiB to raise it)",
+                    pickle::BUDGET_BASE >> 20,
+                    pickle::BUDGET_PER_BYTE,
+                    FileLimit::PICKLE.env
+                ),
+                PickleErrorKind::Malformed => String::new(),
+            };
+            self.error(format!("{name}: {e}{hint}"))
+        })
+    }
+
+    /// Validates one tensor of the selected dict (no data read).
+    fn entry(&self, name: &str, tensor: &TensorRef) -> Result<Entry> {
+        let fail = |reason: String| self.error(format!("tensor `{name}`: {reason}"));
+        let kind = StorageKind::from_name(&tensor.storage_type)
+            .ok_or_else(|| fail(format!("unsupported storage type {}", tensor.storage_type)))?;
+        if let Some(dtype) = &tensor.dtype {
+            if dtype != kind.torch_dtype() {
+                return Err(fail(format!(
+                    "its dtype torch.{dtype} differs from its storage's ({}, torch.{})",
+                    tensor.storage_type,
+                    kind.torch_dtype()
+                )));
+            }
+        }
+        let layout = StridedLayout::new(tensor).map_err(fail)?;
+        if layout.extent > tensor.storage_numel {
+            return Err(fail(format!(
+                "it reaches element {} of storage `{}data/{}`, which has {} elements",
+                layout.extent, self.prefix, tensor.storage_key, tensor.storage_numel
+            )));
+        }
+        Ok(Entry {
+            name: name.to_string(),
+            tensor: tensor.clone(),
+            kind,
+            layout,
+        })
+    }
+
+    /// Reads storage `key` once, up to the last element that `users` need, and builds their
+    /// tensors from it.
+    fn build_from_storage(&mut self, key: &str, users: &[&Entry]) -> Result<Vec<Tensor>> {
+        let Some(first) = users.first() else {
+            return Ok(Vec::new());
+        };
+        let (kind, width) = (first.kind, first.kind.size());
+        let entry_name = format!("{}data/{key}", self.prefix);
+        let extent = users.iter().map(|e| e.layout.extent).max().unwrap_or(0);
         let needed = extent
             .checked_mul(width)
-            .ok_or_else(|| self.error(format!("tensor `{name}`: storage size overflows")))?;
-        let missing = |e| format!("tensor `{name}`: storage entry `{entry_name}` is missing ({e})");
-        let entry = self
-            .zip
-            .by_name(&entry_name)
-            .map_err(|e| XincError::checkpoint(&self.path, missing(e)))?;
-        let short = |have: u64| {
-            format!("tensor `{name}` needs {needed} bytes of storage `{entry_name}`, which holds {have}")
-        };
-        if entry.size() < needed as u64 {
-            return Err(XincError::checkpoint(&self.path, short(entry.size())));
+            .ok_or_else(|| self.error(format!("storage `{entry_name}`: size overflows")))?
+            as u64;
+        let declared = self.zip.by_name(&entry_name).map(|e| e.size());
+        let declared = declared.map_err(|e| {
+            self.error(format!(
+                "tensor `{}`: storage entry `{entry_name}` is missing ({e})",
+                first.name
+            ))
+        })?;
+        if declared < needed {
+            // the first of the tensors that reach furthest
+            let widest = users
+                .iter()
+                .rev()
+                .max_by_key(|e| e.layout.extent)
+                .unwrap_or(first);
+            return Err(self.error(format!(
+                "tensor `{}` needs {} bytes of storage `{entry_name}`, which holds {declared}",
+                widest.name,
+                widest.layout.extent.saturating_mul(width)
+            )));
         }
-        let mut bytes = Vec::new();
-        let read = entry.take(needed as u64).read_to_end(&mut bytes);
-        read.map_err(|e| XincError::checkpoint(&self.path, format!("{entry_name}: {e}")))?;
-        if bytes.len() != needed {
-            return Err(self.error(short(bytes.len() as u64)));
+        let mut storage = self.read_entry(&entry_name, needed, false)?;
+        if self.big_endian {
+            storage.chunks_exact_mut(width).for_each(<[u8]>::reverse);
         }
-        Ok(bytes)
+        users
+            .iter()
+            .map(|e| {
+                let bytes = e
+                    .layout
+                    .numel
+                    .saturating_mul(e.kind.dtype().size_in_bytes());
+                self.count_built(bytes as u64, &format!("tensor `{}`", e.name))?;
+                let data = gather(&storage, &e.tensor, e.layout.numel, width).ok_or_else(|| {
+                    self.error(format!("tensor `{}`: view outside its storage", e.name))
+                })?;
+                kind.to_tensor(&data, &e.tensor.shape)
+                    .map_err(|err| self.error(format!("tensor `{}`: {err}", e.name)))
+            })
+            .collect()
+    }
+}
+
+/// The first bytes of `reader` (to tell what a file that is not a zip archive is), rewound.
+fn read_head(reader: &mut (impl Read + Seek)) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(4);
+    reader.by_ref().take(4).read_to_end(&mut head)?;
+    reader.seek(SeekFrom::Start(0))?;
+    Ok(head)
+}
+
+/// Why a file that starts with `head` is not a readable zip archive.
+fn not_an_archive(head: &[u8], e: &zip::result::ZipError) -> String {
+    match head {
+        [] => "the file is empty".to_string(),
+        [b'P', b'K', ..] => format!("truncated or corrupt zip archive ({e})"),
+        [0x80, ..] => format!(
+            "not a zip archive: legacy torch.save format (torch < 1.6) is not supported; \
+             re-save with a newer torch or export safetensors ({e})"
+        ),
+        _ => format!("not a zip archive, so not a torch.save checkpoint ({e})"),
     }
 }
 
@@ -259,7 +530,11 @@ fn select_dict<'v>(
         return Ok(nested.unwrap_or_else(|| ("the top-level dict".to_string(), top)));
     };
     let value = lookup_path(root, key).ok_or_else(|| {
-        let keys: Vec<&str> = top.iter().filter_map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = top
+            .iter()
+            .filter_map(|(k, _)| k.as_str())
+            .take(20)
+            .collect();
         format!("key `{key}` not found; top-level keys: {keys:?}")
     })?;
     let entries = value
@@ -315,6 +590,34 @@ impl StorageKind {
         })
     }
 
+    /// The `torch` dtype of the storage's elements, as `_rebuild_tensor_v3` names it.
+    fn torch_dtype(self) -> &'static str {
+        match self {
+            StorageKind::F32 => "float32",
+            StorageKind::F64 => "float64",
+            StorageKind::F16 => "float16",
+            StorageKind::BF16 => "bfloat16",
+            StorageKind::I64 => "int64",
+            StorageKind::I32 => "int32",
+            StorageKind::I16 => "int16",
+            StorageKind::I8 => "int8",
+            StorageKind::U8 => "uint8",
+            StorageKind::Bool => "bool",
+        }
+    }
+
+    /// The dtype of the tensors built from the storage (narrow integers are widened to I64).
+    fn dtype(self) -> DType {
+        match self {
+            StorageKind::F32 => DType::F32,
+            StorageKind::F64 => DType::F64,
+            StorageKind::F16 => DType::F16,
+            StorageKind::BF16 => DType::BF16,
+            StorageKind::I64 | StorageKind::I32 | StorageKind::I16 | StorageKind::I8 => DType::I64,
+            StorageKind::U8 | StorageKind::Bool => DType::U8,
+        }
+    }
+
     /// Bytes per element.
     fn size(self) -> usize {
         match self {
@@ -326,28 +629,20 @@ impl StorageKind {
     }
 
     /// Builds a CPU tensor from contiguous little-endian elements.
-    fn to_tensor(self, bytes: Vec<u8>, shape: &[usize]) -> candle_core::Result<Tensor> {
-        let dtype = match self {
-            StorageKind::F32 => DType::F32,
-            StorageKind::F64 => DType::F64,
-            StorageKind::F16 => DType::F16,
-            StorageKind::BF16 => DType::BF16,
-            StorageKind::I64 => DType::I64,
-            StorageKind::U8 | StorageKind::Bool => DType::U8,
-            StorageKind::I32 | StorageKind::I16 | StorageKind::I8 => {
-                return Tensor::from_vec(widen_ints(&bytes, self.size()), shape, &Device::Cpu);
-            }
-        };
+    fn to_tensor(self, bytes: &[u8], shape: &[usize]) -> candle_core::Result<Tensor> {
+        if let StorageKind::I32 | StorageKind::I16 | StorageKind::I8 = self {
+            return Tensor::from_vec(widen_ints(bytes, self.size()), shape, &Device::Cpu);
+        }
         let native = if cfg!(target_endian = "big") {
-            let mut swapped = bytes;
+            let mut swapped = bytes.to_vec();
             swapped
                 .chunks_exact_mut(self.size())
                 .for_each(<[u8]>::reverse);
-            swapped
+            Cow::Owned(swapped)
         } else {
-            bytes
+            Cow::Borrowed(bytes)
         };
-        Tensor::from_raw_buffer(&native, dtype, shape, &Device::Cpu)
+        Tensor::from_raw_buffer(&native, self.dtype(), shape, &Device::Cpu)
     }
 }
 
@@ -421,15 +716,20 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
     true
 }
 
-/// Copies the `numel` elements (`width` bytes each) of a strided view of `storage` into row-major
-/// order. `None` if the view leaves the storage.
-fn gather(storage: &[u8], tensor: &TensorRef, numel: usize, width: usize) -> Option<Vec<u8>> {
+/// The `numel` elements (`width` bytes each) of a strided view of `storage` in row-major order:
+/// borrowed when the view is contiguous, else copied. `None` if the view leaves the storage.
+fn gather<'s>(
+    storage: &'s [u8],
+    tensor: &TensorRef,
+    numel: usize,
+    width: usize,
+) -> Option<Cow<'s, [u8]>> {
     let (shape, stride) = (&tensor.shape, &tensor.stride);
     let byte = |element: usize| element.checked_mul(width);
     if is_contiguous(shape, stride) {
         let start = byte(tensor.storage_offset)?;
         let end = start.checked_add(byte(numel)?)?;
-        return storage.get(start..end).map(<[u8]>::to_vec);
+        return storage.get(start..end).map(Cow::Borrowed);
     }
     let mut out = Vec::with_capacity(byte(numel)?);
     let mut index = vec![0usize; shape.len()];
@@ -439,7 +739,7 @@ fn gather(storage: &[u8], tensor: &TensorRef, numel: usize, width: usize) -> Opt
         out.extend_from_slice(storage.get(start..start.checked_add(width)?)?);
         element = next_element(&mut index, shape, stride, element);
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 /// Advances the row-major multi-index `index` by one and returns the matching storage element.
@@ -533,7 +833,8 @@ mod tests {
     }
 
     fn tensors_in_memory(bytes: Vec<u8>, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
-        Checkpoint::from_reader(Path::new("memory.pt"), Cursor::new(bytes))?.tensors(key)
+        let archive = Archive::from_reader(Path::new("memory.pt"), Cursor::new(bytes))?;
+        TorchCheckpoint::index(archive, key)?.read_all()
     }
 
     #[test]
@@ -599,6 +900,7 @@ mod tests {
             storage_offset: offset,
             shape,
             stride,
+            dtype: None,
         };
         let layout = StridedLayout::new(&view(1, vec![2, 2], vec![3, 1])).unwrap();
         assert_eq!(
@@ -765,7 +1067,10 @@ mod tests {
     #[test]
     fn truncated_and_corrupt_files_give_checkpoint_errors() {
         let reason = checkpoint_reason(read_torch_tensors(&fixture("truncated.pt"), None));
-        assert!(reason.contains("not a zip archive"), "{reason}");
+        assert!(
+            reason.starts_with("truncated or corrupt zip archive ("),
+            "{reason}"
+        );
         let reason = checkpoint_reason(read_torch_tensors(&fixture("truncated_pickle.pt"), None));
         assert!(
             reason.contains("archive/data.pkl: pickle byte") && reason.contains("truncated"),
@@ -806,6 +1111,140 @@ mod tests {
             read_torch_tensors(&missing, None),
             Err(XincError::Io { .. })
         ));
+    }
+
+    /// A protocol-2 pickle of `OrderedDict(name -> float tensor)`; each entry is (name, storage
+    /// key, storage numel, offset, shape, `Some(dtype)` for `_rebuild_tensor_v3`).
+    fn float_state_dict(entries: &[(&str, &str, usize, usize, &[usize], Option<&str>)]) -> Vec<u8> {
+        let text = |s: &str| [&[b'X'][..], &(s.len() as u32).to_le_bytes(), s.as_bytes()].concat();
+        let int = |n: usize| [&[b'J'][..], &(n as i32).to_le_bytes()].concat();
+        let ints = |v: &[usize]| {
+            [
+                vec![b'('],
+                v.iter().flat_map(|&n| int(n)).collect(),
+                vec![b't'],
+            ]
+            .concat()
+        };
+        let mut out = b"\x80\x02ccollections\nOrderedDict\n)R".to_vec();
+        for &(name, key, numel, offset, shape, dtype) in entries {
+            let mut stride = vec![1; shape.len()];
+            for i in (0..shape.len().saturating_sub(1)).rev() {
+                stride[i] = stride[i + 1] * shape[i + 1];
+            }
+            let rebuild = if dtype.is_some() { "v3" } else { "v2" };
+            out.extend(text(name));
+            out.extend(format!("ctorch._utils\n_rebuild_tensor_{rebuild}\n((").bytes());
+            out.extend(text("storage"));
+            out.extend(b"ctorch\nFloatStorage\n");
+            out.extend(text(key));
+            out.extend(text("cpu"));
+            out.extend(int(numel));
+            out.extend(b"tQ");
+            out.extend(int(offset));
+            out.extend(ints(shape));
+            out.extend(ints(&stride));
+            out.extend(b"\x89ccollections\nOrderedDict\n)R");
+            if let Some(dtype) = dtype {
+                out.extend(format!("ctorch\n{dtype}\n").bytes());
+            }
+            out.extend(b"tRs");
+        }
+        out.push(b'.');
+        out
+    }
+
+    fn floats(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+        values.into_iter().flat_map(f32::to_le_bytes).collect()
+    }
+
+    #[test]
+    fn only_the_requested_storages_are_read() {
+        // storage `2` (of `window` and `every_other`) is missing: the other tensors still read
+        let entries: Vec<_> = zip_entries(&fixture("plain_state_dict.pt"))
+            .into_iter()
+            .filter(|(name, _)| name != "archive/data/2")
+            .collect();
+        let archive = Archive::from_reader(Path::new("m.pt"), Cursor::new(zip_bytes(&entries)));
+        let mut checkpoint = TorchCheckpoint::index(archive.unwrap(), None).unwrap();
+        let names: Vec<String> = checkpoint.tensors().into_iter().map(|i| i.name).collect();
+        assert_eq!(names.len(), 15);
+        let read = checkpoint.read(&["step", "linear.weight_t"]).unwrap();
+        assert_eq!(read[0].0, "step");
+        assert_eq!(i64s(&read[0].1), [7]);
+        assert_eq!(f32s(&read[1].1), [1., 4., 2., 5., 3., 6.]);
+        // storage 0 read once for its tensor, storage 1 (8 bytes), nothing else
+        assert_eq!(
+            checkpoint.archive.inflated,
+            entries_size(&entries, &["data.pkl", "byteorder"]) + 24 + 8
+        );
+        let reason = checkpoint_reason(checkpoint.read_all());
+        assert!(
+            reason.contains("storage entry `archive/data/2` is missing"),
+            "{reason}"
+        );
+        let reason = checkpoint_reason(checkpoint.read(&["nope"]));
+        assert!(
+            reason.contains("no tensor `nope` in the checkpoint"),
+            "{reason}"
+        );
+    }
+
+    /// Total size of the entries whose names end with one of `suffixes`.
+    fn entries_size(entries: &[(String, Vec<u8>)], suffixes: &[&str]) -> u64 {
+        entries
+            .iter()
+            .filter(|(n, _)| suffixes.iter().any(|s| n.ends_with(s)))
+            .map(|(_, d)| d.len() as u64)
+            .sum()
+    }
+
+    #[test]
+    fn a_storage_viewed_by_many_tensors_is_inflated_once() {
+        let names: Vec<String> = (0..2000).map(|i| format!("view.{i}")).collect();
+        let entries: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), "0", 1000, i % 990, &[10usize][..], None))
+            .collect();
+        let pickle = float_state_dict(&entries);
+        let storage = floats((0..1000).map(|i| i as f32));
+        let bytes = zip_bytes(&[
+            ("archive/data.pkl".into(), pickle.clone()),
+            ("archive/data/0".into(), storage),
+        ]);
+        let archive = Archive::from_reader(Path::new("m.pt"), Cursor::new(bytes)).unwrap();
+        let mut checkpoint = TorchCheckpoint::index(archive, None).unwrap();
+        let tensors = checkpoint.read_all().unwrap();
+        assert_eq!(tensors.len(), 2000);
+        assert_eq!(
+            f32s(&tensors[1999].1),
+            (19..29).map(|i| i as f32).collect::<Vec<_>>()
+        );
+        // the storage up to the furthest view (999 elements), once; 2000 tensors of 10 floats
+        assert_eq!(checkpoint.archive.inflated, pickle.len() as u64 + 999 * 4);
+        assert_eq!(checkpoint.archive.built, 2000 * 40);
+    }
+
+    #[test]
+    fn rebuild_tensor_v3_states_the_dtype_of_its_storage() {
+        let pickle = float_state_dict(&[("w", "0", 2, 0, &[2], Some("float32"))]);
+        let bytes = zip_bytes(&[
+            ("archive/data.pkl".into(), pickle),
+            ("archive/data/0".into(), floats([1.5, -2.0])),
+        ]);
+        let tensors = tensors_in_memory(bytes, None).unwrap();
+        assert_eq!(f32s(&tensors[0].1), [1.5, -2.0]);
+        let pickle = float_state_dict(&[("w", "0", 2, 0, &[2], Some("int64"))]);
+        let bytes = zip_bytes(&[
+            ("archive/data.pkl".into(), pickle),
+            ("archive/data/0".into(), floats([1.5, -2.0])),
+        ]);
+        let reason = checkpoint_reason(tensors_in_memory(bytes, None));
+        assert_eq!(
+            reason,
+            "tensor `w`: its dtype torch.int64 differs from its storage's (FloatStorage, torch.float32)"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rand_distr::StandardNormal;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::limits::{self, FieldNames};
 use super::WeightSpec;
 use crate::error::{Result, XincError};
 
@@ -69,31 +70,53 @@ impl FfnConfig {
         }
     }
 
-    /// Checks that the numbers describe a buildable model.
+    /// Checks that the numbers describe a buildable model within [`limits`]; errors name the
+    /// fields as in `config.json`.
     pub fn validate(&self) -> Result<()> {
+        self.check(&limits::plain_names)
+    }
+
+    /// [`FfnConfig::validate`], naming the fields with `name` (a YAML path, a flag).
+    pub fn check(&self, name: FieldNames) -> Result<()> {
         let fail = |m: String| Err(XincError::InvalidArgument(m));
         if self.dim_in != 2 {
             return fail(format!(
-                "FFN dim_in must be 2 (image coordinates), got {}",
+                "{} = {} must be 2 (image coordinates)",
+                name("dim_in"),
                 self.dim_in
             ));
         }
-        if self.num_layers < 2 {
+        if self.dim_out != 3 {
             return fail(format!(
-                "FFN needs at least 2 layers, got {}",
-                self.num_layers
+                "{} = {} must be 3 (RGB: training, render and the canvas read 3 channels)",
+                name("dim_out"),
+                self.dim_out
             ));
         }
-        if self.dim_out == 0 || self.layer_size == 0 || self.fourier_mapping_size == 0 {
-            return fail("FFN widths must be positive".into());
+        limits::FFN_LAYERS.check_range(&name("num_layers"), self.num_layers, 2)?;
+        limits::FFN_WIDTH.check_range(&name("layer_size"), self.layer_size, 1)?;
+        let mapping = name("fourier_mapping_size");
+        limits::FFN_WIDTH.check_range(&mapping, self.fourier_mapping_size, 1)?;
+        limits::check_positive(&name("fourier_noise_scale"), self.fourier_noise_scale)?;
+        for side in self.data_shape {
+            limits::IMAGE_SIDE.check_range(&name("data_shape"), side, 1)?;
         }
-        if self.data_shape.contains(&0) {
-            return fail(format!(
-                "image shape {:?} must be positive",
-                self.data_shape
-            ));
-        }
-        Ok(())
+        // Within the limits above, neither count can overflow 64 bits (< 2^50).
+        let widths = format!(
+            "{}, {}, {}",
+            name("layer_size"),
+            mapping,
+            name("num_layers")
+        );
+        limits::PARAMS.check(&format!("FFN parameters ({widths})"), self.num_params())?;
+        let activations = self.num_pixels() * self.values_per_pixel();
+        limits::ACTIVATIONS.check(
+            &format!(
+                "FFN activations over the image ({}, {widths})",
+                name("data_shape")
+            ),
+            activations,
+        )
     }
 
     pub fn height(&self) -> usize {
@@ -106,6 +129,14 @@ impl FfnConfig {
 
     pub fn num_pixels(&self) -> usize {
         self.height() * self.width()
+    }
+
+    /// Activation values of one pixel in a forward pass: the Fourier features, every hidden
+    /// layer, the output before and after the final activation.
+    pub fn values_per_pixel(&self) -> usize {
+        2 * self.fourier_mapping_size
+            + self.num_layers.saturating_sub(1) * self.layer_size
+            + 2 * self.dim_out
     }
 
     /// (fan-in, fan-out) of Linear layer `i` (0-based).
@@ -424,6 +455,74 @@ mod tests {
         assert_eq!(cfg.weight_specs().len(), 7);
         assert_eq!(cfg.layer_dims(0), (208, 104));
         assert_eq!(cfg.layer_dims(2), (104, 3));
+    }
+
+    #[test]
+    fn absurd_configs_are_refused_naming_the_field() {
+        let paper = FfnConfig::paper(128, 256);
+        assert!(paper.validate().is_ok());
+        for (cfg, expected) in [
+            (
+                FfnConfig {
+                    data_shape: [100_000, 100_000],
+                    ..paper.clone()
+                },
+                "data_shape = 100000 is more than the limit 8192",
+            ),
+            (
+                FfnConfig {
+                    data_shape: [0, 4],
+                    ..paper.clone()
+                },
+                "data_shape = 0 is less than 1",
+            ),
+            (
+                FfnConfig {
+                    num_layers: 1000,
+                    ..paper.clone()
+                },
+                "num_layers = 1000 is more than the limit 64",
+            ),
+            (
+                FfnConfig {
+                    layer_size: 1 << 20,
+                    ..paper.clone()
+                },
+                "layer_size = 1048576 is more than the limit 65536",
+            ),
+            (
+                FfnConfig::with_width(65_536, 16, 16),
+                "FFN parameters (layer_size, fourier_mapping_size, num_layers) = 12885229571 \
+                 is more than the limit 2147483648",
+            ),
+            (
+                FfnConfig::with_width(4096, 8192, 8192),
+                "FFN activations over the image (data_shape, layer_size",
+            ),
+            (
+                FfnConfig {
+                    fourier_noise_scale: f64::NAN,
+                    ..paper.clone()
+                },
+                "fourier_noise_scale = NaN is not a finite number",
+            ),
+            (
+                FfnConfig {
+                    dim_out: 4,
+                    ..paper.clone()
+                },
+                "dim_out = 4 must be 3",
+            ),
+        ] {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let flags = |f: &'static str| format!("--{f}");
+        let err = FfnConfig::paper(9000, 4)
+            .check(&flags)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--data_shape = 9000"), "{err}");
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //! official PyTorch `state_dict` keys so that official weights load without conversion.
 //!
 //! A trained or imported model lives in a *model folder* ([`ModelDir`]): `model.safetensors`
-//! (weights) and `config.json` (architecture, data shape, provenance).
+//! (weights) and `config.json` (architecture, data shape, provenance). `config.json` is read with
+//! the configuration-file size limit, refused when it is not a regular file, and checked for
+//! meaning (every size within [`limits`], every number finite) before anything is built from it.
+//!
+//! [`limits`] holds the upper limit of every model and command-line size, in one place.
 
 pub mod ffn;
 pub mod import;
+pub mod limits;
 pub mod nerv;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -142,9 +147,78 @@ pub struct TrainingRecord {
     pub eval_every: usize,
     /// Iteration (FFN) or epoch (NeRV), 1-based, of the kept, best-PSNR model.
     pub best_iter: usize,
-    /// PSNR of the kept model, in dB, with the official definition.
+    /// PSNR of the kept model, in dB, with the official definition (infinite for an exact
+    /// reconstruction, written `"inf"`: JSON has no infinity).
+    #[serde(with = "psnr_json")]
     pub best_psnr: f64,
     pub seconds: f64,
+}
+
+impl TrainingRecord {
+    /// Checks the record's numbers (as named in `config.json`): a learning rate in range, step
+    /// counts in range, the best step within the run, a PSNR, a duration.
+    pub fn validate(&self) -> Result<()> {
+        let field = |f: &str| format!("provenance.{f}");
+        limits::check_learning_rate(&field("lr"), self.lr)?;
+        limits::STEPS.check_range(&field("iters"), self.iters, 1)?;
+        limits::STEPS.check_range(&field("eval_every"), self.eval_every, 1)?;
+        let fail = |m: String| Err(XincError::InvalidArgument(m));
+        if self.best_iter > self.iters {
+            return fail(format!(
+                "{} = {} is after the last step {} = {}",
+                field("best_iter"),
+                self.best_iter,
+                field("iters"),
+                self.iters
+            ));
+        }
+        if self.best_psnr.is_nan() || self.best_psnr == f64::NEG_INFINITY {
+            return fail(format!(
+                "{} = {} is not a PSNR (a finite number of dB, or inf for an exact reconstruction)",
+                field("best_psnr"),
+                self.best_psnr
+            ));
+        }
+        limits::check_finite(&field("seconds"), self.seconds)?;
+        if self.seconds < 0.0 {
+            return fail(format!(
+                "{} = {} is negative",
+                field("seconds"),
+                self.seconds
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `best_psnr` in JSON: a number, or the string `"inf"` for an exact reconstruction (the
+/// quantised PSNR of a model that reproduces every 8-bit value is infinite).
+mod psnr_json {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if *v == f64::INFINITY {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_f64(*v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Psnr {
+            Number(f64),
+            Text(String),
+        }
+        match Psnr::deserialize(d)? {
+            Psnr::Number(v) => Ok(v),
+            Psnr::Text(t) if t == "inf" => Ok(f64::INFINITY),
+            Psnr::Text(t) => Err(D::Error::custom(format!(
+                "best_psnr `{t}` is neither a number nor \"inf\""
+            ))),
+        }
+    }
 }
 
 /// The `config.json` of a model folder.
@@ -153,6 +227,31 @@ pub struct ModelConfig {
     pub format_version: u32,
     pub architecture: Architecture,
     pub provenance: Provenance,
+}
+
+impl ModelConfig {
+    /// Checks the meaning of every field (named as in `config.json`): the architecture within
+    /// [`limits`], finite numbers, a plausible training record.
+    pub fn validate(&self) -> Result<()> {
+        let field = |f: &'static str| format!("architecture.{f}");
+        match &self.architecture {
+            Architecture::Ffn(c) => c.check(&field)?,
+            Architecture::Nerv(c) => c.check(&field)?,
+        }
+        match &self.provenance {
+            Provenance::Trained(t) => t.validate(),
+            Provenance::Imported { .. } => Ok(()),
+        }
+    }
+}
+
+/// `e` as a configuration error of `path` when it is a bare argument error (a field out of
+/// range), so that the message names the file.
+pub(crate) fn in_file(path: &Path, e: XincError) -> XincError {
+    match e {
+        XincError::InvalidArgument(reason) => XincError::config(path, reason),
+        other => other,
+    }
 }
 
 /// A model folder: `model.safetensors` + `config.json`, both written atomically.
@@ -192,6 +291,7 @@ impl ModelDir {
                 ),
             ));
         }
+        cfg.validate().map_err(|e| in_file(&path, e))?;
         Ok(cfg)
     }
 
@@ -200,8 +300,10 @@ impl ModelDir {
         crate::io::load_safetensors(&self.weights_path(), device)
     }
 
-    /// Writes weights, then the config (the config last, so that a folder with a config is complete).
+    /// Checks the config, then writes weights, then the config (the config last, so that a folder
+    /// with a config is complete). A config that [`ModelDir::config`] would refuse is never written.
     pub fn save(&self, tensors: &[(String, Tensor)], config: &ModelConfig) -> Result<()> {
+        config.validate()?;
         crate::io::save_safetensors(&self.weights_path(), tensors)?;
         crate::io::save_json(&self.config_path(), config)
     }
@@ -240,5 +342,120 @@ impl ModelDir {
                 cfg.architecture.kind()
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled_ffn_config() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("checkpoints/ffn_cityscapes_vps_0005")
+            .join(ModelDir::CONFIG);
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    fn config_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(ModelDir::CONFIG), text).unwrap();
+        ModelDir::new(dir.path()).config().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn config_json_with_absurd_or_non_finite_fields_is_refused_naming_file_and_field() {
+        let good = bundled_ffn_config();
+        for (from, to, expected) in [
+            (
+                "\"data_shape\": [\n      128,",
+                "\"data_shape\": [\n      100000,",
+                "architecture.data_shape = 100000 is more than the limit 8192",
+            ),
+            (
+                "\"num_layers\": 3",
+                "\"num_layers\": 100000",
+                "architecture.num_layers = 100000 is more than the limit 64",
+            ),
+            (
+                "\"fourier_noise_scale\": 10.0",
+                "\"fourier_noise_scale\": 1e400",
+                "number out of range",
+            ),
+            (
+                "\"lr\": 0.0009",
+                "\"lr\": -1",
+                "provenance.lr = -1.0 must be greater than 0",
+            ),
+            (
+                "\"best_iter\": 1000",
+                "\"best_iter\": 5000",
+                "provenance.best_iter = 5000 is after the last step",
+            ),
+            (
+                "\"layer_size\": 104",
+                "\"layer_size\": 18446744073709551615",
+                "architecture.layer_size = 18446744073709551615 is more than the limit 65536",
+            ),
+        ] {
+            assert!(good.contains(from), "{from}");
+            let err = config_error(&good.replace(from, to));
+            assert!(
+                err.contains("config.json: invalid configuration") && err.contains(expected),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_json_that_is_not_a_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join(ModelDir::CONFIG);
+        std::os::unix::fs::symlink("/dev/zero", &cfg).unwrap();
+        let err = ModelDir::new(dir.path()).config().unwrap_err().to_string();
+        assert!(
+            err.contains("config.json") && err.contains("a device"),
+            "{err}"
+        );
+        std::fs::remove_file(&cfg).unwrap();
+        let c = std::ffi::CString::new(cfg.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = ModelDir::new(dir.path()).config().unwrap_err().to_string();
+        assert!(
+            err.contains("config.json") && err.contains("a named pipe"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_exact_reconstruction_is_written_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg: ModelConfig = serde_json::from_str(&bundled_ffn_config()).unwrap();
+        let Provenance::Trained(record) = &mut cfg.provenance else {
+            panic!("the bundled FFN is trained")
+        };
+        record.best_psnr = f64::INFINITY;
+        crate::io::save_json(&dir.path().join(ModelDir::CONFIG), &cfg).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(ModelDir::CONFIG)).unwrap();
+        assert!(text.contains("\"best_psnr\": \"inf\""), "{text}");
+        assert_eq!(ModelDir::new(dir.path()).config().unwrap(), cfg);
+        let err = config_error(&text.replace("\"inf\"", "\"NaN\""));
+        assert!(
+            err.contains("best_psnr `NaN` is neither a number nor \"inf\""),
+            "{err}"
+        );
+        // A config that could not be read back is never written.
+        let Provenance::Trained(record) = &mut cfg.provenance else {
+            unreachable!()
+        };
+        record.best_psnr = f64::NAN;
+        let err = ModelDir::new(dir.path().join("m"))
+            .save(&[], &cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("provenance.best_psnr = NaN is not a PSNR"),
+            "{err}"
+        );
+        assert!(!dir.path().join("m").exists());
     }
 }

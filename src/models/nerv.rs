@@ -13,8 +13,10 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::limits::{self, FieldNames};
 use super::WeightSpec;
 use crate::error::{Result, XincError};
+use crate::io::files::checked_product;
 
 /// The output activation (`--out_bias`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,31 +120,157 @@ impl NervConfig {
                 _ => tracing::debug!(flag, "ignoring a flag that does not shape the NeRV model"),
             }
         }
-        cfg.validate()?;
+        cfg.check(&flag_names).map_err(|e| match e {
+            XincError::InvalidArgument(m) => bad_args(m),
+            other => other,
+        })?;
         Ok(cfg)
     }
 
-    /// Checks that the numbers describe a buildable model.
+    /// Checks that the numbers describe a buildable model within [`limits`]: every size in range,
+    /// every number finite, odd decoder kernels, at least one channel per layer. Errors name the
+    /// fields as in `config.json`.
     pub fn validate(&self) -> Result<()> {
-        let positive = self.pe_levels > 0
-            && self.fc_hw.iter().all(|&v| v > 0)
-            && !self.dec_strides.is_empty()
-            && self.dec_strides.iter().all(|&s| s > 0)
-            && self.reduce > 0.0
-            && self.modelsize > 0.0
-            && self.frames > 0;
-        if !positive {
-            return Err(bad_args(format!(
-                "NeRV configuration has a zero or negative size: {self:?}"
+        self.check(&limits::plain_names)
+    }
+
+    /// [`NervConfig::validate`], naming the fields with `name` (the official flags, a file's).
+    pub fn check(&self, name: FieldNames) -> Result<()> {
+        limits::FRAMES.check_range(&name("frames"), self.frames, 1)?;
+        self.check_embedding(name)?;
+        self.check_shape(name)?;
+        limits::check_positive(&name("reduce"), self.reduce)?;
+        limits::check_positive(&name("modelsize"), self.modelsize)?;
+        if self.modelsize * 1e6 > limits::PARAMS.max as f64 {
+            return Err(invalid(format!(
+                "{} = {:?} asks for {:e} parameters, more than the limit {} ({})",
+                name("modelsize"),
+                self.modelsize,
+                self.modelsize * 1e6,
+                limits::PARAMS.max,
+                limits::PARAMS.why
             )));
         }
-        if self.fc_dim() == 0 {
-            return Err(bad_args(format!(
-                "--modelsize {} leaves no channels",
-                self.modelsize
+        limits::NERV_CHANNELS.check(&name("lower_width"), self.lower_width)?;
+        if let OutBias::Offset(b) = self.out_bias {
+            limits::check_finite(&name("out_bias"), b)?;
+        }
+        self.check_widths(name)?;
+        self.check_totals(name)
+    }
+
+    /// `pe_B_L`: B finite and positive, L in range, and every frequency `B^k·π` finite in f32.
+    fn check_embedding(&self, name: FieldNames) -> Result<()> {
+        limits::check_positive(&name("pe_base"), self.pe_base)?;
+        limits::PE_LEVELS.check_range(&name("pe_levels"), self.pe_levels, 1)?;
+        let top = torch_pow_f32(self.pe_base as f32, self.pe_levels - 1) * std::f32::consts::PI;
+        if top.is_finite() && top > 0.0 {
+            return Ok(());
+        }
+        Err(invalid(format!(
+            "{} = {:?} with {} = {}: the highest frequency B^(L-1)·π = {top} is not a positive \
+             finite f32",
+            name("pe_base"),
+            self.pe_base,
+            name("pe_levels"),
+            self.pe_levels
+        )))
+    }
+
+    /// `fc_hw`, the strides, the frame size they make, and the kernel sizes.
+    fn check_shape(&self, name: FieldNames) -> Result<()> {
+        for side in self.fc_hw {
+            limits::IMAGE_SIDE.check_range(&name("fc_hw"), side, 1)?;
+        }
+        let blocks = format!("number of {}", name("dec_strides"));
+        limits::NERV_BLOCKS.check_range(&blocks, self.dec_strides.len(), 1)?;
+        for &s in &self.dec_strides {
+            limits::IMAGE_SIDE.check_range(&name("dec_strides"), s, 1)?;
+        }
+        for side in self.fc_hw {
+            let what = format!("frame side ({} × {})", name("fc_hw"), name("dec_strides"));
+            let factors: Vec<usize> = std::iter::once(side)
+                .chain(self.dec_strides.iter().copied())
+                .collect();
+            limits::IMAGE_SIDE.check(&what, checked_product(&what, &factors)?)?;
+        }
+        for k in self.ks {
+            limits::NERV_KERNEL.check(&name("ks"), k)?;
+        }
+        if let Some(&k) = self.ks[1..].iter().find(|&&k| k % 2 == 0) {
+            return Err(invalid(format!(
+                "{} = {:?}: the decoder kernel sizes (the 2nd and 3rd) must be odd, got {k}",
+                name("ks"),
+                self.ks
             )));
         }
         Ok(())
+    }
+
+    /// `fc_dim` (from the parameter budget) and every block's width: from 1 to the channel limit.
+    fn check_widths(&self, name: FieldNames) -> Result<()> {
+        let root = self.fc_dim_root();
+        let what = format!("fc_dim (from {} = {:?})", name("modelsize"), self.modelsize);
+        if root.is_nan() {
+            return Err(invalid(format!(
+                "{what} cannot be computed: {} = {:?} overflows the official formula",
+                name("reduce"),
+                self.reduce
+            )));
+        }
+        if root >= limits::NERV_CHANNELS.max as f64 + 1.0 {
+            return Err(invalid(format!(
+                "{what} = {root:.0} is more than the limit {} ({})",
+                limits::NERV_CHANNELS.max,
+                limits::NERV_CHANNELS.why
+            )));
+        }
+        if root < 1.0 {
+            return Err(invalid(format!(
+                "{what} = {root:.3}: the budget leaves no channels (raise {})",
+                name("modelsize")
+            )));
+        }
+        let mut width = root.floor();
+        for i in 0..self.dec_strides.len() {
+            width = round_half_even(width / self.reduce).max(self.lower_width as f64);
+            let what = format!("width of block {} (from {})", i + 1, name("reduce"));
+            if width.is_nan() || width < 1.0 {
+                return Err(invalid(format!("{what} is {width}: no channels")));
+            }
+            if width > limits::NERV_CHANNELS.max as f64 {
+                return Err(invalid(format!(
+                    "{what} = {width} is more than the limit {} ({})",
+                    limits::NERV_CHANNELS.max,
+                    limits::NERV_CHANNELS.why
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parameter count and the activations of one frame, within their limits. Every factor
+    /// is bounded by now, so the products stay far below 2^64.
+    fn check_totals(&self, name: FieldNames) -> Result<()> {
+        let what = format!("NeRV parameters (from {})", name("modelsize"));
+        limits::PARAMS.check(&what, self.num_params())?;
+        let widths = self.widths();
+        let [fh, fw] = self.fc_hw;
+        let mut side = [fh, fw];
+        let mut values = 2 * self.embed_dim() + 2 * widths[0] * fh * fw;
+        for (i, &s) in self.dec_strides.iter().enumerate() {
+            side = [side[0] * s, side[1] * s];
+            // The conv output (s² channels per output channel) and the block's output.
+            values += 2 * widths[i + 1] * side[0] * side[1];
+        }
+        values += 2 * 3 * side[0] * side[1];
+        let what = format!(
+            "NeRV activations of one frame (from {}, {} and {})",
+            name("modelsize"),
+            name("fc_hw"),
+            name("dec_strides")
+        );
+        limits::ACTIVATIONS.check(&what, values)
     }
 
     /// Size of the positional encoding (2L).
@@ -158,18 +286,22 @@ impl NervConfig {
     /// `fc_dim` by the official formula (`train_nerv_all.py`): the largest root of
     /// a·x² + b·x − modelsize·10⁶, with a = (1/r)·Σᵢ r^(−2i)·sᵢ²·kᵢ² and b = embed_dim·fc_h·fc_w.
     pub fn fc_dim(&self) -> usize {
+        self.fc_dim_root().floor().max(0.0) as usize
+    }
+
+    /// The root behind [`NervConfig::fc_dim`], before flooring (NaN or infinite for a
+    /// configuration that [`NervConfig::validate`] refuses).
+    fn fc_dim_root(&self) -> f64 {
         let r = self.reduce;
         let a: f64 = (self.dec_strides.iter().enumerate())
             .map(|(i, &s)| {
-                r.powi(-2 * i as i32) * (s * s) as f64 * (self.block_kernel(i).pow(2)) as f64
+                r.powi(-2 * i as i32) * (s as f64).powi(2) * (self.block_kernel(i) as f64).powi(2)
             })
             .sum::<f64>()
             / r;
-        let b = (self.embed_dim() * self.fc_hw[0] * self.fc_hw[1]) as f64;
+        let b = self.embed_dim() as f64 * self.fc_hw[0] as f64 * self.fc_hw[1] as f64;
         let c = -self.modelsize * 1e6;
-        ((-b + (b * b - 4.0 * a * c).sqrt()) / (2.0 * a))
-            .floor()
-            .max(0.0) as usize
+        (-b + (b * b - 4.0 * a * c).sqrt()) / (2.0 * a)
     }
 
     /// Channel widths: `fc_dim`, then each block's output (`max(round(ngf / reduce), lower_width)`
@@ -235,6 +367,22 @@ fn bad_args(reason: String) -> XincError {
     XincError::InvalidArgument(format!("NeRV arguments: {reason}"))
 }
 
+fn invalid(reason: String) -> XincError {
+    XincError::InvalidArgument(reason)
+}
+
+/// The official flag that sets each field of [`NervConfig`], for messages about flags.
+fn flag_names(field: &'static str) -> String {
+    match field {
+        "pe_base" => "--embed pe_B_L: B",
+        "pe_levels" => "--embed pe_B_L: L",
+        "dec_strides" => "--dec_strds",
+        "frames" => "frames",
+        other => return format!("--{other}"),
+    }
+    .to_string()
+}
+
 /// `--flag v1 v2 --other v3` → [(flag, [v1, v2]), (other, [v3])].
 fn split_flags(args: &str) -> Result<Vec<(String, Vec<String>)>> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
@@ -264,8 +412,14 @@ fn single<'a>(flag: &str, values: &'a [String]) -> Result<&'a str> {
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
-    v.parse()
-        .map_err(|_| bad_args(format!("--{flag} `{v}` is not a number")))
+    v.parse().map_err(|_| {
+        let why = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            "is too large"
+        } else {
+            "is not a number"
+        };
+        bad_args(format!("--{flag} `{v}` {why}"))
+    })
 }
 
 /// `A_B` / `A_B_C` → `[A, B]` / `[A, B, C]`.
@@ -604,6 +758,100 @@ mod tests {
             let err = NervConfig::from_official_args(bad, 30).unwrap_err();
             assert!(matches!(err, XincError::InvalidArgument(_)), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn absurd_flags_are_refused_with_their_real_cause() {
+        for (args, expected) in [
+            (
+                "--embed pe_nan_80",
+                "--embed pe_B_L: B = NaN is not a finite number",
+            ),
+            (
+                "--embed pe_1e400_80",
+                "--embed pe_B_L: B = inf is not a finite number",
+            ),
+            ("--embed pe_1.25_0", "--embed pe_B_L: L = 0 is less than 1"),
+            (
+                "--embed pe_1.25_5000",
+                "--embed pe_B_L: L = 5000 is more than the limit 1024",
+            ),
+            (
+                "--embed pe_100_80",
+                "B^(L-1)·π = inf is not a positive finite f32",
+            ),
+            ("--out_bias nan", "--out_bias = NaN is not a finite number"),
+            (
+                "--out_bias -inf",
+                "--out_bias = -inf is not a finite number",
+            ),
+            (
+                "--modelsize inf",
+                "--modelsize = inf is not a finite number",
+            ),
+            (
+                "--modelsize -1",
+                "--modelsize = -1.0 must be greater than 0",
+            ),
+            (
+                "--modelsize 3000",
+                "--modelsize = 3000.0 asks for 3e9 parameters",
+            ),
+            (
+                "--modelsize 1e-7",
+                "the budget leaves no channels (raise --modelsize)",
+            ),
+            ("--ks 0_3_0", "--ks = [0, 3, 0]: the decoder kernel sizes"),
+            ("--ks 0_4_4", "must be odd, got 4"),
+            ("--ks 0_3_99", "--ks = 99 is more than the limit 15"),
+            (
+                "--fc_hw 100000_1",
+                "--fc_hw = 100000 is more than the limit 8192",
+            ),
+            ("--fc_hw 0_16", "--fc_hw = 0 is less than 1"),
+            (
+                "--fc_hw 99999999999999999999999_1",
+                "--fc_hw `99999999999999999999999` is too large",
+            ),
+            (
+                "--fc_hw 8_16 --dec_strds 64 64",
+                "frame side (--fc_hw × --dec_strds) = 32768",
+            ),
+            ("--dec_strds 2 0 2", "--dec_strds = 0 is less than 1"),
+            (
+                "--dec_strds 2 2 2 2 2 2 2 2 2 2 2 2 2 2 2 2 2",
+                "number of --dec_strds = 17 is more than the limit 16",
+            ),
+            ("--reduce 0", "--reduce = 0.0 must be greater than 0"),
+            ("--reduce 1e-300", "cannot be computed: --reduce = 1e-300"),
+            (
+                "--dec_strds 1 1 --ks 0_1_1 --reduce 0.001 --modelsize 2000",
+                "width of block 2 (from --reduce) = 1000000 is more than the limit 16384",
+            ),
+            (
+                "--lower_width 99999",
+                "--lower_width = 99999 is more than the limit 16384",
+            ),
+        ] {
+            let err = NervConfig::from_official_args(args, 30)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("NeRV arguments") && err.contains(expected),
+                "{args}: {err}"
+            );
+        }
+        let err = NervConfig::from_official_args("", 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("frames = 0 is less than 1"), "{err}");
+        let err = NervConfig::from_official_args("", 200_000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("frames = 200000 is more than the limit 100000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::psnr_quantised;
 use crate::data::image::ImageTensor;
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnConfig, FourierFeatures};
+use crate::models::limits;
 use crate::tensor::with_f32_slice;
 
 /// Training hyper-parameters (official defaults).
@@ -41,6 +42,23 @@ pub enum TrainEngine {
     Fused,
     /// candle's autograd and AdamW, on any device.
     Autograd,
+}
+
+impl FfnTrainParams {
+    /// Checks every number against [`limits`]: step counts in range, a finite learning rate in
+    /// range, Adam's betas in [0, 1) and a positive epsilon.
+    pub fn validate(&self) -> Result<()> {
+        limits::STEPS.check_range("iters", self.iters, 1)?;
+        limits::STEPS.check_range("eval_every", self.eval_every, 1)?;
+        limits::check_learning_rate("lr", self.lr)?;
+        let (b1, b2) = self.betas;
+        if !(0.0..1.0).contains(&b1) || !(0.0..1.0).contains(&b2) {
+            return Err(XincError::InvalidArgument(format!(
+                "Adam betas ({b1}, {b2}) must be in [0, 1)"
+            )));
+        }
+        limits::check_positive("eps", self.eps)
+    }
 }
 
 impl Default for FfnTrainParams {
@@ -150,12 +168,7 @@ fn check_inputs(config: &FfnConfig, target: &ImageTensor, params: &FfnTrainParam
             target.height, target.width, config.data_shape
         )));
     }
-    if params.iters == 0 || params.eval_every == 0 {
-        return Err(XincError::InvalidArgument(
-            "iters and eval_every must be positive".into(),
-        ));
-    }
-    Ok(())
+    params.validate()
 }
 
 /// One way of running the optimisation.

@@ -21,8 +21,11 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::frames::nerv_frames;
 use crate::error::{Result, XincError};
+use crate::models::limits;
 use crate::models::nerv::{nerv, Nerv, NervConfig};
-use crate::models::{Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord};
+use crate::models::{
+    validate_weights, Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord, WeightSpec,
+};
 
 /// Training hyper-parameters (official defaults).
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +64,35 @@ impl Default for NervTrainParams {
 }
 
 impl NervTrainParams {
+    /// Checks every number against [`limits`]: step counts in range, a finite learning rate in
+    /// range, a stop epoch at which the state is written.
+    pub fn validate(&self) -> Result<()> {
+        limits::STEPS.check_range("epochs", self.epochs, 1)?;
+        limits::STEPS.check_range("eval_every", self.eval_every, 1)?;
+        limits::FRAMES.check_range("batch_size", self.batch_size, 1)?;
+        limits::check_learning_rate("lr", self.lr)?;
+        // A fraction of training (less than all of it) and a multiplier of the rate.
+        if !(0.0..1.0).contains(&self.warmup) || !(0.0..=1.0).contains(&self.warmup_start) {
+            return Err(XincError::InvalidArgument(format!(
+                "warmup = {} must be in [0, 1) and warmup_start = {} in [0, 1]",
+                self.warmup, self.warmup_start
+            )));
+        }
+        let Some(until) = self.until_epoch else {
+            return Ok(());
+        };
+        limits::STEPS.check_range("until_epoch", until, 1)?;
+        // The state is written at evaluations only: a stop elsewhere would lose its last epochs.
+        if until % self.eval_every != 0 && until < self.epochs {
+            return Err(XincError::InvalidArgument(format!(
+                "until_epoch {until} is neither a multiple of eval_every {} (the training state \
+                 is written at evaluations) nor at least epochs {}",
+                self.eval_every, self.epochs
+            )));
+        }
+        Ok(())
+    }
+
     /// The learning rate at fractional epoch `u·epochs` (`u` in [0, 1)).
     pub fn lr_at(&self, u: f64) -> f64 {
         let mult = if u < self.warmup {
@@ -109,6 +141,7 @@ pub fn train_nerv_folder(
     resume: bool,
     device: &Device,
 ) -> Result<(Nerv, NervTrainReport)> {
+    params.validate()?;
     let probe = NervConfig::from_official_args(args, 1)?;
     let frames = nerv_frames(clip, probe.frame_size(), video, crop)?;
     let config = NervConfig {
@@ -157,7 +190,7 @@ pub fn train_nerv(
         .map(TrainState::path)
         .filter(|p| resume && p.exists())
     {
-        Some(path) => TrainState::load(&path, &config, device)?,
+        Some(path) => TrainState::load(&path, &config, params, device)?,
         None => TrainState::fresh(&config, params.seed, device)?,
     };
     let model = state.model(&config, device)?;
@@ -238,12 +271,13 @@ fn check_inputs(config: &NervConfig, frames: &[Vec<f32>], params: &NervTrainPara
             f.len()
         )));
     }
-    if params.epochs == 0
-        || params.eval_every == 0
-        || params.batch_size == 0
-        || frames.len() < params.batch_size
-    {
-        return Err(XincError::InvalidArgument("epochs, eval_every and batch size must be positive, and batch size at most the frame count".into()));
+    params.validate()?;
+    if frames.len() < params.batch_size {
+        return Err(XincError::InvalidArgument(format!(
+            "batch size {} is more than the frame count {}",
+            params.batch_size,
+            frames.len()
+        )));
     }
     Ok(())
 }
@@ -418,42 +452,103 @@ impl TrainState {
         crate::io::save_safetensors(path, &out)
     }
 
-    fn load(path: &Path, config: &NervConfig, device: &Device) -> Result<Self> {
+    /// Reads a state written by [`TrainState::save`] for `config`, checking it against the model
+    /// before anything is built from it: every tensor present with its shape and finite values,
+    /// nothing else, and counters that fit this run (`params`). Errors name the file and the
+    /// tensor.
+    fn load(
+        path: &Path,
+        config: &NervConfig,
+        params: &NervTrainParams,
+        device: &Device,
+    ) -> Result<Self> {
+        let origin = path.display().to_string();
         let mut all = crate::io::load_safetensors(path, device)?;
-        let mut take = |key: String| {
-            all.remove(&key).ok_or_else(|| XincError::MissingTensor {
-                origin: path.display().to_string(),
-                name: key,
-            })
-        };
+        let meta = all.remove("meta").ok_or_else(|| XincError::MissingTensor {
+            origin: origin.clone(),
+            name: "meta".into(),
+        })?;
         let specs = config.weight_specs();
+        let state_specs: Vec<WeightSpec> = ["w", "m", "v", "best"]
+            .iter()
+            .flat_map(|part| {
+                specs
+                    .iter()
+                    .map(move |s| WeightSpec::new(format!("{part}.{}", s.name), &s.shape))
+            })
+            .collect();
+        let mut all = validate_weights(&origin, all, &state_specs, device)?;
+        let mut take = |part: &str, name: &str| {
+            all.remove(&format!("{part}.{name}"))
+                .expect("validate_weights returned every spec")
+        };
         let weights = specs
             .iter()
-            .map(|s| Ok((s.name.clone(), take(format!("w.{}", s.name))?)))
-            .collect::<Result<HashMap<_, _>>>()?;
+            .map(|s| (s.name.clone(), take("w", &s.name)))
+            .collect::<HashMap<_, _>>();
         let mut state = Self::from_weights(config, weights)?;
         for (k, s) in specs.iter().enumerate() {
-            state.m[k] = take(format!("m.{}", s.name))?;
-            state.v[k] = take(format!("v.{}", s.name))?;
-            state
-                .best
-                .insert(s.name.clone(), take(format!("best.{}", s.name))?);
+            state.m[k] = take("m", &s.name);
+            state.v[k] = take("v", &s.name);
+            state.best.insert(s.name.clone(), take("best", &s.name));
         }
-        let meta = take("meta".into())?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?;
-        let [steps, epoch, best_epoch, best_psnr] = meta[..] else {
-            return Err(XincError::checkpoint(path, "`meta` must hold 4 values"));
-        };
-        (state.steps, state.epoch, state.best_epoch, state.best_psnr) = (
-            steps as usize,
-            epoch as usize,
-            best_epoch as usize,
-            best_psnr,
-        );
+        let steps_per_epoch = config.frames / params.batch_size.max(1);
+        (state.steps, state.epoch, state.best_epoch, state.best_psnr) =
+            read_meta(path, &meta, steps_per_epoch, params.epochs)?;
         tracing::info!(epoch = state.epoch, "resuming NeRV training");
         Ok(state)
     }
+}
+
+/// The counters of a training state, `meta` = [steps, epoch, best_epoch, best_psnr]: whole
+/// numbers that fit a run of `epochs` epochs of `steps_per_epoch` steps, evaluated at least once
+/// (a state is written at evaluations), and a finite PSNR.
+fn read_meta(
+    path: &Path,
+    meta: &Tensor,
+    steps_per_epoch: usize,
+    epochs: usize,
+) -> Result<(usize, usize, usize, f64)> {
+    let bad = |m: String| XincError::checkpoint(path, format!("tensor `meta`: {m}"));
+    if meta.dims() != [4] {
+        return Err(bad(format!(
+            "shape {:?}, expected [4] (steps, epoch, best_epoch, best_psnr)",
+            meta.dims()
+        )));
+    }
+    let values = meta.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let count = |i: usize, what: &str| {
+        let v = values[i];
+        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= (usize::MAX >> 1) as f64 {
+            Ok(v as usize)
+        } else {
+            Err(bad(format!("{what} = {v} is not a count")))
+        }
+    };
+    let (steps, epoch, best_epoch) = (
+        count(0, "steps")?,
+        count(1, "epoch")?,
+        count(2, "best_epoch")?,
+    );
+    let best_psnr = values[3];
+    if !(1..=epochs).contains(&epoch) {
+        return Err(bad(format!(
+            "epoch = {epoch} is outside this run's epochs 1..={epochs}"
+        )));
+    }
+    if steps_per_epoch.checked_mul(epoch) != Some(steps) {
+        return Err(bad(format!(
+            "steps = {steps} is not epoch {epoch} × {steps_per_epoch} steps per epoch (a state \
+             of another clip or batch size)"
+        )));
+    }
+    if !(1..=epoch).contains(&best_epoch) || !best_psnr.is_finite() {
+        return Err(bad(format!(
+            "best_epoch = {best_epoch} with best_psnr = {best_psnr}: expected an evaluated epoch \
+             in 1..={epoch} and a finite PSNR"
+        )));
+    }
+    Ok((steps, epoch, best_epoch, best_psnr))
 }
 
 fn progress_bar(params: &NervTrainParams, done: usize) -> ProgressBar {
@@ -483,6 +578,126 @@ mod tests {
         assert!((p.lr_at(0.1) - 1e-3).abs() < 1e-12);
         assert!((p.lr_at(0.55) - 5e-4).abs() < 1e-12);
         assert!(p.lr_at(0.999) < 1e-8);
+    }
+
+    /// A tiny NeRV's state after `epoch` epochs of 2 steps (4 frames, batches of 2), saved.
+    fn saved_state(dir: &Path, epoch: usize) -> (NervConfig, PathBuf) {
+        let args =
+            "--embed pe_1.25_4 --fc_hw 1_2 --dec_strds 2 2 --modelsize 0.0005 --lower_width 2";
+        let config = NervConfig::from_official_args(args, 4).unwrap();
+        let mut state = TrainState::fresh(&config, 1, &Device::Cpu).unwrap();
+        (state.steps, state.epoch, state.best_epoch, state.best_psnr) =
+            (2 * epoch, epoch, epoch, 20.0);
+        let path = TrainState::path(dir);
+        state.save(&path).unwrap();
+        (config, path)
+    }
+
+    #[test]
+    fn a_saved_state_loads_and_a_bad_one_names_the_file_and_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = NervTrainParams {
+            epochs: 10,
+            ..NervTrainParams::default()
+        };
+        let (config, path) = saved_state(dir.path(), 5);
+        let state = TrainState::load(&path, &config, &params, &Device::Cpu).unwrap();
+        assert_eq!((state.steps, state.epoch, state.best_epoch), (10, 5, 5));
+        let load_err = |config: &NervConfig, params: &NervTrainParams| {
+            TrainState::load(&path, config, params, &Device::Cpu)
+                .err()
+                .expect("refused")
+                .to_string()
+        };
+        // The state of another architecture: a shape mismatch naming the file and the tensor,
+        // not "shape mismatch in add" at the first step.
+        let wider = NervConfig {
+            lower_width: 3,
+            ..config.clone()
+        };
+        let err = load_err(&wider, &params);
+        assert!(
+            err.contains(
+                "train_state.safetensors: tensor `w.decoder.1.conv.upconv.0.weight` has shape"
+            ),
+            "{err}"
+        );
+        // Counters that do not fit this run.
+        let err = load_err(
+            &config,
+            &NervTrainParams {
+                epochs: 3,
+                ..params.clone()
+            },
+        );
+        assert!(
+            err.contains("tensor `meta`: epoch = 5 is outside this run's epochs 1..=3"),
+            "{err}"
+        );
+        let err = load_err(
+            &NervConfig {
+                frames: 6,
+                ..config.clone()
+            },
+            &params,
+        );
+        assert!(
+            err.contains("steps = 10 is not epoch 5 × 3 steps per epoch"),
+            "{err}"
+        );
+        // A non-finite moment and a stray tensor.
+        let mut all = crate::io::load_safetensors(&path, &Device::Cpu).unwrap();
+        let name = "m.head_layer.bias".to_string();
+        all.insert(
+            name.clone(),
+            Tensor::new(&[f32::NAN, 0.0, 0.0], &Device::Cpu).unwrap(),
+        );
+        crate::io::save_safetensors(&path, &all.clone().into_iter().collect::<Vec<_>>()).unwrap();
+        let err = load_err(&config, &params);
+        assert!(
+            err.contains("tensor `m.head_layer.bias` holds 1 non-finite value"),
+            "{err}"
+        );
+        all.insert(name, Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
+        all.insert(
+            "x".into(),
+            Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
+        );
+        crate::io::save_safetensors(&path, &all.into_iter().collect::<Vec<_>>()).unwrap();
+        let err = load_err(&config, &params);
+        assert!(err.contains("unexpected tensor(s) [\"x\"]"), "{err}");
+    }
+
+    #[test]
+    fn a_stop_between_evaluations_is_refused() {
+        let p = NervTrainParams {
+            epochs: 100,
+            eval_every: 10,
+            until_epoch: Some(15),
+            ..NervTrainParams::default()
+        };
+        let err = p.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("until_epoch 15 is neither a multiple of eval_every 10"),
+            "{err}"
+        );
+        assert!(NervTrainParams {
+            until_epoch: Some(20),
+            ..p.clone()
+        }
+        .validate()
+        .is_ok());
+        assert!(NervTrainParams {
+            until_epoch: Some(150),
+            ..p.clone()
+        }
+        .validate()
+        .is_ok());
+        let err = NervTrainParams { lr: f64::NAN, ..p }
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lr = NaN is not a finite number"), "{err}");
     }
 
     #[test]
