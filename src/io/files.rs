@@ -71,21 +71,16 @@ impl FileLimit {
 
     /// The limit in bytes: the default, or the environment variable's MiB when set.
     pub fn bytes(&self) -> Result<u64> {
-        match std::env::var(self.env) {
-            Err(_) => Ok(self.max_bytes),
-            Ok(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .and_then(|mib| mib.checked_mul(MIB))
-                .filter(|&b| b > 0)
-                .ok_or_else(|| {
-                    XincError::InvalidArgument(format!(
-                        "environment variable {}={v:?}: expected a positive number of MiB",
-                        self.env
-                    ))
-                }),
+        if std::env::var_os(self.env).is_none() {
+            return Ok(self.max_bytes);
         }
+        let mib = env_limit(self.env, 0)?;
+        mib.checked_mul(MIB).ok_or_else(|| {
+            XincError::InvalidArgument(format!(
+                "environment variable {}={mib}: more MiB than a byte count can hold",
+                self.env
+            ))
+        })
     }
 }
 
