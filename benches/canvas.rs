@@ -20,11 +20,8 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use xinc::canvas::ffn::{
-    ffn_canvas, ffn_canvas_into, ffn_canvas_summary, ffn_canvas_summary_with, ffn_canvas_with,
-    FfnLayer, DEFAULT_TILE,
-};
-use xinc::canvas::Method;
+use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_into, ffn_canvas_summary, FfnLayer};
+use xinc::canvas::{CanvasOptions, Method};
 use xinc::data::image::load_rgb_resized;
 use xinc::models::ffn::Ffn;
 use xinc::models::ModelDir;
@@ -39,21 +36,27 @@ fn bundled_model() -> Ffn {
 fn ffn_canvas_bench(c: &mut Criterion) {
     let dev = Device::Cpu;
     let model = bundled_model();
-    let layers = FfnLayer::all(model.config());
+    let layers = FfnLayer::all(model.config(), Method::Official);
+    let (official, conservative) = (
+        CanvasOptions::default(),
+        CanvasOptions::from(Method::Conservative),
+    );
     let acts = model.forward_image(&dev).unwrap();
     let mut group = c.benchmark_group("ffn_canvas_128x256_w104");
     group.sample_size(30);
     for &layer in &layers {
         group.bench_function(format!("maps/{layer}"), |b| {
-            b.iter(|| black_box(ffn_canvas(&model, &acts, &[layer]).unwrap()))
+            b.iter(|| black_box(ffn_canvas(&model, &acts, &[layer], &official).unwrap()))
         });
     }
     group.bench_function("maps/all_layers", |b| {
-        b.iter(|| black_box(ffn_canvas(&model, &acts, &layers).unwrap()))
+        b.iter(|| black_box(ffn_canvas(&model, &acts, &layers, &official).unwrap()))
     });
-    let mut canvas = ffn_canvas(&model, &acts, &layers).unwrap();
+    let mut canvas = ffn_canvas(&model, &acts, &layers, &official).unwrap();
     group.bench_function("maps/all_layers_into_reused_buffers", |b| {
-        b.iter(|| ffn_canvas_into(&model, &acts, &layers, black_box(&mut canvas)).unwrap())
+        b.iter(|| {
+            ffn_canvas_into(&model, &acts, &layers, &official, black_box(&mut canvas)).unwrap()
+        })
     });
     group.bench_function("forward_pass", |b| {
         b.iter(|| black_box(model.forward_image(&dev).unwrap()))
@@ -61,30 +64,23 @@ fn ffn_canvas_bench(c: &mut Criterion) {
     group.bench_function("forward_and_maps", |b| {
         b.iter(|| {
             let acts = model.forward_image(&dev).unwrap();
-            black_box(ffn_canvas(&model, &acts, &layers).unwrap())
+            black_box(ffn_canvas(&model, &acts, &layers, &official).unwrap())
         })
     });
     group.bench_function("streamed_summary", |b| {
-        b.iter(|| black_box(ffn_canvas_summary(&model, &dev, &layers, DEFAULT_TILE).unwrap()))
+        b.iter(|| black_box(ffn_canvas_summary(&model, &dev, &layers, &official).unwrap()))
     });
-    let exact = FfnLayer::all_for(model.config(), Method::Conservative);
+    let exact = FfnLayer::all(model.config(), Method::Conservative);
     for &layer in &exact {
         group.bench_function(format!("conservative_maps/{layer}"), |b| {
-            b.iter(|| {
-                black_box(ffn_canvas_with(&model, &acts, &[layer], Method::Conservative).unwrap())
-            })
+            b.iter(|| black_box(ffn_canvas(&model, &acts, &[layer], &conservative).unwrap()))
         });
     }
     group.bench_function("conservative_maps/all_layers", |b| {
-        b.iter(|| black_box(ffn_canvas_with(&model, &acts, &layers, Method::Conservative).unwrap()))
+        b.iter(|| black_box(ffn_canvas(&model, &acts, &layers, &conservative).unwrap()))
     });
     group.bench_function("conservative_streamed_summary", |b| {
-        b.iter(|| {
-            black_box(
-                ffn_canvas_summary_with(&model, &dev, &exact, Method::Conservative, DEFAULT_TILE)
-                    .unwrap(),
-            )
-        })
+        b.iter(|| black_box(ffn_canvas_summary(&model, &dev, &exact, &conservative).unwrap()))
     });
     group.finish();
 }

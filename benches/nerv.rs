@@ -19,11 +19,10 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
-use xinc::canvas::conservative::nerv::LinearisedNerv;
 use xinc::canvas::nerv::{
-    nerv_canvas_summary, nerv_canvas_summary_with, nerv_layer_maps, NervFrameData, NervLayer,
+    nerv_canvas_summary, nerv_layer_maps, LinearisedNerv, NervFrameData, NervLayer,
 };
-use xinc::canvas::Method;
+use xinc::canvas::{CanvasOptions, Method};
 use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::ModelDir;
 use xinc::study::{Study, BUNDLED_NERV};
@@ -49,40 +48,35 @@ fn nerv_canvas_bench(c: &mut Criterion) {
     group.bench_function("forward", |b| {
         b.iter(|| black_box(model.forward_frame(0, &dev).unwrap()))
     });
-    for layer in NervLayer::all(model.blocks().len()) {
+    let (official, conservative) = (
+        CanvasOptions::default(),
+        CanvasOptions::from(Method::Conservative),
+    );
+    for layer in NervLayer::all(model.blocks().len(), Method::Official) {
         group.bench_function(format!("summary/{layer}"), |b| {
-            b.iter(|| black_box(nerv_canvas_summary(&frame, &[layer], None, &dev).unwrap()))
+            b.iter(|| black_box(nerv_canvas_summary(&frame, &[layer], &dev, &official).unwrap()))
         });
         let data = frame.layer(layer).unwrap();
         group.bench_function(format!("maps/{layer}"), |b| {
             b.iter(|| black_box(nerv_layer_maps(&data, layer, 0..data.in_channels).unwrap()))
         });
-        if !matches!(
-            layer,
-            NervLayer::Block {
-                pre_gelu: false,
-                ..
-            }
-        ) {
+        let Some(index) = layer.index().filter(|_| layer.is_block_output()) else {
             continue;
-        }
-        let conservative = |rgb: bool| {
-            nerv_canvas_summary_with(&frame, &[layer], None, &dev, Method::Conservative, rgb)
-                .unwrap()
+        };
+        // The summed maps, then the summed and the per-channel ones (as `--rgb` did).
+        let summary = |layers: &[NervLayer]| {
+            nerv_canvas_summary(&frame, layers, &dev, &conservative).unwrap()
         };
         group.bench_function(format!("conservative_summary/{layer}"), |b| {
-            b.iter(|| black_box(conservative(false)))
+            b.iter(|| black_box(summary(&[layer])))
         });
         group.bench_function(format!("conservative_summary_rgb/{layer}"), |b| {
-            b.iter(|| black_box(conservative(true)))
+            b.iter(|| black_box(summary(&[layer, NervLayer::PerChannel(index)])))
         });
         group.bench_function(format!("conservative_maps/{layer}"), |b| {
             b.iter(|| {
                 let lin = LinearisedNerv::new(&frame).unwrap();
-                black_box(
-                    lin.layer_maps(&data, layer, 0..data.in_channels, false)
-                        .unwrap(),
-                )
+                black_box(lin.layer_maps(&frame, layer, 0..data.in_channels).unwrap())
             })
         });
     }

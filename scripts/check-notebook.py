@@ -5,16 +5,29 @@
 Fails (exit 1) on an `error` output, on stderr that reports a Rust compile error or a panic, on a
 code cell that never ran, on a notebook without any plotly figure, and when the first figure's
 HTML does not carry plotly.js (the later ones rely on it: in the HTML export and in frontends
-that render `text/html`, they would stay blank). Prints what it counted.
+that render `text/html`, they would stay blank). Prints what it counted, and the three slowest
+cells with their seconds (nbclient's timing metadata: from the kernel's start of the cell to its
+reply).
 """
 
 import json
 import re
 import sys
+from datetime import datetime
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PLOTLY_JS = "* plotly.js v"
 FAILURE = re.compile(r"^error(\[E\d+\])?:|panicked at", re.MULTILINE)
+
+
+def cell_seconds(cell):
+    """Seconds from the cell's start to the kernel's reply, or None without timing metadata."""
+    t = cell.get("metadata", {}).get("execution", {})
+    start, end = t.get("iopub.execute_input"), t.get("shell.execute_reply")
+    if not start or not end:
+        return None
+    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return (parse(end) - parse(start)).total_seconds()
 
 
 def check(path):
@@ -47,6 +60,13 @@ def check(path):
     if first_html_figure is not None and not first_html_figure[1]:
         problems.append(f"cell {first_html_figure[0]}: the first figure does not carry plotly.js")
     print(f"   {path}: {figures} figures, {tables} tables")
+    timed = [(cell_seconds(c), i, "".join(c["source"]).split("\n")[0])
+             for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+    timed = sorted((t for t in timed if t[0] is not None), reverse=True)
+    if timed:
+        total = sum(t[0] for t in timed)
+        slowest = "; ".join(f"cell {i} {s:.1f} s ({line[:40]})" for s, i, line in timed[:3])
+        print(f"   cells: {total:.1f} s in all; slowest: {slowest}")
     for p in problems:
         print(f"   PROBLEM {p}")
     return not problems

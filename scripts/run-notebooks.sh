@@ -10,9 +10,13 @@
 #
 #   scripts/run-notebooks.sh [NOTEBOOK.ipynb ...]     default: notebooks/*.ipynb in order
 #
-# Needs scripts/setup-notebooks.sh first. The kernels build in the persistent pool of
-# kernels/rust/evcxr-kernel, so only the first notebook of a cold machine compiles xinc's
-# dependencies (about 20 minutes on 2 cores); later ones and later runs reuse them.
+# The first notebook runs alone (its kernel compiles what the others reuse), then the others
+# XINC_NOTEBOOK_JOBS at a time (default 2: a kernel spends most of its time on one core, in
+# rust-analyzer and rustc), each in its own kernel slot; a notebook's log is printed when it ends.
+#
+# Needs scripts/setup-notebooks.sh first. The kernels build in the shared target dir (see
+# kernels/rust/evcxr-kernel), so a notebook compiles only xinc and its cells when the README's main
+# job or .ci/run has built the dependencies.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${XINC_CACHE:-$HOME/.cache/xinc}"
@@ -41,9 +45,11 @@ mkdir -p "$out"
 if [ "$#" -gt 0 ]; then notebooks=("$@"); else notebooks=("$repo"/notebooks/*.ipynb); fi
 printf 'notebook\tseconds\n' > "$out/timings.tsv"
 total_start=$(date +%s)
-for nb in "${notebooks[@]}"; do
+# One notebook: executed, checked, exported to HTML, checked in the browser; its time appended
+# to timings.tsv.
+run_one() {
+  local nb="$1" name start seconds
   name="$(basename "$nb" .ipynb)"
-  echo "== $name"
   start=$(date +%s)
   # nbclient runs in the notebook's folder, so `:dep xinc = { path = ".." }` finds the crate.
   # Errors are kept in the executed copy (for reading) and failed on by check-notebook.py.
@@ -66,5 +72,32 @@ for nb in "${notebooks[@]}"; do
   fi
   printf '%s\t%s\n' "$name" "$seconds" >> "$out/timings.tsv"
   echo "   $name: ${seconds} s"
+}
+# Runs run_one in the background with its output in $out/<name>.log.
+start_one() {
+  local name
+  name="$(basename "$1" .ipynb)"
+  echo "== $name (started $(date +%T))"
+  run_one "$1" > "$out/$name.log" 2>&1 &
+  names[$!]="$name"
+}
+# Waits for one background notebook, prints its log, and fails when it failed.
+finish_one() {
+  local pid name rc=0
+  wait -n -p pid || rc=$?
+  name="${names[$pid]}"
+  unset "names[$pid]"
+  echo "== $name (ended $(date +%T))"
+  cat "$out/$name.log"
+  [ "$rc" = 0 ] || { echo "notebook $name failed (exit $rc)"; exit "$rc"; }
+}
+jobs_max="${XINC_NOTEBOOK_JOBS:-2}"
+declare -a names=()
+echo "== $(basename "${notebooks[0]}" .ipynb)"
+run_one "${notebooks[0]}"
+for nb in "${notebooks[@]:1}"; do
+  while [ "${#names[@]}" -ge "$jobs_max" ]; do finish_one; done
+  start_one "$nb"
 done
+while [ "${#names[@]}" -gt 0 ]; do finish_one; done
 echo "== every notebook ran in $(( $(date +%s) - total_start )) s: $out"

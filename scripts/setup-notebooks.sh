@@ -8,7 +8,10 @@
 # - Jupyter (JupyterLab, nbconvert, nbclient, and plotly for its JupyterLab figure renderer: the
 #   pinned set of scripts/notebook-requirements.txt)
 #   in a virtualenv at $XINC_NOTEBOOK_VENV (default ~/.cache/xinc/notebook-venv);
-# - evcxr_jupyter $EVCXR_VERSION with `cargo install --locked`, at opt-level 1 (see below).
+# - evcxr_jupyter $EVCXR_VERSION with `cargo install --locked`, at opt-level 1 (see below);
+# and, beside the evcxr build, builds xinc's dependencies the way the kernel needs them
+# (scripts/xinc --build-only), so that the first notebook compiles only xinc and its cells
+# (XINC_PREBUILD=0 skips it: .ci/run, whose test build does the same).
 # The kernel spec is the repository's kernels/rust, found through JUPYTER_PATH=<repository root>;
 # nothing is written into ~/.local/share/jupyter.
 set -euo pipefail
@@ -37,10 +40,18 @@ fi
 
 # evcxr_jupyter: the pinned version, from crates.io with its lock file.
 # (evcxr_jupyter has no --version; cargo's install list records the version.)
-# It is built at opt-level 1 instead of cargo install's 3: the kernel spends its time in cargo and
-# rustc, not in its own code; the build takes 13 % less CPU time (README, "CI time"). The flags of
-# the caller's xinc build (.ci/run exports RUSTFLAGS and CARGO_BUILD_TARGET for the notebook
-# kernel) are not its business.
+# It is built at opt-level 1 instead of cargo install's 3: the build takes 13 % less CPU time, and
+# an opt-level-3 build ran the notebooks' cells no faster within the noise of the measurement
+# (README, "Notebooks"). The flags of the caller's xinc build (.ci/run exports RUSTFLAGS and
+# CARGO_BUILD_TARGET for the notebook kernel) are not its business.
+prebuild=""
+if [ "${XINC_PREBUILD:-1}" != 0 ]; then
+  mkdir -p "$cache"
+  echo "== xinc: building its dependencies for the kernel in the background (scripts/xinc --build-only; log $cache/prebuild.log)"
+  bash "$repo/scripts/xinc" --build-only > "$cache/prebuild.log" 2>&1 &
+  prebuild=$!
+  prebuild_start=$SECONDS
+fi
 if cargo install --list | grep -q "^evcxr_jupyter v$EVCXR_VERSION:"; then
   echo "== evcxr_jupyter $EVCXR_VERSION: present"
 else
@@ -52,6 +63,11 @@ else
     cargo install evcxr_jupyter --version "$EVCXR_VERSION" --locked --quiet
   rm -rf "$cache/evcxr-install-target"
   echo "== evcxr_jupyter $EVCXR_VERSION: installed in $((SECONDS - start)) s"
+fi
+
+if [ -n "$prebuild" ]; then
+  wait "$prebuild" || { cat "$cache/prebuild.log" >&2; echo "building xinc failed" >&2; exit 1; }
+  echo "== xinc: built in $((SECONDS - prebuild_start)) s"
 fi
 
 export JUPYTER_PATH="$repo${JUPYTER_PATH:+:$JUPYTER_PATH}"

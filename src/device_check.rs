@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::canvas::ffn::{ffn_canvas_summary, FfnLayer};
 use crate::canvas::nerv::device::{layer_summary_on, layer_summary_tensors_on, DeviceOptions};
 use crate::canvas::nerv::{nerv_canvas_summary, NervFrameData, NervLayer};
-use crate::canvas::{CanvasSummary, LayerSummary};
+use crate::canvas::{CanvasOptions, CanvasSummary, LayerSummary, Method};
 use crate::error::Result;
 use crate::models::ffn::FfnConfig;
 use crate::models::nerv::NervConfig;
@@ -198,14 +198,18 @@ fn ffn_layers(
     opts: &DeviceCheckOptions,
 ) -> Result<Vec<LayerCheck>> {
     let (cpu_model, dev_model) = (on_cpu.ffn()?, on_dev.ffn()?);
-    let p = cpu_model.config().num_pixels();
+    // One tile: the whole image.
+    let canvas = CanvasOptions {
+        tile: cpu_model.config().num_pixels(),
+        ..Default::default()
+    };
     let mut out = Vec::new();
-    for layer in FfnLayer::all(cpu_model.config()) {
+    for layer in FfnLayer::all(cpu_model.config(), Method::Official) {
         let start = Instant::now();
-        let c = ffn_canvas_summary(cpu_model, &on_cpu.device, &[layer], p)?;
+        let c = ffn_canvas_summary(cpu_model, &on_cpu.device, &[layer], &canvas)?;
         let cpu_ms = start.elapsed().as_secs_f64() * 1e3;
         let (d, runs) = timed(&on_dev.device, opts.repeats, || {
-            ffn_canvas_summary(dev_model, &on_dev.device, &[layer], p)
+            ffn_canvas_summary(dev_model, &on_dev.device, &[layer], &canvas)
         })?;
         out.push(layer_check(
             "ffn",
@@ -235,7 +239,7 @@ fn nerv_layers(
         let layers = opts
             .nerv_layers
             .clone()
-            .unwrap_or_else(|| NervLayer::all(blocks));
+            .unwrap_or_else(|| NervLayer::all(blocks, Method::Official));
         for &layer in &layers {
             let mut kernels = vec![true];
             if f == 0 && on_dev.device.is_cuda() {
@@ -269,7 +273,7 @@ fn nerv_layer_check(
     opts: &DeviceCheckOptions,
 ) -> Result<LayerCheck> {
     let start = Instant::now();
-    let c = nerv_canvas_summary(cpu_frame, &[layer], None, &Device::Cpu)?;
+    let c = nerv_canvas_summary(cpu_frame, &[layer], &Device::Cpu, &CanvasOptions::default())?;
     let cpu_ms = start.elapsed().as_secs_f64() * 1e3;
     let dev_opts = DeviceOptions {
         custom_kernels,
@@ -286,7 +290,7 @@ fn nerv_layer_check(
         height: dev_frame.height,
         width: dev_frame.width,
         layers: vec![d],
-        output: dev_frame.output.clone(),
+        output: dev_frame.output.to_vec(),
     };
     let mut check = layer_check(
         "nerv",

@@ -28,7 +28,7 @@ pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 /// (the canvas kernels mark their hot loops `#[inline]`) is then vectorised 8 lanes wide. Rust
 /// never contracts `a·b + c` into an FMA on its own, so the results are bit-identical either way.
 #[inline(always)]
-pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "avx2,fma")]
@@ -54,7 +54,7 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// A read-only view of a strided f32 matrix.
 #[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
+pub(crate) struct MatRef<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -90,7 +90,7 @@ impl<'a> MatRef<'a> {
 /// `out = a·b` (or `out += a·b` with `accumulate`), `out` row-major `[a.rows, b.cols]`, with
 /// the `gemm` kernels candle uses on the CPU, parallel over rayon's threads. Deterministic: the
 /// reduction order of each output element does not depend on the thread count.
-pub fn matmul(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+pub(crate) fn matmul(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     assert!(out.len() >= a.rows * b.cols, "output buffer too short");
     let threads = rayon::current_num_threads();

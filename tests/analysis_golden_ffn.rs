@@ -15,9 +15,8 @@ use xinc::analysis::distributed::{
     contribution_thresholds, distributed, threshold_by_sorting, Distributed, PAPER_TARGETS,
 };
 use xinc::analysis::intensity::intensity;
-use xinc::analysis::source::InMemoryMaps;
 use xinc::canvas::ffn::{ffn_canvas, FfnLayer};
-use xinc::canvas::Canvas;
+use xinc::canvas::{Canvas, CanvasOptions};
 use xinc::models::ffn::{Ffn, FfnConfig};
 
 const H: usize = 128;
@@ -37,15 +36,14 @@ fn golden(test: &str) -> Option<(Canvas, Vec<f32>)> {
     .unwrap();
     let acts = model.forward_image(&Device::Cpu).unwrap();
     let layers = [1, 2, 3].map(FfnLayer::Summed);
-    let canvas = ffn_canvas(&model, &acts, &layers).unwrap();
+    let canvas = ffn_canvas(&model, &acts, &layers, &CanvasOptions::default()).unwrap();
     let io = load(dir.join("io.safetensors"));
     let pred: &Tensor = &io["pred_image_clamped"];
     Some((canvas, flat(pred)))
 }
 
 fn analyse(canvas: &Canvas, layer: &str) -> Distributed {
-    let maps = canvas.layer(layer).unwrap();
-    distributed(&InMemoryMaps::new(maps), &PAPER_TARGETS).unwrap()
+    distributed(&canvas.maps(layer).unwrap(), &PAPER_TARGETS).unwrap()
 }
 
 #[test]
@@ -148,7 +146,7 @@ fn streamed_thresholds_equal_a_full_sort_on_the_ffn() {
     let targets = [0.0, 0.05, 0.1, 0.25, 0.5, 0.9, 1.0];
     for layer in LAYERS {
         let maps = canvas.layer(layer).unwrap();
-        let streamed = contribution_thresholds(&InMemoryMaps::new(maps), &targets).unwrap();
+        let streamed = contribution_thresholds(&canvas.maps(layer).unwrap(), &targets).unwrap();
         for (&t, &tau) in targets.iter().zip(&streamed) {
             assert_eq!(tau, threshold_by_sorting(&maps.data, t), "{layer} t = {t}");
         }
@@ -169,7 +167,7 @@ fn heat_ranges_match_spec_a13() {
     // The ground-truth frame is not in the golden folder: the predicted image stands in for it
     // (it reproduces the frame at 36 dB), which exercises the whole pipeline.
     for (layer, lo, hi, tol) in expected {
-        let r = intensity(&InMemoryMaps::new(canvas.layer(layer).unwrap()), &pred).unwrap();
+        let r = intensity(&canvas.maps(layer).unwrap(), &pred).unwrap();
         println!(
             "{layer}: heat {:.4}–{:.4} pearson {:.4} spearman {:.4} spearman(|diff|, edges) {:.4}",
             r.heat_min,

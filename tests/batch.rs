@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use xinc::data::panoptic::DatasetFormat;
-use xinc::data::synth::{generate, SynthParams};
+use xinc::data::synth::dataset::{generate, SynthParams};
 use xinc::dataset::{run_task, BatchConfig, Stats};
 use xinc::polars::prelude::*;
 

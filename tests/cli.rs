@@ -53,7 +53,8 @@ fn s(p: &Path) -> &str {
 fn train_canvas_render_on_a_generated_image() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("scene.png");
-    xinc::data::image::write_png(&img, &xinc::data::synthetic::street_scene(48, 96)).unwrap();
+    let scene = xinc::data::synth::scene::street_scene(48, 96);
+    xinc::data::image::write_png(&img, &scene, image::codecs::png::CompressionType::Fast).unwrap();
     let model = dir.path().join("m");
     let out = ok(&[
         "train",
@@ -312,7 +313,8 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
     assert_eq!(t["block1_pre_gelu.sum_neurons"].dims(), &[20, 4, 8]);
     // Conservation: the head maps summed over inputs give the stored head output.
     assert!(max_abs_diff(&flat(&t["head.sum_neurons"]), &flat(&t["output"])) < 1e-5);
-    // The conservative canvas: every block's maps sum to the output, per channel and summed.
+    // The conservative canvas (every layer by default, the per-channel `block<n>_rgb` included):
+    // every block's maps sum to the output, per channel and summed.
     let exact = dir.path().join("exact.safetensors");
     let out = ok(&[
         "canvas",
@@ -323,7 +325,6 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
         "--summary",
         "--method",
         "conservative",
-        "--rgb",
         "--out",
         s(&exact),
     ]);
@@ -354,10 +355,9 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
         "--model",
         s(&model),
         "--layers",
-        "block1",
+        "block1,block1_rgb",
         "--method",
         "conservative",
-        "--rgb",
         "--out",
         s(&full),
     ]);

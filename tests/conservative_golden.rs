@@ -7,10 +7,9 @@ mod common;
 
 use candle_core::Device;
 use common::*;
-use xinc::canvas::conservative::nerv::conservative_layer_summary;
-use xinc::canvas::ffn::{ffn_canvas_summary_with, ffn_canvas_with, FfnLayer, DEFAULT_TILE};
-use xinc::canvas::nerv::{NervFrameData, NervLayer};
-use xinc::canvas::{LayerSummary, Method};
+use xinc::canvas::ffn::{ffn_canvas, ffn_canvas_summary, FfnLayer};
+use xinc::canvas::nerv::{nerv_canvas_summary, NervFrameData, NervLayer};
+use xinc::canvas::{CanvasOptions, LayerSummary, Method};
 use xinc::models::ffn::{Ffn, FfnConfig};
 use xinc::models::nerv::{Nerv, NervConfig};
 
@@ -53,20 +52,14 @@ fn every_ffn_layer_of_the_official_checkpoint_conserves_the_output() {
     )
     .unwrap();
     let acts = model.forward_image(&Device::Cpu).unwrap();
-    let layers = FfnLayer::all_for(model.config(), Method::Conservative);
-    let canvas = ffn_canvas_with(&model, &acts, &layers, Method::Conservative).unwrap();
+    let conservative = CanvasOptions::from(Method::Conservative);
+    let layers = FfnLayer::all(model.config(), Method::Conservative);
+    let canvas = ffn_canvas(&model, &acts, &layers, &conservative).unwrap();
     let p = h * w;
     let summed: Vec<f32> = (0..p)
         .map(|o| (0..3).map(|c| canvas.output[c * p + o]).sum())
         .collect();
-    let streamed = ffn_canvas_summary_with(
-        &model,
-        &Device::Cpu,
-        &layers,
-        Method::Conservative,
-        DEFAULT_TILE,
-    )
-    .unwrap();
+    let streamed = ffn_canvas_summary(&model, &Device::Cpu, &layers, &conservative).unwrap();
     for (maps, s) in canvas.layers.iter().zip(&streamed.layers) {
         let s2 = maps.summarise();
         let want: &[f32] = if maps.neuron_shape.len() == 2 {
@@ -81,8 +74,13 @@ fn every_ffn_layer_of_the_official_checkpoint_conserves_the_output() {
         }
     }
     // The official inner layers are not a decomposition of the output (spec A.3, A.4).
-    let official =
-        ffn_canvas_with(&model, &acts, &[FfnLayer::Summed(2)], Method::Official).unwrap();
+    let official = ffn_canvas(
+        &model,
+        &acts,
+        &[FfnLayer::Summed(2)],
+        &CanvasOptions::default(),
+    )
+    .unwrap();
     let err = conservation_error(&over_kernels(&official.layers[0].summarise(), p), &summed);
     assert!(err > 0.1, "official layer 2 unexpectedly conserves: {err}");
 }
@@ -100,6 +98,13 @@ fn every_nerv_layer_of_the_official_model_conserves_the_output() {
         &Device::Cpu,
     )
     .unwrap();
+    let conservative = CanvasOptions::from(Method::Conservative);
+    let summary = |frame: &NervFrameData, layer: NervLayer| -> LayerSummary {
+        nerv_canvas_summary(frame, &[layer], &Device::Cpu, &conservative)
+            .unwrap()
+            .layers
+            .remove(0)
+    };
     for f in [0usize, 3] {
         let frame =
             NervFrameData::new(&model, &model.forward_frame(f, &Device::Cpu).unwrap()).unwrap();
@@ -108,16 +113,15 @@ fn every_nerv_layer_of_the_official_model_conserves_the_output() {
             .map(|o| (0..3).map(|c| frame.output[c * p + o]).sum())
             .collect();
         for index in (1..=3).rev() {
-            let layer = NervLayer::Block {
-                index,
-                pre_gelu: false,
-            };
-            let all = frame.inputs(layer, None).unwrap();
             // Per channel on the first frame only (the summed maps are their sum).
-            let variants: &[bool] = if f == 0 { &[false, true] } else { &[false] };
-            for &per_channel in variants {
-                let s =
-                    conservative_layer_summary(&frame, layer, all.clone(), per_channel).unwrap();
+            let variants: &[NervLayer] = if f == 0 {
+                &[NervLayer::block(index), NervLayer::PerChannel(index)]
+            } else {
+                &[NervLayer::block(index)]
+            };
+            for &layer in variants {
+                let per_channel = layer == NervLayer::PerChannel(index);
+                let s = summary(&frame, layer);
                 let want: &[f32] = if per_channel { &frame.output } else { &summed };
                 let err = conservation_error(&over_kernels(&s, want.len()), want);
                 println!("NeRV frame {f} {}: conservation error {err:.2e}", s.layer);
@@ -125,8 +129,7 @@ fn every_nerv_layer_of_the_official_model_conserves_the_output() {
             }
         }
         // The head: per (input, channel) maps, exact in both methods.
-        let all = frame.inputs(NervLayer::Head, None).unwrap();
-        let s = conservative_layer_summary(&frame, NervLayer::Head, all, false).unwrap();
+        let s = summary(&frame, NervLayer::Head);
         let err = conservation_error(&over_kernels(&s, 3 * p), &frame.output);
         assert!(err <= 1e-4, "frame {f} head: {err}");
     }

@@ -10,7 +10,7 @@ use common::*;
 use xinc::canvas::ffn::{
     ffn_canvas, ffn_canvas_summary, unit_pair_map, unit_pair_reductions, FfnLayer,
 };
-use xinc::canvas::Canvas;
+use xinc::canvas::{Canvas, CanvasOptions, Method};
 use xinc::models::ffn::{Ffn, FfnActivations, FfnConfig};
 
 const H: usize = 128;
@@ -149,7 +149,8 @@ fn canvas_matches_every_official_map_reduction() {
     let Some(g) = golden("canvas_matches_every_official_map_reduction") else {
         return;
     };
-    let canvas = ffn_canvas(&g.model, &g.acts, &FfnLayer::all(g.model.config())).unwrap();
+    let layers = FfnLayer::all(g.model.config(), Method::Official);
+    let canvas = ffn_canvas(&g.model, &g.acts, &layers, &CanvasOptions::default()).unwrap();
     assert_eq!(canvas.layers.len(), 4);
     check_canvas_maps(&g, &canvas);
 }
@@ -162,8 +163,8 @@ fn streamed_summary_matches_the_official_reductions() {
     let summary = ffn_canvas_summary(
         &g.model,
         &Device::Cpu,
-        &FfnLayer::all(g.model.config()),
-        4096,
+        &FfnLayer::all(g.model.config(), Method::Official),
+        &CanvasOptions::default(),
     )
     .unwrap();
     for s in &summary.layers {
@@ -238,7 +239,8 @@ fn canvas_statistics_match_spec_a13() {
     let Some(g) = golden("canvas_statistics_match_spec_a13") else {
         return;
     };
-    let canvas = ffn_canvas(&g.model, &g.acts, &FfnLayer::all(g.model.config())).unwrap();
+    let layers = FfnLayer::all(g.model.config(), Method::Official);
+    let canvas = ffn_canvas(&g.model, &g.acts, &layers, &CanvasOptions::default()).unwrap();
     // (layer, all-zero neurons, Σ|C|) from spec A.13.
     for (layer, dead, abs_total) in [
         ("layer1", 1, 911_235.0f64),

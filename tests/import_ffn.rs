@@ -1,5 +1,6 @@
 //! Import of official FFN weights: the released Lightning checkpoint (when the golden folder is
-//! present), and typed errors for every kind of bad weights file (always).
+//! present), typed errors for every kind of bad weights file (always), and the model folders that
+//! `import_ffn` and `import_nerv` write.
 
 mod common;
 
@@ -148,4 +149,68 @@ fn checkpoint_with_a_missing_tensor_fails_with_a_typed_error() {
         matches!(&err, XincError::MissingTensor { name, .. } if name == "positional_encoding.B"),
         "{err}"
     );
+}
+
+/// `import_ffn` and `import_nerv` write model folders that load back to the same models and
+/// record the checkpoint; the bundled folders' weights carry the official names, so they import
+/// as official safetensors files.
+#[test]
+fn imports_write_model_folders_that_record_the_checkpoint() {
+    use xinc::models::import::{import_ffn, import_nerv, FfnImport, NervImport};
+    use xinc::models::nerv::NervConfig;
+    use xinc::models::{ModelDir, Provenance};
+
+    let dev = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints");
+
+    let bundled = ModelDir::new(root.join("ffn_cityscapes_vps_0005"));
+    let (ffn, _) = bundled.load_ffn(&dev).unwrap();
+    let job = FfnImport {
+        checkpoint: bundled.weights_path(),
+        config: None,
+        size: ffn.config().data_shape,
+    };
+    let out = ModelDir::new(dir.path().join("ffn"));
+    let imported = import_ffn(&job, &out, &dev).unwrap();
+    let (loaded, cfg) = out.load_ffn(&dev).unwrap();
+    assert_eq!(
+        cfg.provenance,
+        Provenance::Imported {
+            checkpoint: job.checkpoint.clone(),
+            config: None
+        }
+    );
+    let image = ffn.render(&dev).unwrap();
+    assert_eq!(image.data.len(), 128 * 256 * 3);
+    assert_eq!(imported.render(&dev).unwrap(), image);
+    assert_eq!(loaded.render(&dev).unwrap(), image);
+    let output = ffn.forward_image(&dev).unwrap().output;
+    assert_eq!(image.data, flat(&output));
+
+    let bundled = ModelDir::new(root.join("nerv_cityscapes_vps_0005"));
+    let (nerv, _) = bundled.load_nerv(&dev).unwrap();
+    let job = NervImport {
+        checkpoint: bundled.weights_path(),
+        args: NervConfig::PAPER_ARGS.to_string(),
+        frames: nerv.config().frames,
+    };
+    let out = ModelDir::new(dir.path().join("nerv"));
+    import_nerv(&job, &out, &dev).unwrap();
+    let (loaded, cfg) = out.load_nerv(&dev).unwrap();
+    assert!(matches!(
+        cfg.provenance,
+        Provenance::Imported { config: None, .. }
+    ));
+    let frame = nerv.render_frame(3, &dev).unwrap();
+    assert_eq!(loaded.render_frame(3, &dev).unwrap(), frame);
+    // The image is the decoder's planar [3, H, W] output, pixel-interleaved.
+    let planar = flat(&nerv.forward_frame(3, &dev).unwrap().output);
+    let p = frame.height * frame.width;
+    assert_eq!([frame.height, frame.width], [128, 256]);
+    for i in [0, 1, 257, p - 1] {
+        for c in 0..3 {
+            assert_eq!(frame.data[3 * i + c], planar[c * p + i]);
+        }
+    }
 }

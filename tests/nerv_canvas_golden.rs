@@ -12,6 +12,7 @@ use xinc::canvas::nerv::{
     gelu_erf, kernel_map, nerv_layer_maps, nerv_layer_summary, sum_over_kernels, NervBlockData,
     NervLayer,
 };
+use xinc::canvas::Method;
 
 const FRAMES: [usize; 2] = [0, 3];
 const MAP_TOL: f32 = 1e-6;
@@ -57,7 +58,7 @@ impl Golden {
     fn block(&self, frame: usize, layer: NervLayer) -> OwnedBlock {
         let (input, prefix, scale, downstream) = match layer {
             NervLayer::Head => (4, "head_layer".to_string(), 1, 0),
-            NervLayer::Block { index, .. } => (
+            NervLayer::Block { index, .. } | NervLayer::PerChannel(index) => (
                 index,
                 format!("decoder.{index}.conv.upconv.0"),
                 if index == 1 { 4 } else { 2 },
@@ -109,6 +110,7 @@ fn official_name(layer: NervLayer) -> String {
             "nerv_blk_{index}_output_contrib{}",
             if pre_gelu { "_before_gelu" } else { "" }
         ),
+        NervLayer::PerChannel(_) => unreachable!("the official code has no per-channel maps"),
     }
 }
 
@@ -124,7 +126,7 @@ fn selected_kernels(g: &Golden, frame: usize, layer: NervLayer) -> Vec<(usize, u
             .iter()
             .flat_map(|&i| (0..3).map(move |c| (i, c)))
             .collect(),
-        NervLayer::Block { .. } => idx.chunks_exact(2).map(|p| (p[0], p[1])).collect(),
+        _ => idx.chunks_exact(2).map(|p| (p[0], p[1])).collect(),
     }
 }
 
@@ -134,7 +136,7 @@ fn selected_maps_match_the_official_code() {
         return;
     };
     for frame in FRAMES {
-        for layer in NervLayer::all(3) {
+        for layer in NervLayer::all(3, Method::Official) {
             let owned = g.block(frame, layer);
             let data = owned.data();
             let ours: Vec<f32> = selected_kernels(&g, frame, layer)
@@ -157,13 +159,13 @@ fn strided_subsets_match_the_official_code() {
         return;
     };
     for frame in FRAMES {
-        for layer in NervLayer::all(3) {
+        for layer in NervLayer::all(3, Method::Official) {
             let (inputs, suffix) = match layer {
                 NervLayer::Head => (0..22, "in_all.grid8"),
                 NervLayer::Block {
                     pre_gelu: false, ..
                 } => (0..1, "in0.grid8"),
-                NervLayer::Block { .. } => continue,
+                _ => continue,
             };
             let owned = g.block(frame, layer);
             let maps = nerv_layer_maps(&owned.data(), layer, inputs).unwrap();
@@ -184,7 +186,7 @@ fn summaries_match_and_satisfy_the_official_sanity_checks() {
         return;
     };
     for frame in FRAMES {
-        for layer in NervLayer::all(3) {
+        for layer in NervLayer::all(3, Method::Official) {
             let owned = g.block(frame, layer);
             let data = owned.data();
             let t = Instant::now();
@@ -223,6 +225,7 @@ fn summaries_match_and_satisfy_the_official_sanity_checks() {
                         sanity(frame, layer, &ours, &next);
                     }
                 }
+                NervLayer::PerChannel(_) => unreachable!("official layers only"),
             }
         }
     }

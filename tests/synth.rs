@@ -10,8 +10,8 @@ use serde_json::Value;
 use xinc::data::panoptic::{
     cityscapes_value, rgb_to_id, vipseg_value, DatasetFormat, PanopticValue,
 };
-use xinc::data::synth::{generate, vipseg_categories, SynthParams, SynthSummary};
-use xinc::data::synthetic::{Label, SceneClass, StreetVideo};
+use xinc::data::synth::dataset::{generate, vipseg_categories, SynthParams, SynthSummary};
+use xinc::data::synth::scene::{Label, SceneClass, StreetVideo};
 
 const SIZE: [usize; 2] = [64, 128];
 
@@ -601,7 +601,7 @@ fn check_depth_order(scene: &StreetVideo, frames: usize) -> usize {
 fn check_translation(scene: &StreetVideo, frames: usize) {
     let [h, w] = scene.size().map(|s| s as i64);
     let colour =
-        |f: &xinc::data::synthetic::Frame, x: i64, y: i64| f.rgb.get_pixel(x as u32, y as u32).0;
+        |f: &xinc::data::synth::scene::Frame, x: i64, y: i64| f.rgb.get_pixel(x as u32, y as u32).0;
     for t in 0..frames - 1 {
         let (now, next) = (scene.render(t), scene.render(t + 1));
         for p in 0..now.labels.len() {

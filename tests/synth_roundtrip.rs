@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use xinc::data::clip::{open_clip, ClipOptions};
 use xinc::data::panoptic::{DatasetFormat, Mask};
-use xinc::data::synth::{generate, SynthParams};
-use xinc::data::synthetic::{Label, StreetVideo};
+use xinc::data::synth::dataset::{generate, SynthParams};
+use xinc::data::synth::scene::{Label, StreetVideo};
 
 const SIZE: [usize; 2] = [64, 128];
 

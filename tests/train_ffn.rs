@@ -3,7 +3,7 @@
 
 use candle_core::Device;
 use xinc::data::image::ImageTensor;
-use xinc::data::synthetic::street_scene;
+use xinc::data::synth::scene::street_scene;
 use xinc::models::ffn::FfnConfig;
 use xinc::tensor::with_f32_slice;
 use xinc::train::ffn::{train_ffn, FfnTrainParams, TrainEngine};

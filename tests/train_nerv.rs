@@ -3,7 +3,7 @@
 
 use candle_core::Device;
 use xinc::data::image::{resize_bilinear_antialias, ImageTensor};
-use xinc::data::synthetic::StreetVideo;
+use xinc::data::synth::scene::StreetVideo;
 use xinc::models::nerv::NervConfig;
 use xinc::train::nerv::{train_nerv, NervTrainParams};
 

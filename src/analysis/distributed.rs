@@ -65,9 +65,10 @@ use std::sync::{Mutex, PoisonError};
 
 use polars::prelude::*;
 
-use super::source::{per_neuron, per_pixel_sum, NeuronMaps};
+use super::source::{per_neuron, per_pixel_sum};
 use super::stats::{neuron_rows, NeuronRow};
 use super::{mean, table_error};
+use crate::canvas::maps::NeuronMaps;
 use crate::error::{Result, XincError};
 
 /// Points of the resampled pixels-per-neuron curve in the paper figure.
@@ -561,7 +562,7 @@ impl Distributed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::source::InMemoryMaps;
+    use crate::canvas::maps::InMemoryMaps;
     use crate::canvas::ContributionMap;
 
     fn canvas(n: usize, h: usize, w: usize, data: Vec<f32>) -> ContributionMap {
@@ -625,7 +626,7 @@ mod tests {
         // |C| = 4, 3, 2, 1 (total 10). t = 0.5: target 5, cumsum 4, 7 → τ = 3.
         // t = 0.1: target 9, cumsum 4, 7, 9 → τ = 2. t = 1: τ = max. t = 0: τ = min.
         let maps = canvas(2, 1, 2, vec![-4.0, 1.0, 2.0, -3.0]);
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let taus = contribution_thresholds(&src, &[0.5, 0.1, 1.0, 0.0]).unwrap();
         assert_eq!(taus, vec![3.0, 2.0, 4.0, 1.0]);
         for (t, tau) in [(0.5, 3.0), (0.1, 2.0), (1.0, 4.0), (0.0, 1.0)] {
@@ -633,13 +634,13 @@ mod tests {
         }
         assert!(contribution_thresholds(&src, &[1.5]).is_err());
         let bad = canvas(1, 1, 2, vec![1.0, f32::NAN]);
-        assert!(contribution_thresholds(&InMemoryMaps::new(&bad), &[0.1]).is_err());
+        assert!(contribution_thresholds(&InMemoryMaps::new(bad.clone()), &[0.1]).is_err());
     }
 
     #[test]
     fn streamed_thresholds_equal_a_full_sort() {
         let maps = canvas(37, 16, 24, noisy(37 * 16 * 24));
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let targets = [0.0, 0.01, 0.1, 0.25, 0.5, 0.9, 0.999, 1.0];
         let taus = contribution_thresholds(&src, &targets).unwrap();
         for (&t, &tau) in targets.iter().zip(&taus) {
@@ -647,7 +648,7 @@ mod tests {
         }
         // All zeros: every τ is 0.
         let zeros = canvas(2, 2, 2, vec![0.0; 8]);
-        let taus = contribution_thresholds(&InMemoryMaps::new(&zeros), &[0.1, 0.5]).unwrap();
+        let taus = contribution_thresholds(&InMemoryMaps::new(zeros.clone()), &[0.1, 0.5]).unwrap();
         assert_eq!(taus, vec![0.0, 0.0]);
     }
 
@@ -677,7 +678,7 @@ mod tests {
         // t = 0.5: target 6, sorted 4, 3, 2, 2, … → cumsum 4, 7 → τ = 3; above 3: pixel 0 only n0.
         // t = 0.1: target 10.8, cumsum 4, 7, 9, 11 → τ = 2; above 2: pixel 0 n0, n2; pixel 1 none.
         let maps = canvas(3, 1, 2, vec![4.0, -2.0, 1.0, 0.0, -3.0, 2.0]);
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let r = neurons_per_pixel(&src, &[0.5, 0.1]).unwrap();
         assert_eq!((r[0].tau, r[1].tau), (3.0, 2.0));
         assert_eq!(r[0].fraction, vec![1.0 / 3.0, 0.0]);
@@ -686,11 +687,11 @@ mod tests {
         assert!((r[1].mean - 1.0 / 3.0).abs() < 1e-7);
         // The official bug: count another layer's maps against this layer's τ.
         let other = canvas(3, 1, 2, vec![5.0, 5.0, 5.0, 5.0, 0.0, 0.0]);
-        let bug = neurons_per_pixel_of(&InMemoryMaps::new(&other), &src, &[0.5]).unwrap();
+        let bug = neurons_per_pixel_of(&InMemoryMaps::new(other.clone()), &src, &[0.5]).unwrap();
         assert_eq!(bug[0].tau, 3.0);
         assert_eq!(bug[0].fraction, vec![2.0 / 3.0, 2.0 / 3.0]);
         let small = canvas(1, 1, 1, vec![1.0]);
-        assert!(neurons_per_pixel_of(&InMemoryMaps::new(&small), &src, &[0.5]).is_err());
+        assert!(neurons_per_pixel_of(&InMemoryMaps::new(small.clone()), &src, &[0.5]).is_err());
     }
 
     #[test]
@@ -699,7 +700,7 @@ mod tests {
         assert_eq!(digits_per_pass(2289), 2);
         assert_eq!(digits_per_pass(18_353), 1);
         let maps = canvas(300, 4, 5, noisy(300 * 20));
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let taus = [0.0, 0.1, 0.3, 0.5, 1.0, 2.0];
         let fractions = fractions_above(&src, &taus).unwrap();
         for (tau, frac) in taus.iter().zip(&fractions) {
@@ -715,7 +716,7 @@ mod tests {
     #[test]
     fn tables_follow_the_schemas() {
         let maps = canvas(3, 1, 2, vec![4.0, -2.0, 1.0, 0.0, -3.0, 2.0]);
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let d = distributed(&src, &PAPER_TARGETS).unwrap();
         let tables = d.to_frame().unwrap();
         assert_eq!(tables.pixels_per_neuron.shape(), (3, 4));

@@ -61,8 +61,9 @@ use ndarray::Array2;
 use polars::prelude::*;
 use rayon::prelude::*;
 
-use super::source::{per_neuron, NeuronMaps};
+use super::source::per_neuron;
 use super::{adjusted_rand_index, kmeans, table_error};
+use crate::canvas::maps::NeuronMaps;
 use crate::error::{Result, XincError};
 
 /// What a neuron's vector holds.
@@ -426,6 +427,22 @@ pub fn mean_pairwise_ari(labelings: &[Vec<usize>]) -> f64 {
 }
 
 impl NeuronGroups {
+    /// The mean thumbnail of each group's neurons (`vectors` are the ones grouped) and the
+    /// group's size: what each group looks at.
+    pub fn mean_thumbnails(&self, vectors: &NeuronVectors) -> Vec<(Vec<f32>, usize)> {
+        let (th, tw) = vectors.thumb_size;
+        let mut means = vec![(vec![0.0f32; th * tw], 0usize); self.k];
+        for (thumb, &g) in vectors.thumbnails.iter().zip(&self.group) {
+            let (mean, n) = &mut means[g];
+            *n += 1;
+            mean.iter_mut().zip(thumb).for_each(|(m, x)| *m += x);
+        }
+        for (mean, n) in &mut means {
+            mean.iter_mut().for_each(|x| *x /= (*n).max(1) as f32);
+        }
+        means
+    }
+
     /// One row per live neuron (schema in the module docs).
     pub fn to_frame(&self) -> Result<DataFrame> {
         let n = self.neurons.len();
@@ -461,8 +478,45 @@ impl NeuronGroups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::source::InMemoryMaps;
+    use crate::canvas::maps::InMemoryMaps;
     use crate::canvas::ContributionMap;
+
+    #[test]
+    fn mean_thumbnails_average_each_groups_members() {
+        let vectors = NeuronVectors {
+            layer: "toy".into(),
+            features: "gabor".into(),
+            dims: 1,
+            neurons: vec![0, 1, 2],
+            ids: vec![(0, None), (1, None), (2, None)],
+            data: vec![0.0; 3],
+            thumbnails: vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 7.0]],
+            thumb_size: (1, 2),
+            dead: 0,
+        };
+        let groups = NeuronGroups {
+            layer: "toy".into(),
+            features: "gabor".into(),
+            space: ClusterSpace::Vectors,
+            k: 3,
+            neurons: vec![0, 1, 2],
+            ids: vectors.ids.clone(),
+            group: vec![1, 0, 1],
+            embedding: vec![[0.0; 2]; 3],
+            explained_variance: [0.0; 2],
+            ari_mean: f64::NAN,
+            dead: 0,
+        };
+        let means = groups.mean_thumbnails(&vectors);
+        assert_eq!(
+            means,
+            vec![
+                (vec![3.0, 4.0], 1),
+                (vec![3.0, 4.5], 2),
+                (vec![0.0, 0.0], 0)
+            ]
+        );
+    }
 
     const H: usize = 32;
     const W: usize = 64;
@@ -511,7 +565,7 @@ mod tests {
     #[test]
     fn two_obvious_groups_are_separated_and_dead_neurons_dropped() {
         let (maps, truth) = canvas();
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let labels = stripes();
         let features = Features::Labels {
             name: "stripes",
@@ -587,7 +641,7 @@ mod tests {
             width: W,
             data,
         };
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let v = neuron_vectors(&src, &Features::Spatial { cell: 16 }, (4, 8)).unwrap();
         assert_eq!((v.dims, v.features.as_str()), (2 * 4, "spatial_16"));
         // Cell (0, 0) averages x, y in 0..16: mean(x + 64y) = 7.5 + 64·7.5.
@@ -682,7 +736,7 @@ mod tests {
     #[test]
     fn bad_shapes_are_errors() {
         let (maps, _) = canvas();
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let short = vec![0usize; 10];
         let features = Features::Labels {
             name: "short",

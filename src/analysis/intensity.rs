@@ -28,8 +28,9 @@
 
 use polars::prelude::*;
 
-use super::source::{abs_heat, NeuronMaps};
+use super::source::abs_heat;
 use super::{min_max, pearson, spearman, table_error};
+use crate::canvas::maps::NeuronMaps;
 use crate::error::{Result, XincError};
 
 /// skimage `rgb2gray` weights of R, G and B.
@@ -233,7 +234,7 @@ impl Intensity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::source::InMemoryMaps;
+    use crate::canvas::maps::InMemoryMaps;
     use crate::canvas::ContributionMap;
 
     #[test]
@@ -302,7 +303,7 @@ mod tests {
         let (h, w) = (4, 6);
         let gt = frame(h, w);
         let maps = canvas_following(&gt, h, w);
-        let r = intensity(&InMemoryMaps::new(&maps), &gt).unwrap();
+        let r = intensity(&InMemoryMaps::new(maps.clone()), &gt).unwrap();
         assert!((r.pearson_intensity - 1.0).abs() < 1e-12);
         assert!((r.spearman_intensity - 1.0).abs() < 1e-12);
         assert!(r.diff.iter().all(|&d| d == 0.0));
@@ -376,7 +377,7 @@ mod tests {
     #[test]
     fn bad_frames_are_rejected() {
         let maps = canvas_following(&frame(2, 2), 2, 2);
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         assert!(intensity(&src, &[0.5; 11]).is_err());
         let mut gt = frame(2, 2);
         gt[3] = f32::NAN;

@@ -1,8 +1,8 @@
 //! The paper's analyses of a canvas (spec B), each returning a polars [`DataFrame`] with a
 //! documented schema plus the numbers the paper only drew.
 //!
-//! Layering: `analysis` reads the canvas (through [`source::NeuronMaps`], one map at a time) and
-//! the data layer (frames, masks, flow); it never draws. Figures live in [`crate::plot`], the HTML
+//! Layering: `analysis` reads the canvas (through [`crate::canvas::maps::NeuronMaps`], one map
+//! at a time) and the data layer (frames, masks, flow); it never draws. Figures live in [`crate::plot`], the HTML
 //! report in [`crate::report`].
 //!
 //! Shared here: the [`Fidelity`] switch between the official code's conventions and the corrected

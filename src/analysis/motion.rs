@@ -41,8 +41,9 @@ use std::cell::Cell;
 
 use polars::prelude::*;
 
-use super::source::{per_pixel_sum, NeuronMaps};
+use super::source::per_pixel_sum;
 use super::{min_max, pearson, spearman, table_error};
+use crate::canvas::maps::NeuronMaps;
 use crate::data::optical_flow::{farneback, FarnebackParams};
 use crate::data::panoptic::Clip;
 use crate::error::{Result, XincError};
@@ -322,7 +323,7 @@ pub fn frame_flow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::source::InMemoryMaps;
+    use crate::canvas::maps::InMemoryMaps;
     use crate::canvas::ContributionMap;
 
     const H: usize = 16;
@@ -362,7 +363,10 @@ mod tests {
     #[test]
     fn change_is_the_region_the_square_left_and_entered() {
         let (prev, cur) = (frame((4, 3), -1.0), frame((5, 8), 1.0));
-        let (p, c) = (InMemoryMaps::new(&prev), InMemoryMaps::new(&cur));
+        let (p, c) = (
+            InMemoryMaps::new(prev.clone()),
+            InMemoryMaps::new(cur.clone()),
+        );
         let d = contribution_change(&p, &c).unwrap();
         for (v, moved) in d.iter().zip(moved_region()) {
             assert_eq!(*v, if moved { 2.0 } else { 0.0 });
@@ -372,7 +376,7 @@ mod tests {
         let nested = contribution_change(&change, &change).unwrap();
         assert!(nested.iter().all(|&v| v == 0.0));
         // Overlapping squares: the shared pixels do not change.
-        let d = contribution_change(&p, &InMemoryMaps::new(&frame((5, 5), 1.0))).unwrap();
+        let d = contribution_change(&p, &InMemoryMaps::new(frame((5, 5), 1.0))).unwrap();
         assert_eq!(d[5 * W + 5], 0.0);
         assert_eq!(d[4 * W + 3], 2.0);
         // Squares at rows 4..7 × columns 3..6 and 5..8 × 5..8 share 2 pixels.
@@ -382,7 +386,10 @@ mod tests {
     #[test]
     fn flow_marking_exactly_the_change_agrees_perfectly() {
         let (prev, cur) = (frame((4, 3), -1.0), frame((5, 8), 1.0));
-        let (p, c) = (InMemoryMaps::new(&prev), InMemoryMaps::new(&cur));
+        let (p, c) = (
+            InMemoryMaps::new(prev.clone()),
+            InMemoryMaps::new(cur.clone()),
+        );
         let flow: Vec<f32> = moved_region()
             .iter()
             .map(|&m| f32::from(u8::from(m)) * 3.0)
@@ -450,8 +457,8 @@ mod tests {
 
     #[test]
     fn bundled_nerv_head_changes_where_things_move() {
-        use crate::analysis::source::NervKernelMaps;
         use crate::canvas::nerv::{NervFrameData, NervLayer};
+        use crate::canvas::CanvasOptions;
         use crate::data::clip::{open_clip, ClipOptions};
         use crate::models::ModelDir;
 
@@ -468,11 +475,9 @@ mod tests {
             NervFrameData::new(&model, &acts).unwrap()
         });
         let layer = NervLayer::Head;
-        let [prev, cur] = [0, 1].map(|i| {
-            let inputs = data[i].inputs(layer, None).unwrap();
-            NervKernelMaps::new(data[i].layer(layer).unwrap(), layer, inputs).unwrap()
-        });
-        let r = motion_vs_flow(&prev, &cur, 1, &flow, source, &DEFAULT_TOP_PERCENTS).unwrap();
+        let [prev, cur] = [0, 1].map(|i| data[i].maps(layer, &CanvasOptions::default()).unwrap());
+        let (prev, cur) = (prev.as_ref(), cur.as_ref());
+        let r = motion_vs_flow(prev, cur, 1, &flow, source, &DEFAULT_TOP_PERCENTS).unwrap();
         // Measured: Pearson 0.531, Spearman 0.403, IoU 0.387 / 0.498 / 0.315 (top 5/10/20 %).
         assert!(r.pearson > 0.45 && r.spearman > 0.3, "{r:?}");
         assert!(r.iou[0].1 > 0.3 && r.iou[1].1 > 0.4, "{:?}", r.iou);
@@ -492,10 +497,13 @@ mod tests {
     #[test]
     fn mismatched_inputs_are_errors() {
         let (prev, cur) = (frame((4, 3), -1.0), frame((5, 8), 1.0));
-        let (p, c) = (InMemoryMaps::new(&prev), InMemoryMaps::new(&cur));
+        let (p, c) = (
+            InMemoryMaps::new(prev.clone()),
+            InMemoryMaps::new(cur.clone()),
+        );
         let mut other = frame((0, 0), 1.0);
         other.layer = "other".into();
-        assert!(contribution_change(&p, &InMemoryMaps::new(&other)).is_err());
+        assert!(contribution_change(&p, &InMemoryMaps::new(other.clone())).is_err());
         let flow = vec![0.0; H * W];
         assert!(motion_vs_flow(&p, &c, 1, &flow[1..], FlowSource::Dataset, &[5.0]).is_err());
         assert!(motion_vs_flow(&p, &c, 1, &flow, FlowSource::Dataset, &[0.0]).is_err());

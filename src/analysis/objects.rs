@@ -63,8 +63,9 @@
 use polars::prelude::*;
 
 use super::partitions::{quantile, Regions};
-use super::source::{abs_heat, per_neuron, NeuronMaps};
+use super::source::{abs_heat, per_neuron};
 use super::{mean, pearson, spearman, table_error, Fidelity};
+use crate::canvas::maps::NeuronMaps;
 use crate::data::panoptic::{OtherRegion, PanopticFrame};
 use crate::error::{Result, XincError};
 
@@ -333,6 +334,27 @@ impl ObjectShares {
     pub fn share_row(&self, t: usize, row: usize) -> &[f64] {
         let i = self.instances.len();
         &self.shares[t][row * i..(row + 1) * i]
+    }
+
+    /// Each instance's mean share per live neuron in each analysed frame: `(instance name,
+    /// [frame] values)`, how an instance's claim on the layer moves through the video.
+    pub fn instance_means(&self) -> Vec<(String, Vec<f64>)> {
+        let rows = self.neurons.len().max(1) as f64;
+        self.instances
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| {
+                let per_frame = (0..self.frames.len())
+                    .map(|t| {
+                        let total: f64 = (0..self.neurons.len())
+                            .map(|k| self.share_row(t, k)[i])
+                            .sum();
+                        total / rows
+                    })
+                    .collect();
+                (inst.name.clone(), per_frame)
+            })
+            .collect()
     }
 
     /// The long table (schema in the module docs).
@@ -637,8 +659,34 @@ pub fn area_summary_frame(results: &[AreaNeurons]) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::source::InMemoryMaps;
     use crate::analysis::toy_maps as maps;
+
+    #[test]
+    fn instance_means_average_each_frames_shares_over_the_live_neurons() {
+        let inst = |n: &str| Instance {
+            name: n.into(),
+            category: "car".into(),
+            isthing: true,
+        };
+        // Two frames, two live neurons, two instances: shares[t] is row-major [neuron, instance].
+        let s = ObjectShares {
+            layer: "toy".into(),
+            num_neurons: 3,
+            instances: vec![inst("car_0"), inst("car_1")],
+            frames: vec![0, 5],
+            areas: vec![vec![1, 1], vec![1, 1]],
+            neurons: vec![0, 2],
+            mean_abs: vec![vec![0.0; 4]; 2],
+            shares: vec![vec![0.1, 0.3, 0.2, 0.0], vec![0.4, 0.2, 0.3, 0.5]],
+        };
+        let means = s.instance_means();
+        assert_eq!(means.len(), 2);
+        assert_eq!(means[0].0, "car_0");
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+        assert!(close(&means[0].1, &[0.15, 0.35]), "{:?}", means[0].1);
+        assert!(close(&means[1].1, &[0.15, 0.35]), "{:?}", means[1].1);
+    }
+    use crate::canvas::maps::InMemoryMaps;
     use crate::data::panoptic::{Mask, Segment};
 
     fn segment(name: &str, isthing: bool, on: &[usize]) -> Segment {
@@ -687,7 +735,7 @@ mod tests {
         data.extend([0.0; 8]);
         data.extend([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
         let m = maps(2, 4, data);
-        let src = InMemoryMaps::new(&m);
+        let src = InMemoryMaps::new(m.clone());
         let f = street();
         // Corrected: "other" is the void complement {2, 7}.
         let s = frame_shares(&src, &f, OtherRegion::Corrected).unwrap();
@@ -720,7 +768,7 @@ mod tests {
         let f5 = frame(5, vec![segment("road_0", false, &[4, 5, 6, 7])]);
         let m0 = maps(2, 4, vec![1.0; 8]);
         let m5 = maps(2, 4, vec![0.0, 0.0, 0.0, 0.0, 3.0, 3.0, 3.0, 3.0]);
-        let (s0, s5) = (InMemoryMaps::new(&m0), InMemoryMaps::new(&m5));
+        let (s0, s5) = (InMemoryMaps::new(m0.clone()), InMemoryMaps::new(m5.clone()));
         let s = object_shares(&[(&s0, &f0), (&s5, &f5)], OtherRegion::Official).unwrap();
         assert_eq!(s.frames, vec![0, 5]);
         assert_eq!(s.areas[1], vec![0, 0, 4, 4]);
@@ -733,7 +781,7 @@ mod tests {
         assert_eq!(s.to_frame().unwrap().height(), 8);
         // Maps of another layer size are refused.
         let other = maps(2, 2, vec![1.0; 4]);
-        let so = InMemoryMaps::new(&other);
+        let so = InMemoryMaps::new(other.clone());
         assert!(object_shares(&[(&s0, &f0), (&so, &f5)], OtherRegion::Official).is_err());
         assert!(frame_shares(&so, &f0, OtherRegion::Official).is_err());
         assert!(object_shares(&[], OtherRegion::Official).is_err());
@@ -751,7 +799,7 @@ mod tests {
                 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.0,
             ],
         );
-        let src = InMemoryMaps::new(&m);
+        let src = InMemoryMaps::new(m.clone());
         let s = frame_shares(&src, &street(), OtherRegion::Corrected).unwrap();
         let ts = s.thing_vs_stuff();
         assert_eq!(ts.thing, vec![vec![3.0, 0.0]]);
@@ -777,7 +825,7 @@ mod tests {
                 0.0, 0.0, 0.0, 0.0, 4.0, 4.0, 4.0, 0.0,
             ],
         );
-        let src = InMemoryMaps::new(&m);
+        let src = InMemoryMaps::new(m.clone());
         let s = frame_shares(&src, &street(), OtherRegion::Corrected).unwrap();
         // Profiles (frame-normalised columns): car_0 = car_1 = (1, 1/3, 0), road = (0, 1/3, 1).
         let sem = s.semantics(0);
@@ -808,7 +856,7 @@ mod tests {
                 0.0, 0.0, 0.0, -3.0, 1.0, -1.0, 1.0, 0.0,
             ],
         );
-        let src = InMemoryMaps::new(&m);
+        let src = InMemoryMaps::new(m.clone());
         let a = area_vs_neurons(&src, &street()).unwrap();
         let names: Vec<&str> = a.instances.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["car_0", "road_0", "car_1"]);

@@ -62,8 +62,9 @@ use std::f64::consts::PI;
 use polars::prelude::*;
 
 use super::objects::{instance_regions, other_region};
-use super::source::{per_neuron, NeuronMaps};
+use super::source::per_neuron;
 use super::{kmeans, table_error, Fidelity};
+use crate::canvas::maps::NeuronMaps;
 use crate::data::image::ImageTensor;
 use crate::data::panoptic::PanopticFrame;
 use crate::error::{Result, XincError};
@@ -678,8 +679,8 @@ pub fn summary_frame(results: &[PartitionVariances]) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::source::InMemoryMaps;
     use crate::analysis::toy_maps as maps;
+    use crate::canvas::maps::InMemoryMaps;
     use crate::data::panoptic::{Mask, Segment};
 
     fn segment(name: &str, height: usize, width: usize, on: &[usize]) -> Segment {
@@ -896,7 +897,7 @@ mod tests {
             let mut data = vec![-2.0f32; 32];
             data.extend([0.0; 32]);
             let m = maps(4, 8, data);
-            let res = neuron_variances(&InMemoryMaps::new(&m), &parts).unwrap();
+            let res = neuron_variances(&InMemoryMaps::new(m.clone()), &parts).unwrap();
             assert_eq!(res.frame, 3);
             for var in &res.variance {
                 assert_eq!(var[0], 0.0);
@@ -917,9 +918,11 @@ mod tests {
         let inst = &toy_partitions(Fidelity::Corrected).partitions[0].regions;
         assert_eq!(inst.areas(), vec![16, 4, 12]);
         let m = maps(2, 2, vec![1.0; 4]);
-        assert!(
-            neuron_variances(&InMemoryMaps::new(&m), &toy_partitions(Fidelity::Official)).is_err()
-        );
+        assert!(neuron_variances(
+            &InMemoryMaps::new(m.clone()),
+            &toy_partitions(Fidelity::Official)
+        )
+        .is_err());
     }
 
     #[test]
@@ -943,7 +946,7 @@ mod tests {
                     signed,
                 }],
             };
-            let res = neuron_variances(&InMemoryMaps::new(&m), &parts).unwrap();
+            let res = neuron_variances(&InMemoryMaps::new(m.clone()), &parts).unwrap();
             assert!((res.variance[0][0] - want).abs() < 1e-12, "{fidelity:?}");
         }
     }

@@ -1,181 +1,18 @@
-//! Where the analyses get neuron maps from: [`NeuronMaps`], one signed `[H, W]` contribution map
-//! per neuron, produced on demand, and the parallel drivers that stream them.
+//! How the analyses read neuron maps: the parallel drivers that stream a [`NeuronMaps`] source
+//! (the sources themselves live in [`crate::canvas::maps`]).
 //!
 //! An analysis never asks for a layer's whole canvas. It asks for a per-neuron result
 //! ([`per_neuron`]) or a per-pixel sum over neurons ([`per_pixel_sum`]); each worker holds one map
-//! at a time. FFN layers are small and come from a [`ContributionMap`] in memory
-//! ([`InMemoryMaps`]); NeRV layers are computed kernel by kernel by the fused canvas
-//! ([`NervKernelMaps`]), so block 1 (18,352 maps of 128×256) never exists whole.
+//! at a time. FFN layers are small and come from a canvas in memory
+//! ([`crate::canvas::maps::InMemoryMaps`]); NeRV layers are computed kernel by kernel
+//! ([`crate::canvas::nerv::NervFrameData::maps`]), so block 1 (18,352 maps of 128×256) never
+//! exists whole.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::canvas::conservative::nerv::PreparedBlock;
-use crate::canvas::nerv::{kernel_map_into, NervBlockData, NervLayer};
-use crate::canvas::ContributionMap;
-use crate::error::{Result, XincError};
-
-/// A layer's neurons, each with one signed contribution map of `H·W` pixels (row-major).
-pub trait NeuronMaps: Sync {
-    /// The layer's name (`layer2`, `head`, `block3`, …).
-    fn layer(&self) -> &str;
-    /// Number of neurons N.
-    fn num_neurons(&self) -> usize;
-    /// `(H, W)` of every map.
-    fn size(&self) -> (usize, usize);
-    /// The neuron's ids: `(unit, None)` for a one-axis layer (FFN), `(input channel, Some(output
-    /// channel))` for a NeRV kernel. Neuron `n` of a NeRV layer is `input·Cout + output`, the
-    /// official flattening.
-    fn neuron_id(&self, n: usize) -> (usize, Option<usize>);
-    /// Writes neuron `n`'s map into `out` (`H·W` values).
-    fn map_into(&self, n: usize, out: &mut [f32]);
-
-    /// Neuron `n`'s map as a new vector.
-    fn map(&self, n: usize) -> Vec<f32> {
-        let mut out = vec![0.0; self.num_pixels()];
-        self.map_into(n, &mut out);
-        out
-    }
-
-    /// Neuron `n`'s name ([`neuron_label`]).
-    fn neuron_name(&self, n: usize) -> String {
-        neuron_label(self.neuron_id(n))
-    }
-
-    fn num_pixels(&self) -> usize {
-        let (h, w) = self.size();
-        h * w
-    }
-}
-
-/// The name of a neuron with ids [`NeuronMaps::neuron_id`]: `neuron u` (one-axis layers) or
-/// `kernel i→k` (NeRV: input channel i, output channel k).
-pub fn neuron_label(id: (usize, Option<usize>)) -> String {
-    match id {
-        (u, None) => format!("neuron {u}"),
-        (i, Some(k)) => format!("kernel {i}→{k}"),
-    }
-}
-
-/// The maps of a [`ContributionMap`] held in memory, one neuron per map (flat index).
-pub struct InMemoryMaps<'a> {
-    maps: &'a ContributionMap,
-}
-
-impl<'a> InMemoryMaps<'a> {
-    /// One neuron per map of `maps`. The neuron id is the flat index, or `(unit, channel)` for a
-    /// two-axis map (`layer3_rgb`).
-    pub fn new(maps: &'a ContributionMap) -> Self {
-        InMemoryMaps { maps }
-    }
-}
-
-impl NeuronMaps for InMemoryMaps<'_> {
-    fn layer(&self) -> &str {
-        &self.maps.layer
-    }
-
-    fn num_neurons(&self) -> usize {
-        self.maps.num_maps()
-    }
-
-    fn size(&self) -> (usize, usize) {
-        (self.maps.height, self.maps.width)
-    }
-
-    fn neuron_id(&self, n: usize) -> (usize, Option<usize>) {
-        match self.maps.neuron_shape.as_slice() {
-            [_, c] => (n / c, Some(n % c)),
-            _ => (n, None),
-        }
-    }
-
-    fn map_into(&self, n: usize, out: &mut [f32]) {
-        out.copy_from_slice(self.maps.map(n));
-    }
-}
-
-/// The kernels of one NeRV layer, maps computed on demand by the fused canvas.
-pub struct NervKernelMaps<'a> {
-    data: NervBlockData<'a>,
-    layer: NervLayer,
-    name: String,
-    inputs: Range<usize>,
-    cout: usize,
-    size: (usize, usize),
-}
-
-impl<'a> NervKernelMaps<'a> {
-    /// The kernels (i, k) of `layer` with i in `inputs`; neuron `(i − inputs.start)·Cout + k`.
-    pub fn new(data: NervBlockData<'a>, layer: NervLayer, inputs: Range<usize>) -> Result<Self> {
-        data.validate(layer)?;
-        if inputs.is_empty() || inputs.end > data.in_channels {
-            return Err(XincError::InvalidArgument(format!(
-                "NeRV {layer}: input channels {inputs:?} outside 0..{}",
-                data.in_channels
-            )));
-        }
-        Ok(NervKernelMaps {
-            cout: data.out_channels(),
-            size: data.map_size(layer),
-            name: layer.to_string(),
-            data,
-            layer,
-            inputs,
-        })
-    }
-}
-
-impl NeuronMaps for NervKernelMaps<'_> {
-    fn layer(&self) -> &str {
-        &self.name
-    }
-
-    fn num_neurons(&self) -> usize {
-        self.inputs.len() * self.cout
-    }
-
-    fn size(&self) -> (usize, usize) {
-        self.size
-    }
-
-    fn neuron_id(&self, n: usize) -> (usize, Option<usize>) {
-        (self.inputs.start + n / self.cout, Some(n % self.cout))
-    }
-
-    fn map_into(&self, n: usize, out: &mut [f32]) {
-        let (i, k) = self.neuron_id(n);
-        kernel_map_into(&self.data, self.layer, i, k.unwrap_or(0), out)
-            .expect("kernels and map size validated at construction");
-    }
-}
-
-/// The conservative maps of one NeRV block (summed over the output channels), kernel by kernel
-/// from whole-frame coefficients ([`PreparedBlock`]); neuron `(i − inputs.start)·Cout + k`.
-impl NeuronMaps for PreparedBlock<'_> {
-    fn layer(&self) -> &str {
-        self.name()
-    }
-
-    fn num_neurons(&self) -> usize {
-        self.inputs().len() * self.out_channels()
-    }
-
-    fn size(&self) -> (usize, usize) {
-        PreparedBlock::size(self)
-    }
-
-    fn neuron_id(&self, n: usize) -> (usize, Option<usize>) {
-        let k = self.out_channels();
-        (self.inputs().start + n / k, Some(n % k))
-    }
-
-    fn map_into(&self, n: usize, out: &mut [f32]) {
-        let (i, k) = self.neuron_id(n);
-        self.kernel_map_into(i, k.unwrap_or(0), 0, out);
-    }
-}
+use crate::canvas::maps::NeuronMaps;
 
 /// Neurons per parallel task: enough to amortise the scheduling, few enough to balance.
 const CHUNK: usize = 16;
@@ -207,6 +44,35 @@ pub fn per_pixel_sum<G>(src: &dyn NeuronMaps, g: G) -> Vec<f64>
 where
     G: Fn(usize, &[f32], &mut [f32]) + Sync,
 {
+    ordered_sum(src, src.num_pixels(), |m, map, val, acc| {
+        g(m, map, val);
+        acc.iter_mut()
+            .zip(val.iter())
+            .for_each(|(a, &v)| *a += f64::from(v));
+    })
+}
+
+/// `Σ_n C_n(p)` per output channel, in f64: `channels·H·W` values, channel-major. Neuron n is
+/// added to channel [`NeuronMaps::channel`] (channel 0 where a layer's maps explain the output
+/// summed over its channels: pass `channels = 1` for those). Summed in a fixed order, as
+/// [`per_pixel_sum`].
+pub fn per_channel_sum(src: &dyn NeuronMaps, channels: usize) -> Vec<f64> {
+    let p = src.num_pixels();
+    ordered_sum(src, channels * p, |m, map, _, acc| {
+        let c = src.channel(m).unwrap_or(0).min(channels.max(1) - 1);
+        acc[c * p..][..p]
+            .iter_mut()
+            .zip(map)
+            .for_each(|(a, &v)| *a += f64::from(v));
+    })
+}
+
+/// The `len` sums that `add(n, map_n, scratch, sums)` accumulates over every neuron: neurons in
+/// chunks, one partial sum per chunk, partials added in chunk order.
+fn ordered_sum<F>(src: &dyn NeuronMaps, len: usize, add: F) -> Vec<f64>
+where
+    F: Fn(usize, &[f32], &mut [f32], &mut [f64]) + Sync,
+{
     let (n, p) = (src.num_neurons(), src.num_pixels());
     let chunks: Vec<Range<usize>> = (0..n)
         .step_by(CHUNK)
@@ -215,18 +81,16 @@ where
     let partials: Vec<Vec<f64>> = chunks
         .into_par_iter()
         .map(|range| {
-            let (mut map, mut val, mut acc) = (vec![0.0f32; p], vec![0.0f32; p], vec![0.0f64; p]);
+            let (mut map, mut scratch, mut acc) =
+                (vec![0.0f32; p], vec![0.0f32; p], vec![0.0f64; len]);
             for m in range {
                 src.map_into(m, &mut map);
-                g(m, &map, &mut val);
-                acc.iter_mut()
-                    .zip(&val)
-                    .for_each(|(a, &v)| *a += f64::from(v));
+                add(m, &map, &mut scratch, &mut acc);
             }
             acc
         })
         .collect();
-    let mut total = vec![0.0f64; p];
+    let mut total = vec![0.0f64; len];
     for part in partials {
         total.iter_mut().zip(&part).for_each(|(t, &v)| *t += v);
     }
@@ -243,6 +107,8 @@ pub fn abs_heat(src: &dyn NeuronMaps) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canvas::maps::InMemoryMaps;
+    use crate::canvas::ContributionMap;
 
     fn toy() -> ContributionMap {
         ContributionMap {
@@ -257,7 +123,7 @@ mod tests {
     #[test]
     fn drivers_visit_every_neuron_in_order() {
         let maps = toy();
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let sums = per_neuron(&src, |n, m| (n, m.iter().sum::<f32>()));
         assert_eq!(sums.len(), 40);
         for (n, (idx, s)) in sums.iter().enumerate() {
@@ -272,31 +138,25 @@ mod tests {
     }
 
     #[test]
-    fn nerv_kernels_follow_the_official_flattening() {
-        let input: Vec<f32> = (0..2 * 3 * 4).map(|v| (v as f32 * 0.37).sin()).collect();
-        let weight: Vec<f32> = (0..8 * 2 * 9).map(|v| (v as f32 * 0.11).cos()).collect();
-        let bias = vec![0.1; 8];
-        let data = NervBlockData {
-            input: &input,
-            in_channels: 2,
-            height: 3,
-            width: 4,
-            weight: &weight,
-            bias: &bias,
-            scale: 2,
-            downstream: 0,
+    fn channel_sums_follow_each_neurons_channel() {
+        // 40 maps as 20 units × 2 channels of a per-channel layer.
+        let maps = ContributionMap {
+            layer: "layer1_rgb".into(),
+            neuron_shape: vec![20, 2],
+            ..toy()
         };
-        let layer = NervLayer::Block {
-            index: 1,
-            pre_gelu: false,
-        };
-        let src = NervKernelMaps::new(data, layer, 1..2).unwrap();
-        assert_eq!((src.num_neurons(), src.size()), (8, (6, 8)));
-        assert_eq!(src.neuron_id(5), (1, Some(5)));
-        let mut buf = vec![0.0; 48];
-        src.map_into(5, &mut buf);
-        let want = crate::canvas::nerv::kernel_map(&data, layer, 1, 5).unwrap();
-        assert_eq!(buf, want);
-        assert!(NervKernelMaps::new(data, layer, 1..3).is_err());
+        let src = InMemoryMaps::new(maps.clone());
+        let sums = per_channel_sum(&src, 2);
+        assert_eq!(sums.len(), 2 * 6);
+        for c in 0..2 {
+            for p in 0..6 {
+                let want: f64 = (0..20).map(|u| f64::from(maps.map(u * 2 + c)[p])).sum();
+                assert!((sums[c * 6 + p] - want).abs() < 1e-12);
+            }
+        }
+        // A summed layer puts every neuron in channel 0: the per-pixel sum.
+        let summed = InMemoryMaps::new(toy());
+        let plain = per_pixel_sum(&summed, |_, m, out| out.copy_from_slice(m));
+        assert_eq!(per_channel_sum(&summed, 1), plain);
     }
 }

@@ -20,8 +20,9 @@
 
 use polars::prelude::*;
 
-use super::source::{abs_heat, per_neuron, NeuronMaps};
+use super::source::{abs_heat, per_neuron};
 use super::table_error;
+use crate::canvas::maps::NeuronMaps;
 use crate::error::Result;
 
 /// One neuron's statistics.
@@ -97,7 +98,7 @@ pub fn neuron_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::source::InMemoryMaps;
+    use crate::canvas::maps::InMemoryMaps;
     use crate::canvas::ContributionMap;
 
     #[test]
@@ -115,7 +116,7 @@ mod tests {
                 0.0, -1.0, 1.0, -2.0,
             ],
         };
-        let src = InMemoryMaps::new(&maps);
+        let src = InMemoryMaps::new(maps.clone());
         let (rows, heat) = neuron_rows(&src);
         assert_eq!(heat, vec![4.0, 2.0, 2.0, 2.0]);
         assert_eq!(rows[0].pixels, 3);

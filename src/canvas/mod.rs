@@ -6,16 +6,57 @@
 //! (one value per neuron), and `sum_neurons` sums over the **first** axis only, so that a map that
 //! decomposes the output sums back to it (`layer3_rgb` → `[3, H, W]` = the prediction).
 //!
-//! Two canvases exist ([`Method`]): the official one of the paper's code ([`ffn`], [`nerv`]) and
-//! the output-conserving one ([`conservative`]), whose every layer sums to the output.
+//! The canvas is organised by model: [`ffn`] and [`nerv`] each hold their layer types, their
+//! official rule and their conservative rule side by side, and a driver that reads the
+//! [`Method`] once. Every entry point takes a [`CanvasOptions`] (the method, the tile, the memory
+//! budget, the NeRV input channels) and, where it runs a model, a separate `&Device`. The
+//! analyses read a layer's maps through [`maps::NeuronMaps`], an owned source:
+//! [`Canvas::maps`] for a canvas in memory, [`nerv::NervFrameData::maps`] for a NeRV layer
+//! computed kernel by kernel.
+//!
+//! # The two canvases
+//!
+//! The **official** canvas ([`Method::Official`], spec A) is the one of the paper's code, with its
+//! heuristics: it splits each bias evenly, applies the activation to each neuron's share, and
+//! stands in 3×3 box filters for the NeRV layers after the analysed one.
+//!
+//! The **conservative** canvas ([`Method::Conservative`]): every layer's maps sum exactly to the
+//! model's output, pixel by pixel and channel by channel. A neuron's contribution is carried to
+//! the output RGB through the real downstream network — its real convolutions or linear layers,
+//! the real PixelShuffle, and the real activations — linearised at the frame by the **rescale
+//! rule** (DeepLIFT-rescale with a zero reference, LRP-z): a unit with pre-activation z and
+//! output σ(z) passes on the share σ(z)/z of whatever reaches z. For ReLU that multiplier is
+//! 1\[z > 0\]; for the exact GELU z·Φ(z) it is Φ(z) itself, so the z → 0 limit (Φ(0) = ½) needs no
+//! special case. With the multipliers fixed the network is linear, and the output is exactly
+//! `y = Σ_neurons J·x_neuron + B`, where B collects the biases.
+//!
+//! **Bias treatment.** The analysed layer's own bias is split evenly over the fan-in of each
+//! unit, as the official code does (`b[k]/Cin` goes with each kernel (i, k) of a NeRV block, and
+//! `b[j]/fan_in` with each FFN input), and is carried downstream with that share. The biases of
+//! the later layers, carried to the output by the same linearisation (the *downstream-bias map*
+//! B_down, `[3, H, W]`), are split evenly over the layer's N neurons. So every map equals
+//! `J·(neuron's share of the layer's pre-activation) + B_down/N`, and the N maps sum to the
+//! output with no remainder. Two consequences:
+//! - for the last layer (FFN `layer{L}_rgb`, NeRV `head`) there is nothing downstream, and the
+//!   conservative maps *are* the official ones;
+//! - a neuron that never fires still carries the constant `B_down/N`, as the official last layer
+//!   carries `b/fan_in` (spec A.2, "oddity").
+//!
+//! The FFN's conservative layers are computed with candle tensor operations (any device); the
+//! NeRV's conservative block outputs on the CPU, by exact local back-propagation of the
+//! linearised network from every output pixel to the block's output, streamed over bands of
+//! output rows. Both rules also give per-output-channel maps of every layer (`layer{k}_rgb`,
+//! `block{n}_rgb`).
 
-pub mod conservative;
 pub mod ffn;
+pub mod maps;
 pub mod nerv;
 
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
@@ -30,13 +71,63 @@ pub enum Method {
     /// reproducing the paper.
     #[default]
     Official,
-    /// The output-conserving canvas of [`conservative`]: contributions carried through the real
+    /// The output-conserving canvas (see the module doc): contributions carried through the real
     /// downstream network by the rescale rule; every layer's maps sum exactly to the output.
     Conservative,
 }
 
 impl Method {
     pub const ALL: [Method; 2] = [Method::Official, Method::Conservative];
+}
+
+/// Default number of FFN pixels per streamed tile.
+pub const DEFAULT_TILE: usize = 4096;
+
+/// Default bytes a streamed NeRV step may hold (a band of conservative coefficients, a chunk of
+/// written maps).
+pub const DEFAULT_BUDGET: usize = 128 << 20;
+
+/// How to compute a canvas: every entry point of [`ffn`] and [`nerv`] takes one.
+///
+/// ```
+/// use xinc::canvas::{CanvasOptions, Method};
+/// let opts = CanvasOptions { method: Method::Conservative, ..Default::default() };
+/// assert_eq!(opts.tile, xinc::canvas::DEFAULT_TILE);
+/// assert_eq!(CanvasOptions::from(Method::Conservative).method, opts.method);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanvasOptions {
+    /// The official canvas (the default) or the conservative one.
+    pub method: Method,
+    /// FFN pixels per streamed tile ([`DEFAULT_TILE`]); the maps do not depend on it.
+    pub tile: usize,
+    /// Bytes a streamed NeRV step may hold ([`DEFAULT_BUDGET`]): the bands of a conservative
+    /// summary's coefficients, the input-channel chunks of a written canvas. The maps do not
+    /// depend on it.
+    pub budget: usize,
+    /// NeRV: the input channels whose kernels are computed (`None`: all of them). The FFN
+    /// ignores it.
+    pub inputs: Option<Range<usize>>,
+}
+
+impl Default for CanvasOptions {
+    fn default() -> Self {
+        CanvasOptions {
+            method: Method::Official,
+            tile: DEFAULT_TILE,
+            budget: DEFAULT_BUDGET,
+            inputs: None,
+        }
+    }
+}
+
+impl From<Method> for CanvasOptions {
+    fn from(method: Method) -> Self {
+        CanvasOptions {
+            method,
+            ..Default::default()
+        }
+    }
 }
 
 impl fmt::Display for Method {
@@ -63,7 +154,7 @@ impl FromStr for Method {
 }
 
 /// The contribution maps of one layer.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ContributionMap {
     /// Layer name, e.g. `layer2` or `layer3_rgb`.
     pub layer: String,
@@ -113,18 +204,23 @@ impl ContributionMap {
 }
 
 /// The canvas of a model for one image or frame: the requested layers plus the output they explain.
-#[derive(Clone, Debug, PartialEq)]
+/// The layers are shared (`Arc`): cloning a canvas or handing out a layer's [`Canvas::maps`] copies
+/// no maps.
+#[derive(Clone, Default, PartialEq)]
 pub struct Canvas {
     pub height: usize,
     pub width: usize,
-    pub layers: Vec<ContributionMap>,
+    pub layers: Vec<Arc<ContributionMap>>,
     /// The model output that the maps explain, `[C, H, W]` (before any final activation).
     pub output: Vec<f32>,
 }
 
 impl Canvas {
     pub fn layer(&self, name: &str) -> Option<&ContributionMap> {
-        self.layers.iter().find(|m| m.layer == name)
+        self.layers
+            .iter()
+            .find(|m| m.layer == name)
+            .map(Arc::as_ref)
     }
 
     /// The reductions of every layer (the same as a streamed summary, from the maps in memory).
@@ -132,7 +228,7 @@ impl Canvas {
         CanvasSummary {
             height: self.height,
             width: self.width,
-            layers: self.layers.iter().map(ContributionMap::summarise).collect(),
+            layers: self.layers.iter().map(|m| m.summarise()).collect(),
             output: self.output.clone(),
         }
     }
@@ -162,7 +258,7 @@ fn output_tensor(output: &[f32], height: usize, width: usize) -> Result<Tensor> 
 }
 
 /// Reductions of one layer's canvas, computed without holding the canvas.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct LayerSummary {
     pub layer: String,
     pub neuron_shape: Vec<usize>,
@@ -186,7 +282,7 @@ impl LayerSummary {
 }
 
 /// All layer summaries of a canvas, and the output they explain.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct CanvasSummary {
     pub height: usize,
     pub width: usize,
@@ -353,10 +449,71 @@ impl CanvasFileWriter {
     }
 }
 
+/// Which output channels a conservative map explains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// The sum over the output channels (the summed map, what the analyses read).
+    Sum,
+    /// One output channel.
+    Channel(usize),
+}
+
+impl Probe {
+    /// The weights of the output channels, `[dim_out]`.
+    pub(crate) fn weights(self, dim_out: usize) -> Vec<f32> {
+        (0..dim_out)
+            .map(|c| match self {
+                Probe::Sum => 1.0,
+                Probe::Channel(k) => f32::from(u8::from(k == c)),
+            })
+            .collect()
+    }
+}
+
 /// Checks a layer name against the known ones.
 pub(crate) fn unknown_layer(name: &str, known: &[String]) -> XincError {
     XincError::InvalidArgument(format!(
         "unknown layer `{name}`; this model has {}",
         known.join(", ")
     ))
+}
+
+// Short `Debug` forms: a layer's name and shape, never its values (a canvas holds millions).
+
+impl fmt::Debug for ContributionMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContributionMap({} {:?})", self.layer, self.shape())
+    }
+}
+
+impl fmt::Debug for LayerSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "LayerSummary({} {:?} of {}×{})",
+            self.layer, self.neuron_shape, self.height, self.width
+        )
+    }
+}
+
+impl fmt::Debug for Canvas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let layers: Vec<&str> = self.layers.iter().map(|m| m.layer.as_str()).collect();
+        write!(
+            f,
+            "Canvas({}×{}, layers {layers:?})",
+            self.height, self.width
+        )
+    }
+}
+
+impl fmt::Debug for CanvasSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let layers: Vec<&str> = self.layers.iter().map(|m| m.layer.as_str()).collect();
+        write!(
+            f,
+            "CanvasSummary({}×{}, layers {layers:?})",
+            self.height, self.width
+        )
+    }
 }

@@ -1,5 +1,5 @@
 //! The Cityscapes-VPS loader (spec D.1): finds a clip's frames, its annotated frames and their
-//! JSON entries; the annotation assembly itself is shared ([`crate::data::clip`]).
+//! JSON entries; the annotation assembly itself is shared ([`crate::data::loader`]).
 //!
 //! ```text
 //! panoptic_gt_val_city_vps.json
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::data::clip::{
+use crate::data::loader::{
     build_clip, check_id, choose_video, file_name, optional_sorted_files, read_dataset_json,
     sorted_files, AnnotatedFrameFiles, ClipFiles, ClipOptions, ImageAnnotation,
 };

@@ -7,8 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::clip::{dataset_file, detect_format, open_clip, ClipOptions};
+use crate::data::clip::{detect_format, open_clip};
 use crate::data::image::{image_dimensions, nerv_frame, read_rgb8};
+use crate::data::loader::{dataset_file, ClipOptions};
 use crate::data::resize::center_crop_window;
 use crate::error::{Result, XincError};
 

@@ -14,7 +14,11 @@
 use std::io::{BufReader, Cursor};
 use std::path::Path;
 
-use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbImage};
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{
+    DynamicImage, EncodableLayout, ImageBuffer, ImageFormat, ImageReader, Limits,
+    PixelWithColorType, RgbImage,
+};
 
 use crate::error::{Result, XincError};
 use crate::io::files::{env_limit, open_regular, read_bytes, FileLimit};
@@ -128,6 +132,20 @@ impl ImageTensor {
         out
     }
 
+    /// The image of a planar `[3, H, W]` buffer (the inverse of [`ImageTensor::to_chw`]).
+    pub fn from_chw(height: usize, width: usize, chw: &[f32]) -> Self {
+        let p = height * width;
+        assert_eq!(chw.len(), 3 * p, "a [3, {height}, {width}] buffer");
+        let data = (0..p)
+            .flat_map(|i| (0..3).map(move |c| chw[c * p + i]))
+            .collect();
+        ImageTensor {
+            height,
+            width,
+            data,
+        }
+    }
+
     /// Quantises to 8 bits as the official `save_tensor_img` does: clamp to [0, 1], multiply by
     /// 255 and truncate.
     pub fn to_rgb8(&self) -> RgbImage {
@@ -175,10 +193,22 @@ pub fn nerv_frame(
     resize_bicubic(&planar, 3, window.2, window.3, size[0], size[1])
 }
 
-/// Writes an image as PNG (8-bit RGB), atomically.
-pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
+/// Writes an image as PNG, atomically: 8-bit RGB ([`RgbImage`]), 16-bit grey, or any pixel type
+/// PNG holds. `compression` trades time for size: [`CompressionType::Fast`] (the `image` crate's
+/// default) for pictures, [`CompressionType::Best`] for the files of a generated dataset.
+pub fn write_png<P>(
+    path: &Path,
+    img: &ImageBuffer<P, Vec<P::Subpixel>>,
+    compression: CompressionType,
+) -> Result<()>
+where
+    P: PixelWithColorType,
+    [P::Subpixel]: EncodableLayout,
+{
     let mut bytes = Vec::new();
-    img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+    let encoder =
+        PngEncoder::new_with_quality(Cursor::new(&mut bytes), compression, FilterType::Adaptive);
+    img.write_with_encoder(encoder)
         .map_err(|e| XincError::image(path, e.to_string()))?;
     crate::io::write_atomic(path, |w| w.write_all(&bytes))
 }
@@ -288,6 +318,31 @@ mod tests {
         RgbImage::from_fn(values.len() as u32, 1, |x, _| {
             image::Rgb([values[x as usize]; 3])
         })
+    }
+
+    #[test]
+    fn planar_buffers_and_png_compressions_round_trip() {
+        let img = ImageTensor {
+            height: 2,
+            width: 3,
+            data: (0..18).map(|v| v as f32 / 17.0).collect(),
+        };
+        let chw = img.to_chw();
+        assert_eq!(chw[..3], [0.0, 3.0 / 17.0, 6.0 / 17.0]);
+        assert_eq!(ImageTensor::from_chw(2, 3, &chw), img);
+        let dir = tempfile::tempdir().unwrap();
+        let rgb = img.to_rgb8();
+        for compression in [CompressionType::Fast, CompressionType::Best] {
+            let path = dir.path().join(format!("{compression:?}.png"));
+            write_png(&path, &rgb, compression).unwrap();
+            assert_eq!(read_rgb8(&path).unwrap(), rgb);
+        }
+        let grey =
+            ImageBuffer::<image::Luma<u16>, _>::from_raw(2, 1, vec![1000u16, 65535]).unwrap();
+        let path = dir.path().join("grey.png");
+        write_png(&path, &grey, CompressionType::Best).unwrap();
+        let back = image::open(&path).unwrap().into_luma16();
+        assert_eq!(back.as_raw(), grey.as_raw());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Result, XincError};
+
 /// The two dataset layouts xinc reads (and the synthetic generator writes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -20,13 +22,13 @@ pub enum DatasetFormat {
 }
 
 impl std::str::FromStr for DatasetFormat {
-    type Err = crate::XincError;
+    type Err = XincError;
 
-    fn from_str(s: &str) -> crate::Result<Self> {
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "cityscapes-vps" | "cityscapes" => Ok(DatasetFormat::CityscapesVps),
             "vipseg" => Ok(DatasetFormat::Vipseg),
-            other => Err(crate::XincError::InvalidArgument(format!(
+            other => Err(XincError::InvalidArgument(format!(
                 "unknown dataset format `{other}` (cityscapes-vps or vipseg)"
             ))),
         }
@@ -199,8 +201,8 @@ impl Mask {
     }
 }
 
-/// One annotated segment of one frame.
-#[derive(Clone, Debug, PartialEq)]
+/// One annotated segment of one frame. Serialises without its mask.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Segment {
     /// The panoptic segment id (`R + 256·G + 65536·B` of its colour), stable across the clip.
     pub segment_id: u32,
@@ -214,11 +216,12 @@ pub struct Segment {
     pub area: usize,
     /// `[x, y, w, h]` at the working resolution.
     pub bbox: [usize; 4],
+    #[serde(skip)]
     pub mask: Mask,
 }
 
 /// The annotations of one frame.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PanopticFrame {
     /// Index of the frame in [`Clip::frames`].
     pub frame_index: usize,
@@ -259,22 +262,42 @@ impl PanopticFrame {
 }
 
 /// A video clip of a panoptic dataset, at a working resolution.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Serialises as `xinc inspect --json` prints it: the frame count (`frames`), whether there is
+/// flow (`has_flow`), the size, and the annotated frames (`annotated_frames`) without masks;
+/// the file paths, the category table and the frame files' size are left out.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Clip {
     pub format: DatasetFormat,
     /// The video id (`0005`, `26_cblDl5vCZnw`).
     pub video: String,
     /// Every frame file, in the dataset's (sorted) order.
+    #[serde(serialize_with = "count")]
     pub frames: Vec<PathBuf>,
     /// Per-frame optical-flow `.npy` files, sorted like the frames, when the clip has them.
+    #[serde(rename = "has_flow", serialize_with = "is_some")]
     pub flows: Option<Vec<PathBuf>>,
+    #[serde(skip)]
     pub categories: CategoryTable,
     /// The annotated frames, in frame order.
+    #[serde(rename = "annotated_frames")]
     pub annotations: Vec<PanopticFrame>,
     /// Working resolution `[H, W]` of the masks.
     pub size: [usize; 2],
     /// `[H, W]` of every frame file (and of its maps and flows) before crop and resize.
+    #[serde(skip)]
     pub frame_size: [usize; 2],
+}
+
+fn count<S: serde::Serializer, T>(items: &[T], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(items.len() as u64)
+}
+
+fn is_some<S: serde::Serializer, T>(
+    value: &Option<T>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_bool(value.is_some())
 }
 
 impl Clip {

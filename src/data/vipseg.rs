@@ -1,5 +1,5 @@
 //! The VIPSeg 720P loader (spec D.2): finds a clip's frames and their JSON entries; the
-//! annotation assembly itself is shared ([`crate::data::clip`]).
+//! annotation assembly itself is shared ([`crate::data::loader`]).
 //!
 //! ```text
 //! panoptic_gt_VIPSeg.json
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::data::clip::{
+use crate::data::loader::{
     build_clip, check_frame_count, check_id, choose_video, flag, id_string, optional_sorted_files,
     read_dataset_json, AnnotatedFrameFiles, ClipFiles, ClipOptions, ImageAnnotation,
 };

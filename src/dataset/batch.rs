@@ -1,7 +1,8 @@
 //! `xinc batch`: one manifest entry (one video) per task, idempotent, for Slurm array jobs.
 //!
-//! A task trains (or imports) the NeRV of its video, runs every analysis of the report on it, and
-//! writes the tables as hive-partitioned Parquet:
+//! A task trains (or imports) the NeRV of its video, runs every analysis on it
+//! ([`crate::findings`]: tables only, nothing drawn), and writes the tables as hive-partitioned
+//! Parquet:
 //!
 //! ```text
 //! STATS/dataset=<name>/layer=<layer>/video=<id>/part-0.parquet     per-neuron statistics
@@ -33,18 +34,13 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::write_parquet;
 use crate::canvas::Method;
 use crate::error::{Result, XincError};
+use crate::findings::{findings, FindingsOptions};
 use crate::io::files::{check_component, component_problem, read_text, FileLimit};
-use crate::models::import::read_nerv_weights;
-use crate::models::nerv::{Nerv, NervConfig};
-use crate::models::{Architecture, ModelConfig, ModelDir, Provenance};
-use crate::report::{analyse, ReportOptions};
+use crate::models::import::{import_nerv, NervImport};
+use crate::models::nerv::NervConfig;
+use crate::models::ModelDir;
 use crate::study::Study;
-use crate::train::nerv::{train_nerv_folder, NervTrainParams};
-
-/// The official NeRV flags of the paper (Cityscapes-VPS, 128×256).
-pub const PAPER_NERV_ARGS: &str = "--embed pe_1.25_80 --fc_hw 8_16 --dec_strds 4 2 2 --ks 0_3_3 \
-     --reduce 1.2 --modelsize 1.0 --lower_width 6 --conv_type convnext pshuffel --act gelu \
-     --norm none --out_bias tanh";
+use crate::train::nerv::{train_nerv_folder, NervFolderJob, NervTrainParams};
 
 /// What every task of a batch does (`batch.toml`; every field has a default).
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -95,7 +91,7 @@ impl Default for BatchConfig {
 impl Default for NervJob {
     fn default() -> Self {
         NervJob {
-            args: PAPER_NERV_ARGS.into(),
+            args: NervConfig::PAPER_ARGS.into(),
             epochs: 1000,
             eval_every: 50,
             seed: 1,
@@ -252,16 +248,15 @@ pub fn run_task(
 
     let start = Instant::now();
     let study = Study::open(&entry.root, &[model_dir], entry.video.as_deref(), device)?;
-    let opts = ReportOptions {
+    let opts = FindingsOptions {
+        method,
         seed: config.seed,
         groups: config.groups,
         motion_frames: config.motion_frames.clone(),
-        method,
-        compare_methods: false,
         max_frames: config.max_frames,
-        ..ReportOptions::new(out)
+        compare_methods: false,
     };
-    let (_, tables) = analyse(&study, &opts)?;
+    let tables = findings(&study, &opts)?.tables;
     timed("analyses", start);
 
     let start = Instant::now();
@@ -329,20 +324,13 @@ fn nerv_model(
     }
     match &job.import {
         Some(template) => {
-            let checkpoint = PathBuf::from(template.replace("{video}", video));
-            let config = NervConfig::from_official_args(&job.args, frames)?;
-            let tensors = read_nerv_weights(&checkpoint, &config, device)?;
-            let nerv =
-                Nerv::from_tensors(config, tensors, &checkpoint.display().to_string(), device)?;
-            let cfg = ModelConfig {
-                format_version: ModelDir::FORMAT_VERSION,
-                architecture: Architecture::Nerv(nerv.config().clone()),
-                provenance: Provenance::Imported {
-                    checkpoint,
-                    config: None,
-                },
+            let import = NervImport {
+                checkpoint: PathBuf::from(template.replace("{video}", video)),
+                args: job.args.clone(),
+                frames,
             };
-            model.save(&nerv.named_tensors(), &cfg)
+            import_nerv(&import, &model, device)?;
+            Ok(())
         }
         None => {
             let params = NervTrainParams {
@@ -352,17 +340,16 @@ fn nerv_model(
                 progress: false,
                 ..NervTrainParams::default()
             };
-            let resume = dir.join("train_state.safetensors").exists();
-            train_nerv_folder(
-                &entry.root,
-                entry.video.clone(),
-                None,
-                &job.args,
-                &params,
-                dir,
-                resume,
-                device,
-            )?;
+            let training = NervFolderJob {
+                clip: entry.root.clone(),
+                video: entry.video.clone(),
+                args: job.args.clone(),
+                params,
+                out: dir.to_path_buf(),
+                resume: dir.join("train_state.safetensors").exists(),
+                ..NervFolderJob::default()
+            };
+            train_nerv_folder(&training, device)?;
             Ok(())
         }
     }

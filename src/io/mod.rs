@@ -1,7 +1,9 @@
-//! File formats below the model layer: atomic writes, safetensors files, and a safe reader for
-//! PyTorch checkpoints (zip + restricted pickle) that never executes pickle code.
+//! File formats below the model layer: atomic writes, safetensors files, NumPy `.npy` arrays
+//! ([`npy`]), and a safe reader for PyTorch checkpoints (zip + restricted pickle) that never
+//! executes pickle code.
 
 pub mod files;
+pub mod npy;
 pub mod pickle;
 pub mod safetensors_file;
 pub mod torch;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::{self, FieldNames};
 use super::WeightSpec;
+use crate::data::image::ImageTensor;
 use crate::error::{Result, XincError};
 
 /// The activation after the last layer (`final_act` in the official config; `null` = identity).
@@ -388,6 +389,17 @@ impl Ffn {
         out
     }
 
+    /// The model's image: its prediction over its own grid, after the final activation.
+    pub fn render(&self, device: &Device) -> Result<ImageTensor> {
+        let [height, width] = self.config.data_shape;
+        let output = self.forward_image(device)?.output;
+        Ok(ImageTensor {
+            height,
+            width,
+            data: output.flatten_all()?.to_vec1::<f32>()?,
+        })
+    }
+
     /// The official coordinate grid of the model's image, `[P, 2]`, on `device`.
     pub fn coordinates(&self, device: &Device) -> Result<Tensor> {
         let [h, w] = self.config.data_shape;
@@ -441,6 +453,17 @@ impl Ffn {
     /// The forward pass over the model's own image grid.
     pub fn forward_image(&self, device: &Device) -> Result<FfnActivations> {
         self.forward(&self.coordinates(device)?)
+    }
+}
+
+impl super::StoredModel for Ffn {
+    fn architecture(&self) -> super::Architecture {
+        super::Architecture::Ffn(self.config.clone())
+    }
+
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        // The inherent method (a path names the inherent item before a trait's).
+        Ffn::named_tensors(self)
     }
 }
 

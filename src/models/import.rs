@@ -7,6 +7,9 @@
 //! tensors a model needs, after every name, shape and dtype was checked against its
 //! [`WeightSpec`]s. A hostile file therefore cannot make the importer read, inflate or build
 //! anything the model does not need.
+//!
+//! [`import_ffn`] and [`import_nerv`] do the whole import: read, build, and save as a model
+//! folder ([`ModelDir`]) that records the checkpoint it came from.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,9 +17,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde_norway::Value;
 
-use super::ffn::{FfnConfig, FinalActivation};
-use super::nerv::NervConfig;
-use super::WeightSpec;
+use super::ffn::{Ffn, FfnConfig, FinalActivation};
+use super::nerv::{Nerv, NervConfig};
+use super::{ModelDir, WeightSpec};
 use crate::error::{Result, XincError};
 use crate::io::files::{self, FileLimit};
 use crate::io::safetensors_file::SafetensorsFile;
@@ -104,6 +107,51 @@ pub fn read_ffn_weights(
     config.validate()?;
     let tensors = weights.load(&config.weight_specs(), device)?;
     Ok((config, tensors))
+}
+
+/// An official FFN checkpoint to import.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FfnImport {
+    /// Lightning `.ckpt`, `.pth`, or safetensors with the official names.
+    pub checkpoint: PathBuf,
+    /// The official `exp_config.yaml`; without it the architecture is inferred from the tensor
+    /// shapes and the image size is `size`.
+    pub config: Option<PathBuf>,
+    /// `[H, W]` of the image, when there is no `config`.
+    pub size: [usize; 2],
+}
+
+/// Imports an official FFN into the model folder `out` (weights checked before they are read,
+/// the provenance recorded) and returns the model.
+pub fn import_ffn(job: &FfnImport, out: &ModelDir, device: &Device) -> Result<Ffn> {
+    let origin = job.checkpoint.display().to_string();
+    let (config, tensors) =
+        read_ffn_weights(&job.checkpoint, job.config.as_deref(), job.size, device)?;
+    let model = Ffn::from_tensors(config, tensors, &origin, device)?;
+    out.save_imported(&model, &job.checkpoint, job.config.as_deref())?;
+    Ok(model)
+}
+
+/// An official NeRV checkpoint to import.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NervImport {
+    /// `model_best.pth`, or safetensors with the official names.
+    pub checkpoint: PathBuf,
+    /// The official training flags that shape the model (the paper's: [`NervConfig::PAPER_ARGS`]).
+    pub args: String,
+    /// Number of frames T the model was trained on (frame i is decoded from t = i / T).
+    pub frames: usize,
+}
+
+/// Imports an official NeRV into the model folder `out` (weights checked before they are read,
+/// the provenance recorded) and returns the model.
+pub fn import_nerv(job: &NervImport, out: &ModelDir, device: &Device) -> Result<Nerv> {
+    let config = NervConfig::from_official_args(&job.args, job.frames)?;
+    let tensors = read_nerv_weights(&job.checkpoint, &config, device)?;
+    let origin = job.checkpoint.display().to_string();
+    let model = Nerv::from_tensors(config, tensors, &origin, device)?;
+    out.save_imported(&model, &job.checkpoint, None)?;
+    Ok(model)
 }
 
 /// The tensors of an official weights file under their official names, indexed but not read.

@@ -254,6 +254,13 @@ pub(crate) fn in_file(path: &Path, e: XincError) -> XincError {
     }
 }
 
+/// A model that a [`ModelDir`] stores: its architecture (`config.json`) and its weights under the
+/// official names (`model.safetensors`). Implemented by [`ffn::Ffn`] and [`nerv::Nerv`].
+pub trait StoredModel {
+    fn architecture(&self) -> Architecture;
+    fn named_tensors(&self) -> Vec<(String, Tensor)>;
+}
+
 /// A model folder: `model.safetensors` + `config.json`, both written atomically.
 #[derive(Clone, Debug)]
 pub struct ModelDir {
@@ -306,6 +313,34 @@ impl ModelDir {
         config.validate()?;
         crate::io::save_safetensors(&self.weights_path(), tensors)?;
         crate::io::save_json(&self.config_path(), config)
+    }
+
+    /// Saves a model trained by xinc, with what its training did and reached.
+    pub fn save_trained(&self, model: &impl StoredModel, record: TrainingRecord) -> Result<()> {
+        self.save_model(model, Provenance::Trained(record))
+    }
+
+    /// Saves a model imported from an official `checkpoint` (and its `exp_config.yaml`, if any).
+    pub fn save_imported(
+        &self,
+        model: &impl StoredModel,
+        checkpoint: &Path,
+        config: Option<&Path>,
+    ) -> Result<()> {
+        let provenance = Provenance::Imported {
+            checkpoint: checkpoint.to_path_buf(),
+            config: config.map(Path::to_path_buf),
+        };
+        self.save_model(model, provenance)
+    }
+
+    fn save_model(&self, model: &impl StoredModel, provenance: Provenance) -> Result<()> {
+        let config = ModelConfig {
+            format_version: Self::FORMAT_VERSION,
+            architecture: model.architecture(),
+            provenance,
+        };
+        self.save(&model.named_tensors(), &config)
     }
 
     /// Loads the FFN stored in this folder, validating its weights.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::{self, FieldNames};
 use super::WeightSpec;
+use crate::data::image::ImageTensor;
 use crate::error::{Result, XincError};
 use crate::io::files::checked_product;
 
@@ -705,6 +706,17 @@ impl Nerv {
         self.forward(&[self.config.time_of(frame)], device)
     }
 
+    /// Frame `frame` of the clip as an image (the decoder's output at t = frame / T).
+    pub fn render_frame(&self, frame: usize, device: &Device) -> Result<ImageTensor> {
+        let [height, width] = self.config.frame_size();
+        let output = self.forward_frame(frame, device)?.output;
+        Ok(ImageTensor::from_chw(
+            height,
+            width,
+            &output.flatten_all()?.to_vec1::<f32>()?,
+        ))
+    }
+
     /// OutImg.
     pub fn out_img(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self.config.out_bias {
@@ -712,6 +724,17 @@ impl Nerv {
             OutBias::Sigmoid => candle_nn::ops::sigmoid(x)?,
             OutBias::Offset(b) => (x + b)?,
         })
+    }
+}
+
+impl super::StoredModel for Nerv {
+    fn architecture(&self) -> super::Architecture {
+        super::Architecture::Nerv(self.config.clone())
+    }
+
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        // The inherent method (a path names the inherent item before a trait's).
+        Nerv::named_tensors(self)
     }
 }
 

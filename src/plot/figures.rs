@@ -35,14 +35,16 @@ use plotly::layout::{
     Annotation, Axis, AxisRange, AxisType, BoxMode, CategoryOrder, HoverMode, Margin,
 };
 use plotly::{BoxPlot, HeatMap, Image, Layout, Plot, Scatter};
+use polars::prelude::{DataFrame, DataType};
 
 use super::figure::Figure;
 use super::html::plotly_text;
 use super::{magma, map_grid};
 use crate::analysis::groups::{NeuronGroups, NeuronVectors};
 use crate::analysis::objects::ObjectShares;
-use crate::analysis::source::{neuron_label, NeuronMaps};
 use crate::analysis::stats::neuron_rows;
+use crate::analysis::table_error;
+use crate::canvas::maps::{neuron_label, NeuronMaps};
 use crate::error::{Result, XincError};
 
 fn invalid(message: String) -> XincError {
@@ -246,6 +248,18 @@ pub fn map_grid_figure(
         ..MapGridConfig::default()
     };
     map_grid_figure_with(maps, height, width, titles, &config)
+}
+
+/// [`map_grid_figure_with`] over owned `(map, title)` panels, as a notebook builds them.
+pub fn map_panels_figure(
+    panels: &[(Vec<f32>, String)],
+    height: usize,
+    width: usize,
+    config: &MapGridConfig,
+) -> Result<Figure> {
+    let maps: Vec<&[f32]> = panels.iter().map(|(m, _)| m.as_slice()).collect();
+    let titles: Vec<&str> = panels.iter().map(|(_, t)| t.as_str()).collect();
+    map_grid_figure_with(&maps, height, width, &titles, config)
 }
 
 /// A grid of maps (each `height·width`, row-major), each a `heatmap` trace titled by `titles`
@@ -683,6 +697,45 @@ impl BoxGroup {
         self.category = Some(category.into());
         self
     }
+
+    /// One distribution per distinct `(name, category)` pair of a table's rows, in order of
+    /// first appearance: the values of column `value` (cast to f64), named by column `name`
+    /// and placed at column `category` (both cast to strings).
+    pub fn from_frame(
+        df: &DataFrame,
+        name: &str,
+        category: &str,
+        value: &str,
+    ) -> Result<Vec<BoxGroup>> {
+        let bad = |e| table_error("box groups", e);
+        let text = |c: &str| -> Result<Vec<String>> {
+            let col = df
+                .column(c)
+                .and_then(|c| c.cast(&DataType::String))
+                .map_err(bad)?;
+            let strings = col.str().map_err(bad)?;
+            Ok((0..strings.len())
+                .map(|i| strings.get(i).unwrap_or("").to_string())
+                .collect())
+        };
+        let (names, categories) = (text(name)?, text(category)?);
+        let values = (df.column(value))
+            .and_then(|c| c.cast(&DataType::Float64))
+            .map_err(bad)?;
+        let values = values.f64().map_err(bad)?;
+        let mut groups: Vec<BoxGroup> = Vec::new();
+        for (i, (n, c)) in names.into_iter().zip(categories).enumerate() {
+            let v = values.get(i).unwrap_or(f64::NAN);
+            match groups
+                .iter_mut()
+                .find(|g| g.name == n && g.category.as_ref() == Some(&c))
+            {
+                Some(g) => g.values.push(v),
+                None => groups.push(BoxGroup::new(n, vec![v]).in_category(c)),
+            }
+        }
+        Ok(groups)
+    }
 }
 
 /// The distinct items in order of first appearance.
@@ -1048,6 +1101,31 @@ pub fn neuron_group_scatter(g: &NeuronGroups, v: &NeuronVectors, model: &str) ->
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn box_groups_come_from_table_rows() {
+        let df = polars::df!(
+            "dataset" => ["a", "a", "b", "a"],
+            "layer" => ["head", "head", "head", "block3"],
+            "share" => [0.5f64, 0.25, 1.0, 0.75],
+        )
+        .unwrap();
+        let groups = BoxGroup::from_frame(&df, "dataset", "layer", "share").unwrap();
+        let got: Vec<(&str, Option<&str>, &[f64])> = groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.category.as_deref(), g.values.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", Some("head"), &[0.5, 0.25][..]),
+                ("b", Some("head"), &[1.0][..]),
+                ("a", Some("block3"), &[0.75][..]),
+            ]
+        );
+        assert!(BoxGroup::from_frame(&df, "dataset", "nope", "share").is_err());
+    }
+
     use super::*;
     use serde_json::Value;
 
@@ -1191,7 +1269,7 @@ mod tests {
     fn strongest_maps_come_first_with_their_share() {
         // Three 1×2 maps: Σ|c| = 1, 6, 3 (total 10).
         let canvas = crate::analysis::toy_maps(1, 2, vec![1.0, 0.0, -4.0, 2.0, 0.0, 3.0]);
-        let src = crate::analysis::source::InMemoryMaps::new(&canvas);
+        let src = crate::canvas::maps::InMemoryMaps::new(canvas.clone());
         let fig = strongest_maps_figure(&src, 2, 2).unwrap();
         assert_eq!(fig.title(), "toy: the 2 strongest neurons");
         let v = json(&fig);

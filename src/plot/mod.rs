@@ -6,12 +6,14 @@
 //! * [`figures`]: builders for the paper's figures (map grids, heatmaps, box plots, sorted
 //!   curves, line series, an embedding scatter with hover thumbnails), from plain data;
 //! * [`table`]: DataFrames as HTML tables and notebook displays;
-//! * [`html`]: the embedded plotly.js, escaping, and the evcxr MIME-bundle format.
+//! * [`html`]: the embedded plotly.js, escaping, and the evcxr MIME-bundle format;
+//! * [`views`]: the figures and notebook displays of a study's frames and layers.
 
 pub mod figure;
 pub mod figures;
 pub mod html;
 pub mod table;
+pub mod views;
 
 use image::{Rgb, RgbImage};
 

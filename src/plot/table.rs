@@ -15,6 +15,7 @@
 use polars::prelude::{AnyValue, DataFrame};
 
 use super::html::{escape_html, mime_bundle, print_bundle};
+pub use crate::findings::numbers::format_significant;
 
 /// Rows that [`display_frame`] shows.
 pub const DISPLAY_ROWS: usize = 25;
@@ -139,44 +140,6 @@ fn cell_text(value: &AnyValue<'_>, digits: Option<usize>) -> String {
     }
 }
 
-/// `v` to `digits` significant digits, for reading: plain notation for 10⁻³ ≤ |v| < 10⁶
-/// (`9312.894231` → `9310`, `0.012345` → `0.0123`), scientific otherwise (`1.23e-5`), trailing
-/// zeros after the point dropped; `NaN`, `inf`, `-inf` as such.
-pub fn format_significant(v: f64, digits: usize) -> String {
-    if v.is_nan() {
-        return "NaN".to_owned();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "inf" } else { "-inf" }.to_owned();
-    }
-    if v == 0.0 {
-        return "0".to_owned();
-    }
-    let digits = digits.max(1);
-    // The exponent after rounding (9.996 to 3 digits is 10.0, exponent 1).
-    let sci = format!("{:.*e}", digits - 1, v);
-    let exp: i32 = sci[sci.find('e').map_or(sci.len(), |i| i + 1)..]
-        .parse()
-        .unwrap_or(0);
-    if !(-3..6).contains(&exp) {
-        let (mantissa, _) = sci.split_at(sci.find('e').unwrap_or(sci.len()));
-        return format!("{}e{exp}", trim_zeros(mantissa));
-    }
-    let decimals = (digits as i32 - 1 - exp).max(0) as usize;
-    let scale = 10f64.powi(exp - (digits as i32 - 1));
-    let rounded = (v / scale).round() * scale;
-    trim_zeros(&format!("{rounded:.decimals$}"))
-}
-
-/// `1.500` → `1.5`, `2.000` → `2`; text without a point is left alone.
-fn trim_zeros(text: &str) -> String {
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text.to_owned()
-    }
-}
-
 /// The evcxr display blocks of `df` (see [`html`](super::html)): the table of
 /// [`frame_to_html`] as `text/html`, polars' text table as `text/plain`.
 pub fn frame_bundle(df: &DataFrame, style: &TableStyle) -> String {
@@ -202,29 +165,6 @@ mod tests {
             "count" => [1i64, 20, 300, 4000],
         ]
         .unwrap()
-    }
-
-    #[test]
-    fn significant_digits_for_reading() {
-        let cases = [
-            (9312.894231, "9310"),
-            (-2.0, "-2"),
-            (0.012345, "0.0123"),
-            (0.001, "0.001"),
-            (0.000123456, "1.23e-4"),
-            (1.5, "1.5"),
-            (9.996, "10"),
-            (999_999.0, "1e6"),
-            (123_456.0, "123000"),
-            (-2.565405758354497, "-2.57"),
-            (f64::NAN, "NaN"),
-            (f64::NEG_INFINITY, "-inf"),
-            (0.0, "0"),
-        ];
-        for (v, want) in cases {
-            assert_eq!(format_significant(v, 3), want, "{v}");
-        }
-        assert_eq!(format_significant(0.26464829, 4), "0.2646");
     }
 
     #[test]

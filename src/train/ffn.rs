@@ -3,6 +3,7 @@
 //! K iterations with the official PSNR, and the best model kept.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor, Var};
@@ -14,7 +15,7 @@ use super::psnr_quantised;
 use crate::data::image::ImageTensor;
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnConfig, FourierFeatures};
-use crate::models::limits;
+use crate::models::{limits, TrainingRecord};
 use crate::tensor::with_f32_slice;
 
 /// Training hyper-parameters (official defaults).
@@ -91,6 +92,35 @@ pub struct TrainReport {
     pub best_psnr: f64,
     pub history: Vec<EvalPoint>,
     pub seconds: f64,
+}
+
+impl TrainReport {
+    /// What `config.json` records of this run of `params` on `input` (an image file, or a
+    /// description of a generated one).
+    pub fn record(&self, params: &FfnTrainParams, input: &str) -> TrainingRecord {
+        TrainingRecord {
+            input: input.to_string(),
+            iters: params.iters,
+            seed: params.seed,
+            lr: params.lr,
+            eval_every: params.eval_every,
+            best_iter: self.best_iter,
+            best_psnr: self.best_psnr,
+            seconds: self.seconds,
+        }
+    }
+
+    /// One line saying what the run of `config` reached and where the model went.
+    pub fn summary(&self, config: &FfnConfig, out: &Path) -> String {
+        format!(
+            "trained FFN ({} params): best PSNR {:.2} dB at iteration {} in {:.1} s -> {}",
+            config.num_params(),
+            self.best_psnr,
+            self.best_iter,
+            self.seconds,
+            out.display()
+        )
+    }
 }
 
 /// Trains a fresh FFN of `config` on `target` and returns the best-PSNR model.

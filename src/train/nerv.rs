@@ -23,9 +23,7 @@ use crate::data::frames::nerv_frames;
 use crate::error::{Result, XincError};
 use crate::models::limits;
 use crate::models::nerv::{nerv, Nerv, NervConfig};
-use crate::models::{
-    validate_weights, Architecture, ModelConfig, ModelDir, Provenance, TrainingRecord, WeightSpec,
-};
+use crate::models::{validate_weights, ModelDir, TrainingRecord, WeightSpec};
 
 /// Training hyper-parameters (official defaults).
 #[derive(Clone, Debug, PartialEq)]
@@ -126,46 +124,88 @@ pub struct NervTrainReport {
     pub resumed_from: usize,
 }
 
-/// Trains a NeRV of the official flags `args` on the frames of `clip` (a dataset root with
-/// `video`, or a folder of frames) and saves it as the model folder `out`: weights and
-/// `config.json` with the training record. The training state is written there at every
-/// evaluation, so `resume` continues a run that was killed.
-#[allow(clippy::too_many_arguments)]
-pub fn train_nerv_folder(
-    clip: &Path,
-    video: Option<String>,
-    crop: Option<[usize; 2]>,
-    args: &str,
-    params: &NervTrainParams,
-    out: &Path,
-    resume: bool,
-    device: &Device,
-) -> Result<(Nerv, NervTrainReport)> {
+/// A NeRV to train into a model folder: the clip, the flags that shape the model, the schedule
+/// and the folder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NervFolderJob {
+    /// A dataset root (with `video`) or a folder of PNG/JPEG frames.
+    pub clip: PathBuf,
+    /// The video within a dataset root (default: the first).
+    pub video: Option<String>,
+    /// Centre crop `[H, W]` applied to folder frames before resizing (dataset clips use their own).
+    pub crop: Option<[usize; 2]>,
+    /// The official flags that shape the model (frame size = fc_hw × strides); default the
+    /// paper's, [`NervConfig::PAPER_ARGS`].
+    pub args: String,
+    pub params: NervTrainParams,
+    /// The model folder (it also holds the training state).
+    pub out: PathBuf,
+    /// Continue from the training state in `out` when it exists.
+    pub resume: bool,
+}
+
+impl Default for NervFolderJob {
+    fn default() -> Self {
+        NervFolderJob {
+            clip: PathBuf::new(),
+            video: None,
+            crop: None,
+            args: NervConfig::PAPER_ARGS.to_string(),
+            params: NervTrainParams::default(),
+            out: PathBuf::new(),
+            resume: false,
+        }
+    }
+}
+
+/// Trains the NeRV of `job` on the frames of its clip and saves it as the model folder
+/// `job.out`: weights and `config.json` with the training record. The training state is written
+/// there at every evaluation, so `job.resume` continues a run that was killed.
+pub fn train_nerv_folder(job: &NervFolderJob, device: &Device) -> Result<(Nerv, NervTrainReport)> {
+    let params = &job.params;
     params.validate()?;
-    let probe = NervConfig::from_official_args(args, 1)?;
-    let frames = nerv_frames(clip, probe.frame_size(), video, crop)?;
+    let probe = NervConfig::from_official_args(&job.args, 1)?;
+    let frames = nerv_frames(&job.clip, probe.frame_size(), job.video.clone(), job.crop)?;
     let config = NervConfig {
         frames: frames.len(),
         ..probe
     };
+    let out = job.out.as_path();
     std::fs::create_dir_all(out).map_err(|e| XincError::io(out, e))?;
-    let (model, report) = train_nerv(config, &frames, params, Some(out), resume, device)?;
-    let cfg = ModelConfig {
-        format_version: ModelDir::FORMAT_VERSION,
-        architecture: Architecture::Nerv(model.config().clone()),
-        provenance: Provenance::Trained(TrainingRecord {
-            input: clip.display().to_string(),
+    let (model, report) = train_nerv(config, &frames, params, Some(out), job.resume, device)?;
+    let record = report.record(params, &job.clip.display().to_string());
+    ModelDir::new(out).save_trained(&model, record)?;
+    Ok((model, report))
+}
+
+impl NervTrainReport {
+    /// What `config.json` records of this run of `params` on `input`.
+    pub fn record(&self, params: &NervTrainParams, input: &str) -> TrainingRecord {
+        TrainingRecord {
+            input: input.to_string(),
             iters: params.epochs,
             seed: params.seed,
             lr: params.lr,
             eval_every: params.eval_every,
-            best_iter: report.best_epoch,
-            best_psnr: report.best_psnr,
-            seconds: report.seconds,
-        }),
-    };
-    ModelDir::new(out).save(&model.named_tensors(), &cfg)?;
-    Ok((model, report))
+            best_iter: self.best_epoch,
+            best_psnr: self.best_psnr,
+            seconds: self.seconds,
+        }
+    }
+
+    /// One line saying what the run of `config` reached and where the model went.
+    pub fn summary(&self, config: &NervConfig, out: &Path) -> String {
+        format!(
+            "trained NeRV ({} params, {} frames): best PSNR {:.2} dB at epoch {} ({:.2} s/epoch, {:.1} s) -> {}",
+            config.num_params(),
+            config.frames,
+            self.best_psnr,
+            self.best_epoch,
+            self.seconds_per_epoch,
+            self.seconds,
+            out.display()
+        )
+    }
 }
 
 /// Trains a NeRV on `frames` (each `[3, H, W]` in [0, 1], frame i decoded from t = i / T with

@@ -14,7 +14,7 @@ use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::device::DeviceLayer;
-use super::NervLayer;
+use super::layer::NervLayer;
 use crate::error::Result;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/block_sums.ptx"));

@@ -19,7 +19,7 @@ use std::ops::Range;
 
 use candle_core::{Device, Tensor, D};
 
-use super::{NervBlockData, NervLayer};
+use super::layer::{NervBlockData, NervLayer};
 use crate::canvas::LayerSummary;
 use crate::error::Result;
 use crate::tensor::with_f32_slice;
@@ -101,7 +101,7 @@ impl<'a> DeviceLayer<'a> {
         Ok(match layer {
             NervLayer::Head => (p, LastStep::Identity),
             NervLayer::Block { pre_gelu: true, .. } => (p, LastStep::Place(s)),
-            NervLayer::Block { .. } => {
+            _ => {
                 let (mut plane, mut step) = (p.gelu_erf()?, LastStep::BoxPlace(s));
                 for _ in 0..self.data.downstream {
                     plane = step.apply(&plane)?.gelu_erf()?;
@@ -138,7 +138,7 @@ impl LastStep {
             NervLayer::Head => LastStep::Identity,
             NervLayer::Block { pre_gelu: true, .. } => LastStep::Place(data.scale),
             NervLayer::Block { .. } if data.downstream == 0 => LastStep::BoxPlace(data.scale),
-            NervLayer::Block { .. } => LastStep::BoxUp2,
+            _ => LastStep::BoxUp2,
         }
     }
 
@@ -219,7 +219,7 @@ impl DeviceLayerSummary {
     }
 }
 
-/// [`super::nerv_layer_summary`] computed on `device` ([`layer_summary_tensors_on`]) and copied
+/// [`super::official::nerv_layer_summary`] computed on `device` ([`layer_summary_tensors_on`]) and copied
 /// to the host.
 pub fn layer_summary_on(
     data: &NervBlockData,
@@ -319,7 +319,7 @@ fn tensor_op_reductions(
 }
 
 /// The full maps of `layer` for `inputs` as a device tensor `[n, Cout, H, W]`, the counterpart
-/// of [`super::nerv_layer_maps`]. Mind the size: block 1's full canvas is 2.4 GB.
+/// of [`super::official::nerv_layer_maps`]. Mind the size: block 1's full canvas is 2.4 GB.
 pub fn layer_maps_on(
     data: &NervBlockData,
     layer: NervLayer,
@@ -332,7 +332,7 @@ pub fn layer_maps_on(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{nerv_layer_maps, nerv_layer_summary};
+    use super::super::official::{nerv_layer_maps, nerv_layer_summary};
     use super::*;
 
     fn close(a: &[f32], b: &[f32], tol: f32) {

@@ -13,7 +13,7 @@
 //! [`super::reference`] holds the literal step-by-step version; tests check the two agree.
 
 use super::gelu::gelu_slice;
-use super::{NervBlockData, NervLayer};
+use super::layer::{NervBlockData, NervLayer};
 use crate::tensor::with_avx2;
 
 /// The last, linear step that turns a kernel's final low-resolution plane (`[h, w]`) into its
@@ -353,7 +353,7 @@ impl NervBlockData<'_> {
         match layer {
             NervLayer::Head => ((h, w), Expansion::Identity),
             NervLayer::Block { pre_gelu: true, .. } => ((h, w), Expansion::phase(s, k, false)),
-            NervLayer::Block { .. } => {
+            _ => {
                 gelu_slice(&mut ws.plane);
                 let (mut hw, mut step) = ((h, w), Expansion::phase(s, k, true));
                 for _ in 0..self.downstream {

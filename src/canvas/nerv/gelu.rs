@@ -14,7 +14,7 @@ pub fn gelu_erf(x: f32) -> f32 {
 
 /// The error function in f64, error below 1e-15: the SunPro/FreeBSD `s_erf.c` rational
 /// approximations (as in musl and the `libm` crate), with a plain `exp` in the tails.
-pub fn erf(x: f64) -> f64 {
+pub(crate) fn erf(x: f64) -> f64 {
     if x.is_nan() {
         return x;
     }
@@ -142,7 +142,7 @@ fn poly(c: &[f64], z: f64) -> f64 {
 /// the rational approximation of Eigen/XLA (`generic_fast_erf_float`: odd degree-13 numerator,
 /// even degree-8 denominator, argument clamped to ±4 where f32 erf is ±1). Its absolute error is
 /// below 1e-6·max(1, |x|) (tested against [`gelu_erf`]); NaN stays NaN.
-pub fn gelu_slice(v: &mut [f32]) {
+pub(crate) fn gelu_slice(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -166,7 +166,7 @@ fn gelu_slice_portable(v: &mut [f32]) {
 /// One f32 GELU with the approximation of [`gelu_slice`] (branch-free, so loops vectorise).
 #[inline(always)]
 #[allow(clippy::excessive_precision)]
-pub fn gelu_f32(x: f32) -> f32 {
+pub(crate) fn gelu_f32(x: f32) -> f32 {
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let z = z.clamp(-4.0, 4.0);
     let z2 = z * z;

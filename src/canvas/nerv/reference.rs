@@ -2,47 +2,20 @@
 //! 3×3 conv of one kernel, PixelShuffle placement, GELU, box filter and nearest ×2 upsampling,
 //! each a separate full-size plane. [`reference_kernel_map`] chains them into one kernel's map;
 //! it is slow on purpose, and the fused path of [`super::fused`] is tested against it. The
-//! conv primitive [`conv3x3_plane`] is shared with the fused path.
+//! conv primitive [`conv3x3_plane`] (in [`super::layer`]) is shared with the fused path.
 
 use super::gelu::gelu_erf;
-use super::{NervBlockData, NervLayer};
-
-/// 3×3 cross-correlation of the `[h, w]` plane `x` with `kernel` (row-major `[3, 3]`), zero
-/// padding 1, plus `bias`: `out[y][x] = Σ_{ky,kx} kernel[ky][kx]·x[y+ky−1][x+kx−1] + bias`. The
-/// taps are accumulated in row-major order, then the bias is added. One output row at a time,
-/// all nine taps into it while it sits in L1.
-#[inline]
-pub fn conv3x3_plane(x: &[f32], h: usize, w: usize, kernel: &[f32; 9], bias: f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; h * w];
-    for (y, row) in out.chunks_exact_mut(w).enumerate() {
-        for (t, &wt) in kernel.iter().enumerate() {
-            let (dy, dx) = (t / 3, t % 3);
-            if (dy == 0 && y == 0) || (dy == 2 && y + 1 >= h) {
-                continue;
-            }
-            let (x0, x1) = (usize::from(dx == 0), if dx == 2 { w - 1 } else { w });
-            if x1 <= x0 {
-                continue;
-            }
-            let src = &x[(y + dy - 1) * w + x0 + dx - 1..][..x1 - x0];
-            for (a, &b) in row[x0..x1].iter_mut().zip(src) {
-                *a += wt * b;
-            }
-        }
-        row.iter_mut().for_each(|v| *v += bias);
-    }
-    out
-}
+use super::layer::{conv3x3_plane, NervBlockData, NervLayer};
 
 /// The 3×3 mean filter of the `[h, w]` plane `x` with zero padding 1: every pixel, borders
 /// included, is the sum of its 3×3 neighbourhood times 1/9 (PyTorch `Conv2d` with weights 1/9).
-pub fn box3(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+pub(crate) fn box3(x: &[f32], h: usize, w: usize) -> Vec<f32> {
     conv3x3_plane(x, h, w, &[1.0 / 9.0; 9], 0.0)
 }
 
 /// Nearest-neighbour ×2 upsampling of the `[h, w]` plane `x` to `[2h, 2w]`:
 /// `out[y][x] = x[y / 2][x / 2]`.
-pub fn up2(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+pub(crate) fn up2(x: &[f32], h: usize, w: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(4 * h * w);
     for row in x.chunks_exact(w).take(h) {
         let wide: Vec<f32> = row.iter().flat_map(|&v| [v, v]).collect();
@@ -54,7 +27,7 @@ pub fn up2(x: &[f32], h: usize, w: usize) -> Vec<f32> {
 
 /// Places the `[h, w]` plane `p` on PixelShuffle phase `phase = dy·s + dx` of an `[h·s, w·s]`
 /// plane: `out[s·y + dy][s·x + dx] = p[y][x]`, every other pixel 0.
-pub fn phase_place(p: &[f32], h: usize, w: usize, s: usize, phase: usize) -> Vec<f32> {
+pub(crate) fn phase_place(p: &[f32], h: usize, w: usize, s: usize, phase: usize) -> Vec<f32> {
     let (dy, dx) = (phase / s, phase % s);
     let mut out = vec![0.0f32; h * s * w * s];
     for (y, row) in p.chunks_exact(w).take(h).enumerate() {
@@ -70,7 +43,7 @@ pub fn phase_place(p: &[f32], h: usize, w: usize, s: usize, phase: usize) -> Vec
 /// then the head map `P`, the pre-GELU map `place(P)`, or the block map
 /// `box3(GELU(place(P)))` followed, per downstream block, by `box3(GELU(up2(·)))`. Every GELU
 /// is the f64 [`gelu_erf`]. The arguments are not checked.
-pub fn reference_kernel_map(
+pub(crate) fn reference_kernel_map(
     data: &NervBlockData,
     layer: NervLayer,
     i: usize,
@@ -82,7 +55,7 @@ pub fn reference_kernel_map(
     match layer {
         NervLayer::Head => p,
         NervLayer::Block { pre_gelu: true, .. } => placed(&p),
-        NervLayer::Block { .. } => {
+        _ => {
             let gelu = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(gelu_erf).collect() };
             let (mut hh, mut ww) = (h * s, w * s);
             let mut z = box3(&gelu(placed(&p)), hh, ww);

@@ -1,4 +1,4 @@
-//! The synthetic dataset generator: writes a [`StreetVideo`] clip as a complete Cityscapes-VPS or
+//! The synthetic dataset writer: writes a [`StreetVideo`] clip as a complete Cityscapes-VPS or
 //! VIPSeg dataset root (spec D.1–D.3), with exact optical flow, so that every loader and analysis
 //! runs on a fresh machine without the real data.
 //!
@@ -29,20 +29,21 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::codecs::jpeg::JpegEncoder;
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder, RgbImage};
+use image::codecs::png::CompressionType;
+use image::{ExtendedColorType, ImageBuffer, ImageEncoder, Luma, RgbImage};
 use serde_json::{json, Value};
 
+use super::scene::{Frame, Label, SceneClass, StreetVideo};
+use crate::data::image::write_png;
 use crate::data::panoptic::{
     cityscapes_value, id_to_rgb, rgb_to_id, vipseg_value, Category, CategoryTable, DatasetFormat,
     PanopticValue,
 };
-use crate::data::synthetic::{Frame, Label, SceneClass, StreetVideo};
 use crate::error::{Result, XincError};
+use crate::io::npy::write_npy;
 use crate::io::write_atomic;
 
 /// What to generate.
@@ -102,7 +103,7 @@ pub struct SynthSummary {
 pub struct SynthInstance {
     /// `"{category}_{k}"`, e.g. `car_0`: the name the loaders give it (spec B.0), where `k`
     /// counts the category's instances by first annotated appearance. It may differ from
-    /// [`crate::data::synthetic::Thing::name`], which numbers in scene order.
+    /// [`super::scene::Thing::name`], which numbers in scene order.
     pub name: String,
     /// The dataset's category id.
     pub category_id: u32,
@@ -114,8 +115,8 @@ pub struct SynthInstance {
     pub velocity: [f32; 2],
     /// Number of frames where at least one of its pixels is visible.
     pub visible_frames: usize,
-    /// Its index in [`crate::data::synthetic::StreetVideo::things`] (its
-    /// [`crate::data::synthetic::Label::Thing`] in the rendered labels).
+    /// Its index in [`super::scene::StreetVideo::things`] (its
+    /// [`super::scene::Label::Thing`] in the rendered labels).
     pub thing: usize,
 }
 
@@ -798,13 +799,11 @@ impl Target {
             areas.entry(code.value).or_insert((code, 0)).1 += 1;
         }
         let [inst_path, rgb_path] = self.mask_paths(t);
-        write_png(
-            &inst_path,
-            &as_ne_bytes(&values),
-            [h, w],
-            ExtendedColorType::L16,
-        )?;
-        write_png(&rgb_path, &colours, [h, w], ExtendedColorType::Rgb8)?;
+        let (w32, h32) = (w as u32, h as u32);
+        let inst = ImageBuffer::<Luma<u16>, _>::from_raw(w32, h32, values).expect("H·W values");
+        write_png(&inst_path, &inst, CompressionType::Best)?;
+        let rgb = RgbImage::from_raw(w32, h32, colours).expect("H·W·3 values");
+        write_png(&rgb_path, &rgb, CompressionType::Best)?;
         written.extend([inst_path.clone(), rgb_path]);
         let segments = areas
             .values()
@@ -947,7 +946,6 @@ fn file_name(path: &Path) -> String {
 
 /// Writes an RGB frame: PNG, or JPEG at quality 90 for a `.jpg` path.
 fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
-    let size = [img.height() as usize, img.width() as usize];
     if path.extension().is_some_and(|e| e == "jpg") {
         let mut bytes = Vec::new();
         JpegEncoder::new_with_quality(&mut bytes, 90)
@@ -960,45 +958,8 @@ fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
             .map_err(|e| XincError::image(path, e.to_string()))?;
         write_atomic(path, |w| w.write_all(&bytes))
     } else {
-        write_png(path, img.as_raw(), size, ExtendedColorType::Rgb8)
+        write_png(path, img, CompressionType::Best)
     }
-}
-
-/// Writes raw pixel bytes as a maximally compressed PNG, atomically.
-fn write_png(
-    path: &Path,
-    pixels: &[u8],
-    [h, w]: [usize; 2],
-    colour: ExtendedColorType,
-) -> Result<()> {
-    let mut bytes = Vec::new();
-    PngEncoder::new_with_quality(
-        Cursor::new(&mut bytes),
-        CompressionType::Best,
-        FilterType::Adaptive,
-    )
-    .write_image(pixels, w as u32, h as u32, colour)
-    .map_err(|e| XincError::image(path, e.to_string()))?;
-    write_atomic(path, |out| out.write_all(&bytes))
-}
-
-/// 16-bit samples as `PngEncoder` takes them: native-endian bytes (it writes big-endian).
-fn as_ne_bytes(values: &[u16]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
-}
-
-/// Writes a C-order `.npy` array of `shape`, atomically.
-fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) -> Result<()> {
-    use npyz::WriterBuilder;
-    write_atomic(path, |w| {
-        let mut npy = npyz::WriteOptions::<T>::new()
-            .default_dtype()
-            .shape(shape)
-            .writer(w)
-            .begin_nd()?;
-        npy.extend(data.iter().copied())?;
-        npy.finish()
-    })
 }
 
 #[cfg(test)]

@@ -19,24 +19,21 @@
 //! layer, the pre-GELU maps decompose a pre-activation exactly), so they are the official ones.
 
 use std::f64::consts::FRAC_1_SQRT_2;
+use std::fmt;
 use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::Probe;
-use crate::canvas::nerv::gelu::erf;
-use crate::canvas::nerv::{nerv_layer_maps, nerv_layer_summary};
-use crate::canvas::nerv::{NervBlockData, NervFrameData, NervLayer};
-use crate::canvas::{ContributionMap, LayerSummary};
+use super::gelu::erf;
+use super::layer::{NervBlockData, NervFrameData, NervLayer};
+use crate::canvas::maps::{neuron_label, NeuronMaps};
+use crate::canvas::{ContributionMap, LayerSummary, Probe};
 use crate::error::{Result, XincError};
 use crate::tensor::{with_avx2, zeroed_buffer};
 
-/// Bytes of kernel coefficients held at a time by the streamed summary.
-pub const DEFAULT_BUDGET: usize = 128 << 20;
-
 /// Φ(z): the rescale multiplier of the exact GELU z·Φ(z), GELU(z)/z with its z → 0 limit ½.
-pub fn gelu_share(z: f32) -> f32 {
+pub(crate) fn gelu_share(z: f32) -> f32 {
     (0.5 * (1.0 + erf(f64::from(z) * FRAC_1_SQRT_2))) as f32
 }
 
@@ -146,10 +143,7 @@ impl LinearisedNerv {
     pub fn new(frame: &NervFrameData) -> Result<Self> {
         let blocks = (1..=frame.blocks())
             .map(|index| {
-                let layer = NervLayer::Block {
-                    index,
-                    pre_gelu: false,
-                };
+                let layer = NervLayer::block(index);
                 LinearBlock::new(&frame.layer(layer)?, layer)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -181,11 +175,10 @@ impl LinearisedNerv {
 
     /// 0-based block of a layer, or an error for a layer that is not a block output.
     fn block_of(&self, layer: NervLayer) -> Result<usize> {
-        match layer {
-            NervLayer::Block {
-                index,
-                pre_gelu: false,
-            } if (1..=self.blocks.len()).contains(&index) => Ok(index - 1),
+        match layer.index() {
+            Some(index) if layer.is_block_output() && (1..=self.blocks.len()).contains(&index) => {
+                Ok(index - 1)
+            }
             _ => Err(XincError::InvalidArgument(format!(
                 "the conservative linearisation covers block outputs 1..={}, not {layer}",
                 self.blocks.len()
@@ -195,7 +188,7 @@ impl LinearisedNerv {
 
     /// Runs the linearised network from block `b`'s output `h` (`[1, C_b, H_b, W_b]`) to the
     /// output `[colours, H, W]`, with the downstream biases or without them.
-    pub fn propagate(&self, b: usize, h: &Tensor, biases: bool) -> Result<Tensor> {
+    pub(crate) fn propagate(&self, b: usize, h: &Tensor, biases: bool) -> Result<Tensor> {
         let mut h = h.clone();
         for blk in &self.blocks[b + 1..] {
             let z = if biases {
@@ -216,16 +209,11 @@ impl LinearisedNerv {
 
     /// The downstream-bias map of block `b` (0-based): what the biases of the later blocks and
     /// the head add to the output under the linearisation, `[colours, H, W]`.
-    pub fn downstream_bias(&self, b: usize) -> Result<Vec<f32>> {
+    pub(crate) fn downstream_bias(&self, b: usize) -> Result<Vec<f32>> {
         let blk = &self.blocks[b];
         let (hh, ww) = blk.out_size();
         let zero = Tensor::zeros((1, blk.c, hh, ww), candle_core::DType::F32, &Device::Cpu)?;
         Ok(self.propagate(b, &zero, true)?.flatten_all()?.to_vec1()?)
-    }
-
-    /// Block `b`'s output multipliers Φ(z), `[1, C, H_b, W_b]`.
-    pub fn multipliers(&self, b: usize) -> &Tensor {
-        &self.blocks[b].mult
     }
 
     /// The windows from the head input (first) down to block `b`'s output (last).
@@ -252,7 +240,12 @@ impl LinearisedNerv {
 
     /// The exact kernel coefficients of block `b` (0-based) for the output rows `rows`, for one
     /// probe of the output channels.
-    pub fn coefficients(&self, b: usize, probe: Probe, rows: Range<usize>) -> BlockCoefficients {
+    pub(crate) fn coefficients(
+        &self,
+        b: usize,
+        probe: Probe,
+        rows: Range<usize>,
+    ) -> BlockCoefficients {
         let levels = self.windows(b);
         let colours = self.colours();
         let c_last = self.blocks.last().map_or(0, |blk| blk.c);
@@ -353,20 +346,19 @@ impl LinearisedNerv {
         r
     }
 
-    /// The summary of block `layer`'s conservative maps over the input channels `inputs`:
-    /// summed over the output channels (`neuron_shape [n, Cout]`, named like the layer) or per
-    /// output channel (`[n, Cout, 3]`, `<layer>_rgb`). Streamed over bands of output rows whose
+    /// The summary of block output `layer`'s conservative maps over the input channels
+    /// `inputs`: summed over the output channels (`block{n}`, `neuron_shape [n, Cout]`) or per
+    /// output channel (`block{n}_rgb`, `[n, Cout, 3]`). Streamed over bands of output rows whose
     /// coefficients fit in `budget` bytes; kernels in parallel over output channels.
-    pub fn layer_summary(
+    pub(crate) fn layer_summary(
         &self,
         data: &NervBlockData,
         layer: NervLayer,
         inputs: Range<usize>,
-        per_channel: bool,
         budget: usize,
     ) -> Result<LayerSummary> {
         let b = self.block_of(layer)?;
-        let ctx = KernelContext::new(self, data, layer, inputs, per_channel)?;
+        let ctx = KernelContext::new(self, data, layer, inputs)?;
         let p = self.height * self.width;
         let nc = ctx.probes.len();
         let bands = self.bands(b, budget);
@@ -425,16 +417,19 @@ impl LinearisedNerv {
         })
     }
 
-    /// The full conservative maps of block `layer` for the input channels `inputs`:
-    /// `[n, Cout, H, W]` (summed over the output channels) or `[n, Cout, 3, H, W]`.
+    /// The full conservative maps of block output `layer` of `frame` for the input channels
+    /// `inputs`: `[n, Cout, H, W]` (summed over the output channels) or `[n, Cout, 3, H, W]`
+    /// (`block{n}_rgb`). Public for the benchmark `conservative_maps` (users write full maps
+    /// with [`crate::canvas::nerv::write_nerv_canvas`] or read them one at a time through
+    /// [`crate::canvas::nerv::NervFrameData::maps`]).
+    #[doc(hidden)]
     pub fn layer_maps(
         &self,
-        data: &NervBlockData,
+        frame: &NervFrameData,
         layer: NervLayer,
         inputs: Range<usize>,
-        per_channel: bool,
     ) -> Result<ContributionMap> {
-        let prepared = self.prepare(data, layer, inputs.clone(), per_channel)?;
+        let prepared = self.prepare(frame, layer, inputs.clone())?;
         Ok(ContributionMap {
             layer: prepared.ctx.name.clone(),
             neuron_shape: prepared.ctx.neuron_shape.clone(),
@@ -444,17 +439,16 @@ impl LinearisedNerv {
         })
     }
 
-    /// Whole-frame coefficients of block `layer` for the kernels of the input channels `inputs`,
-    /// summed over the output channels or per channel: full maps are evaluated from them.
-    pub fn prepare<'a>(
+    /// Whole-frame coefficients of block output `layer` of `frame` (summed or per channel) for
+    /// the kernels of the input channels `inputs`: full maps are evaluated from them.
+    pub(crate) fn prepare(
         &self,
-        data: &NervBlockData<'a>,
+        frame: &NervFrameData,
         layer: NervLayer,
         inputs: Range<usize>,
-        per_channel: bool,
-    ) -> Result<PreparedBlock<'a>> {
+    ) -> Result<PreparedBlock> {
         let b = self.block_of(layer)?;
-        let ctx = KernelContext::new(self, data, layer, inputs, per_channel)?;
+        let ctx = KernelContext::new(self, &frame.layer(layer)?, layer, inputs)?;
         let mut coefficients = Vec::new();
         let mut shares = Vec::new();
         for &probe in &ctx.probes {
@@ -462,7 +456,8 @@ impl LinearisedNerv {
             coefficients.push(self.coefficients(b, probe, 0..self.height));
         }
         Ok(PreparedBlock {
-            data: *data,
+            frame: frame.clone(),
+            layer,
             ctx,
             coefficients,
             shares,
@@ -506,7 +501,6 @@ impl KernelContext {
         data: &NervBlockData,
         layer: NervLayer,
         inputs: Range<usize>,
-        per_channel: bool,
     ) -> Result<Self> {
         data.validate(layer)?;
         if inputs.is_empty() || inputs.end > data.in_channels {
@@ -516,18 +510,17 @@ impl KernelContext {
             )));
         }
         let k = data.out_channels();
-        let (name, probes, neuron_shape) = if per_channel {
+        let (probes, neuron_shape) = if let NervLayer::PerChannel(_) = layer {
             let c = lin.colours();
             (
-                format!("{layer}_rgb"),
                 (0..c).map(Probe::Channel).collect(),
                 vec![inputs.len(), k, c],
             )
         } else {
-            (layer.to_string(), vec![Probe::Sum], vec![inputs.len(), k])
+            (vec![Probe::Sum], vec![inputs.len(), k])
         };
         Ok(KernelContext {
-            name,
+            name: layer.to_string(),
             neuron_shape,
             inputs,
             k,
@@ -653,7 +646,7 @@ fn extract(
 
 /// Exact coefficients of one block's kernels for a band of output rows: kernel (i, k)'s map at
 /// output pixel o is `Σ_j E[k][o][j]·P[i, k](q_j(o))`.
-pub struct BlockCoefficients {
+pub(crate) struct BlockCoefficients {
     s: usize,
     /// Candidates per dimension.
     n: usize,
@@ -669,14 +662,9 @@ pub struct BlockCoefficients {
 }
 
 impl BlockCoefficients {
-    /// The output rows covered.
-    pub fn rows(&self) -> Range<usize> {
-        self.rows.clone()
-    }
-
     /// Writes kernel (·, k)'s map over the band from its plane `u` (`[h, w]`), plus `add` (one
     /// value per band pixel), into `out` (band pixels).
-    pub fn kernel_map_into(&self, k: usize, u: &[f32], add: &[f32], out: &mut [f32]) {
+    pub(crate) fn kernel_map_into(&self, k: usize, u: &[f32], add: &[f32], out: &mut [f32]) {
         match self.n {
             1 => self.evaluate::<1>(k, u, add, out),
             2 => self.evaluate::<2>(k, u, add, out),
@@ -744,9 +732,12 @@ impl BlockCoefficients {
 }
 
 /// A block's conservative maps, kernel by kernel on demand, from whole-frame coefficients: what
-/// full maps are written from, and what the analyses read under the conservative method.
-pub struct PreparedBlock<'a> {
-    data: NervBlockData<'a>,
+/// full maps are written from, and what the analyses read under the conservative method. Owns a
+/// clone of its frame (shared data); neuron `((i − inputs.start)·Cout + k)·C + c` is kernel
+/// (i, k) for probe c (C = 1 for the summed maps, the output channels for `block{n}_rgb`).
+pub(crate) struct PreparedBlock {
+    frame: NervFrameData,
+    layer: NervLayer,
     ctx: KernelContext,
     /// Per probe (the sum, or each output channel).
     coefficients: Vec<BlockCoefficients>,
@@ -754,42 +745,38 @@ pub struct PreparedBlock<'a> {
     pixels: usize,
 }
 
-impl<'a> PreparedBlock<'a> {
-    /// The summed maps of the kernels (i, k), i in `inputs`, of block `layer` of `frame`.
-    pub fn summed(
-        frame: &'a NervFrameData,
-        layer: NervLayer,
-        inputs: Range<usize>,
-    ) -> Result<Self> {
-        LinearisedNerv::new(frame)?.prepare(&frame.layer(layer)?, layer, inputs, false)
+impl fmt::Debug for PreparedBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PreparedBlock({}, neurons {:?})",
+            self.ctx.name, self.ctx.neuron_shape
+        )
     }
+}
 
+impl PreparedBlock {
     /// The layer's name (`block3`, or `block3_rgb` per channel).
     pub fn name(&self) -> &str {
         &self.ctx.name
     }
 
-    pub fn inputs(&self) -> Range<usize> {
-        self.ctx.inputs.clone()
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.ctx.k
-    }
-
-    /// `(H, W)` of every map.
-    pub fn size(&self) -> (usize, usize) {
-        let c = &self.coefficients[0];
-        (c.height, c.width)
+    /// Probes per kernel: 1 (summed) or the output channels (per channel).
+    fn probes(&self) -> usize {
+        self.coefficients.len()
     }
 
     /// Kernel (i, k)'s map for probe `c` (0 for the summed maps), into `out` (`H·W`).
-    pub fn kernel_map_into(&self, i: usize, k: usize, c: usize, out: &mut [f32]) {
-        self.coefficients[c].kernel_map_into(k, &self.data.plane(i, k), &self.shares[c], out);
+    pub(crate) fn kernel_map_into(&self, i: usize, k: usize, c: usize, out: &mut [f32]) {
+        let data = self
+            .frame
+            .layer(self.layer)
+            .expect("layer checked when prepared");
+        self.coefficients[c].kernel_map_into(k, &data.plane(i, k), &self.shares[c], out);
     }
 
     /// The maps of the kernels of input channels `inputs` (within the prepared ones),
-    /// `[n, Cout, (3,) H, W]`.
+    /// `[n, Cout, (C,) H, W]`.
     pub fn maps(&self, inputs: Range<usize>) -> Result<Vec<f32>> {
         let all = &self.ctx.inputs;
         if inputs.start < all.start || inputs.end > all.end {
@@ -797,7 +784,7 @@ impl<'a> PreparedBlock<'a> {
                 "input channels {inputs:?} outside the prepared {all:?}"
             )));
         }
-        let (nc, k, p) = (self.coefficients.len(), self.ctx.k, self.pixels);
+        let (nc, k, p) = (self.probes(), self.ctx.k, self.pixels);
         let mut out = zeroed_buffer(inputs.len() * k * nc * p);
         out.par_chunks_mut(p).enumerate().for_each(|(m, dst)| {
             let (i, kk, c) = (inputs.start + m / nc / k, m / nc % k, m % nc);
@@ -805,73 +792,60 @@ impl<'a> PreparedBlock<'a> {
         });
         Ok(out)
     }
-}
 
-/// The conservative summary of `layer`: the linearised block for block outputs, the official
-/// (already exact) maps for the head and the pre-GELU layers.
-pub fn conservative_layer_summary(
-    frame: &NervFrameData,
-    layer: NervLayer,
-    inputs: Range<usize>,
-    per_channel: bool,
-) -> Result<LayerSummary> {
-    match layer {
-        NervLayer::Block {
-            pre_gelu: false, ..
-        } => LinearisedNerv::new(frame)?.layer_summary(
-            &frame.layer(layer)?,
-            layer,
-            inputs,
-            per_channel,
-            DEFAULT_BUDGET,
-        ),
-        _ => nerv_layer_summary(&frame.layer(layer)?, layer, inputs),
+    /// Kernel (i, k) and probe c of neuron `n`.
+    fn kernel_of(&self, n: usize) -> (usize, usize, usize) {
+        let (nc, k) = (self.probes(), self.ctx.k);
+        (self.ctx.inputs.start + n / nc / k, n / nc % k, n % nc)
     }
 }
 
-/// The conservative maps of `layer` (see [`conservative_layer_summary`]).
-pub fn conservative_layer_maps(
-    frame: &NervFrameData,
-    layer: NervLayer,
-    inputs: Range<usize>,
-    per_channel: bool,
-) -> Result<ContributionMap> {
-    match layer {
-        NervLayer::Block {
-            pre_gelu: false, ..
-        } => {
-            LinearisedNerv::new(frame)?.layer_maps(&frame.layer(layer)?, layer, inputs, per_channel)
+impl NeuronMaps for PreparedBlock {
+    fn layer(&self) -> &str {
+        self.name()
+    }
+
+    fn num_neurons(&self) -> usize {
+        self.ctx.maps()
+    }
+
+    fn size(&self) -> (usize, usize) {
+        let c = &self.coefficients[0];
+        (c.height, c.width)
+    }
+
+    /// The kernel (input channel, output channel); per channel, the three neurons of a kernel
+    /// share it (their names add the output channel).
+    fn neuron_id(&self, n: usize) -> (usize, Option<usize>) {
+        let (i, k, _) = self.kernel_of(n);
+        (i, Some(k))
+    }
+
+    fn neuron_name(&self, n: usize) -> String {
+        let (i, k, c) = self.kernel_of(n);
+        match self.layer {
+            NervLayer::PerChannel(_) => format!("{}, channel {c}", neuron_label((i, Some(k)))),
+            _ => neuron_label((i, Some(k))),
         }
-        _ => nerv_layer_maps(&frame.layer(layer)?, layer, inputs),
+    }
+
+    fn map_into(&self, n: usize, out: &mut [f32]) {
+        let (i, k, c) = self.kernel_of(n);
+        self.kernel_map_into(i, k, c, out);
+    }
+
+    fn channel(&self, n: usize) -> Option<usize> {
+        let (_, _, c) = self.kernel_of(n);
+        matches!(self.layer, NervLayer::PerChannel(_)).then_some(c)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::nerv::{nerv, NervConfig};
-    use candle_core::DType;
-    use candle_nn::{VarBuilder, VarMap};
-
-    /// A random NeRV with PixelShuffle factors 3, 2, 2 (output 24×36), frame 1.
-    fn tiny_frame() -> NervFrameData {
-        let args = "--embed pe_1.25_4 --fc_hw 2_3 --dec_strds 3 2 2 --ks 0_3_3 --reduce 1.2 \
-                    --modelsize 0.001 --lower_width 3";
-        let config = NervConfig::from_official_args(args, 4).unwrap();
-        let vm = VarMap::new();
-        let model = nerv(
-            config,
-            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        NervFrameData::new(&model, &model.forward_frame(1, &Device::Cpu).unwrap()).unwrap()
-    }
 
     fn block(index: usize) -> NervLayer {
-        NervLayer::Block {
-            index,
-            pre_gelu: false,
-        }
+        NervLayer::block(index)
     }
 
     /// Kernel (i, k)'s map by brute force: its share of block b's output, run through the
@@ -905,7 +879,7 @@ mod tests {
 
     #[test]
     fn local_back_propagation_equals_the_linearised_network() {
-        let frame = tiny_frame();
+        let frame = NervFrameData::tiny();
         let lin = LinearisedNerv::new(&frame).unwrap();
         let (h, w) = (frame.height, frame.width);
         let p = h * w;
@@ -955,7 +929,7 @@ mod tests {
 
     #[test]
     fn every_block_conserves_the_output_in_any_number_of_bands() {
-        let frame = tiny_frame();
+        let frame = NervFrameData::tiny();
         let lin = LinearisedNerv::new(&frame).unwrap();
         let p = frame.height * frame.width;
         let scale = frame.output.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -963,12 +937,11 @@ mod tests {
             let layer = block(index);
             let data = frame.layer(layer).unwrap();
             let all = 0..data.in_channels;
+            let rgb = NervLayer::PerChannel(index);
             let whole = lin
-                .layer_summary(&data, layer, all.clone(), true, usize::MAX)
+                .layer_summary(&data, rgb, all.clone(), usize::MAX)
                 .unwrap();
-            let banded = lin
-                .layer_summary(&data, layer, all.clone(), true, 1)
-                .unwrap();
+            let banded = lin.layer_summary(&data, rgb, all.clone(), 1).unwrap();
             assert_eq!(whole.layer, format!("block{index}_rgb"));
             assert_eq!(whole.sum_neurons, banded.sum_neurons);
             for c in 0..3 {
@@ -990,12 +963,9 @@ mod tests {
                 }
             }
             let summed = lin
-                .layer_summary(&data, layer, all.clone(), false, usize::MAX)
+                .layer_summary(&data, layer, all.clone(), usize::MAX)
                 .unwrap();
-            let maps = lin
-                .layer_maps(&data, layer, all, false)
-                .unwrap()
-                .summarise();
+            let maps = lin.layer_maps(&frame, layer, all).unwrap().summarise();
             for (a, b) in summed.sum_hw.iter().zip(&maps.sum_hw) {
                 assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0));
             }
@@ -1011,26 +981,14 @@ mod tests {
     }
 
     #[test]
-    fn head_and_pre_gelu_layers_are_the_official_ones_and_bad_layers_are_errors() {
-        let frame = tiny_frame();
-        for layer in [
-            NervLayer::Head,
-            NervLayer::Block {
-                index: 2,
-                pre_gelu: true,
-            },
-        ] {
-            let all = frame.inputs(layer, None).unwrap();
-            let ours = conservative_layer_summary(&frame, layer, all.clone(), false).unwrap();
-            let official = nerv_layer_summary(&frame.layer(layer).unwrap(), layer, all).unwrap();
-            assert_eq!(ours, official);
-        }
+    fn only_block_outputs_are_linearised() {
+        let frame = NervFrameData::tiny();
         let lin = LinearisedNerv::new(&frame).unwrap();
         assert!(lin.block_of(NervLayer::Head).is_err());
         assert!(lin.block_of(block(4)).is_err());
-        let data = frame.layer(block(1)).unwrap();
+        assert_eq!(lin.block_of(NervLayer::PerChannel(2)).unwrap(), 1);
         let err = lin
-            .layer_maps(&data, block(1), 0..99, false)
+            .layer_maps(&frame, block(1), 0..99)
             .err()
             .unwrap()
             .to_string();
@@ -1041,7 +999,7 @@ mod tests {
     fn the_rescale_multiplier_is_gelu_over_z_with_its_limit() {
         assert_eq!(gelu_share(0.0), 0.5);
         for z in [-3.0f32, -0.5, 1e-3, 0.7, 4.0] {
-            let g = crate::canvas::nerv::gelu_erf(z);
+            let g = super::super::gelu::gelu_erf(z);
             assert!(
                 (gelu_share(z) * z - g).abs() <= 1e-6 * g.abs().max(1e-3),
                 "{z}"

@@ -1,5 +1,5 @@
-//! Procedural images and videos for demos and tests that must run on a fresh machine without any
-//! dataset.
+//! The street scene renderer: procedural images and videos for demos and tests that must run on a
+//! fresh machine without any dataset.
 //!
 //! - [`street_scene`]: a still street scene, the first frame of the seed-0 video.
 //! - [`StreetVideo`]: a labelled street clip seen by a static camera. A fixed background of stuff
@@ -7,7 +7,7 @@
 //!   mark, a grass verge, and one unlabelled street bin) and eight things (four cars, four
 //!   persons) that translate at known constant velocities, occlude one another by depth and enter
 //!   or leave the frame. Each frame comes with per-pixel labels and its exact optical flow;
-//!   [`crate::data::synth`] writes the clip as a panoptic dataset.
+//!   [`super::dataset`] writes the clip as a panoptic dataset.
 //!
 //! Both are pure functions of their arguments (size, seed, frame index): the same arguments give
 //! the same pixels on every run.
@@ -135,7 +135,7 @@ pub struct Thing {
 
 impl Thing {
     /// `"{class}_{k}"`, e.g. `car_0`, numbered in scene order (a written dataset numbers by first
-    /// appearance instead, see `crate::data::synth::SynthInstance::name`).
+    /// appearance instead, see `crate::data::synth::dataset::SynthInstance::name`).
     pub fn name(&self) -> String {
         format!("{}_{}", self.class.name(), self.k)
     }

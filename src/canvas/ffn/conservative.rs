@@ -13,16 +13,16 @@
 //! the CPU maps directly.
 
 use candle_core::{DType, Tensor, D};
+use rayon::prelude::*;
 
-use crate::canvas::ffn::FfnLayer;
+use super::layer::FfnLayer;
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnActivations};
-use rayon::prelude::*;
 
 /// `(G_k, B_k)` for the pixels of `acts`: `[t, R, fan_in]` and `[t, R]`, where the R rows are
 /// the output channels, or one row for their sum (`summed`: the probe Σ_c y_c, back-propagated
 /// once instead of three times).
-pub fn linearised(
+fn linearised(
     model: &Ffn,
     acts: &FfnActivations,
     k: usize,
@@ -69,7 +69,7 @@ fn bias_of(lin: &candle_nn::Linear, n: usize) -> Result<Tensor> {
 /// The conservative maps of `layer` for the pixels of `acts`, `[fan_in, rows, t]` on the
 /// activations' device (tensor operations): rows = the output channels (`layer{k}_rgb`) or 1
 /// (`layer{k}`, their sum).
-pub fn layer_maps(model: &Ffn, acts: &FfnActivations, layer: FfnLayer) -> Result<Tensor> {
+pub(super) fn layer_maps(model: &Ffn, acts: &FfnActivations, layer: FfnLayer) -> Result<Tensor> {
     let k = layer.linear_index();
     let x = acts.layer_input(k)?;
     let fan_in = x.dim(1)?;
@@ -83,7 +83,7 @@ pub fn layer_maps(model: &Ffn, acts: &FfnActivations, layer: FfnLayer) -> Result
 /// The conservative maps of every pixel of `acts` on the CPU, written into `out`
 /// (`[fan_in·rows, P]`): the gradients of `tile` pixels at a time by two GEMMs per layer
 /// crossed, then `G·x + B/fan_in` written straight into the map rows, in parallel over neurons.
-pub fn layer_maps_into(
+pub(super) fn layer_maps_into(
     model: &Ffn,
     acts: &FfnActivations,
     layer: FfnLayer,
@@ -117,19 +117,17 @@ pub fn layer_maps_into(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::HashMap;
 
     use candle_core::{Device, Module};
 
     use super::*;
-    use crate::canvas::ffn::{ffn_canvas_summary_with, ffn_canvas_with};
-    use crate::canvas::Method;
     use crate::models::ffn::FfnConfig;
 
     /// A small FFN (width 12, 3 layers, 5×7 image); `bias`·12^i is added to hidden layer i's
     /// bias, enough to keep every ReLU active when one unit is removed.
-    fn model(bias: f32) -> Ffn {
+    pub(in crate::canvas::ffn) fn model(bias: f32) -> Ffn {
         let cfg = FfnConfig::with_width(12, 5, 7);
         let mut t: HashMap<_, _> = cfg
             .init_tensors(7, &Device::Cpu)
@@ -148,53 +146,6 @@ mod tests {
 
     fn rows(t: &Tensor) -> Vec<Vec<f32>> {
         t.to_vec2().unwrap()
-    }
-
-    #[test]
-    fn every_layer_sums_to_the_output_and_the_last_is_the_official_one() {
-        let m = model(0.0);
-        let acts = m.forward_image(&Device::Cpu).unwrap();
-        let layers = FfnLayer::all_for(m.config(), Method::Conservative);
-        assert_eq!(layers.len(), 6);
-        let canvas = ffn_canvas_with(&m, &acts, &layers, Method::Conservative).unwrap();
-        let y = &canvas.output; // [3, P]
-        let p = 35;
-        for maps in &canvas.layers {
-            let s = maps.summarise();
-            let per_channel = maps.neuron_shape.len() == 2;
-            for (o, v) in s.sum_neurons.iter().enumerate() {
-                let want = if per_channel {
-                    y[o]
-                } else {
-                    (0..3).map(|c| y[c * p + o]).sum()
-                };
-                assert!(
-                    (v - want).abs() <= 1e-5,
-                    "{} value {o}: {v} vs {want}",
-                    maps.layer
-                );
-            }
-        }
-        let official =
-            ffn_canvas_with(&m, &acts, &[FfnLayer::PerChannel(3)], Method::Official).unwrap();
-        let ours = canvas.layer("layer3_rgb").unwrap();
-        for (a, b) in ours.data.iter().zip(&official.layers[0].data) {
-            assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
-        }
-        // Inner layers differ from the official heuristic.
-        let off2 = ffn_canvas_with(&m, &acts, &[FfnLayer::Summed(2)], Method::Official).unwrap();
-        assert_ne!(canvas.layer("layer2").unwrap().data, off2.layers[0].data);
-        // The streamed summary agrees with the maps in memory.
-        let streamed =
-            ffn_canvas_summary_with(&m, &Device::Cpu, &layers, Method::Conservative, 8).unwrap();
-        for (a, b) in streamed.layers.iter().zip(canvas.summary().layers.iter()) {
-            for (x, y) in a.sum_hw.iter().zip(&b.sum_hw) {
-                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0));
-            }
-        }
-        assert!(FfnLayer::PerChannel(1)
-            .check_for(m.config(), Method::Official)
-            .is_err());
     }
 
     /// With every ReLU active the network is linear, and removing neuron i changes the output by

@@ -1,6 +1,6 @@
-//! Queries over the statistics of a whole dataset: polars `LazyFrame`s over the hive-partitioned
-//! Parquet that [`super::batch`] writes, and the paper's headline numbers across videos with
-//! confidence intervals over videos.
+//! Dataset-wide queries (`xinc stats`): polars `LazyFrame`s over the hive-partitioned Parquet
+//! that [`super::batch`] writes for every video of a dataset, and the paper's headline numbers
+//! across videos with confidence intervals over videos.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,17 @@ impl Stats {
     /// as string columns.
     pub fn scan(root: impl AsRef<Path>) -> Result<LazyFrame> {
         Stats::new(root).table("part-0")
+    }
+
+    /// The number of distinct (dataset, video) pairs with per-neuron statistics.
+    pub fn video_count(&self) -> Result<usize> {
+        let videos = self
+            .table("part-0")?
+            .select([col("dataset"), col("video")])
+            .unique(None, UniqueKeepStrategy::First)
+            .collect()
+            .map_err(query_error)?;
+        Ok(videos.height())
     }
 
     /// Table `name` of every partition (`part-0` is the per-neuron table; the others are named
@@ -185,4 +196,34 @@ fn across_videos(per_video: LazyFrame, columns: &[&str]) -> Result<DataFrame> {
     out.sort(["dataset", "layer"], SortMultipleOptions::default())
         .collect()
         .map_err(query_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::write_parquet;
+
+    #[test]
+    fn videos_are_counted_once_across_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        for (dataset, layer, video) in [
+            ("city", "head", "0005"),
+            ("city", "block3", "0005"),
+            ("city", "head", "0006"),
+            ("vip", "head", "0005"),
+        ] {
+            let part = dir
+                .path()
+                .join(format!("dataset={dataset}/layer={layer}/video={video}"));
+            let mut df = df!("dead" => [false, true], "pixels" => [10u32, 0]).unwrap();
+            write_parquet(&mut df, &part.join("part-0.parquet")).unwrap();
+        }
+        let stats = Stats::new(dir.path());
+        assert_eq!(stats.video_count().unwrap(), 3);
+        let headline = stats.headline_by_layer().unwrap();
+        assert_eq!(headline.height(), 3);
+        let empty = tempfile::tempdir().unwrap();
+        let e = Stats::new(empty.path()).video_count().unwrap_err();
+        assert!(e.to_string().contains("no partition"), "{e}");
+    }
 }

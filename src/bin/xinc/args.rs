@@ -1,0 +1,483 @@
+//! The command line of `xinc`: the clap structs of every subcommand (their numbers parsed and
+//! bounded by [`crate::parsers`]), and the library options each one becomes.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use xinc::canvas::{Method, DEFAULT_TILE};
+use xinc::data::panoptic::DatasetFormat;
+use xinc::data::synth::dataset::SynthParams;
+use xinc::demo::DemoOptions;
+use xinc::device_check::DeviceCheckOptions;
+use xinc::findings::FindingsOptions;
+use xinc::models::import::{FfnImport, NervImport};
+use xinc::models::limits;
+use xinc::models::nerv::NervConfig;
+use xinc::train::ffn::FfnTrainParams;
+use xinc::train::nerv::{NervFolderJob, NervTrainParams};
+
+use crate::parsers::{count, learning_rate, parse_range, parse_size};
+
+/// Explain implicit neural representations: per-neuron contribution maps (XINC).
+#[derive(Parser)]
+#[command(name = "xinc", version, about)]
+pub struct Cli {
+    /// Compute device: `cpu`, or `cuda` (needs a build with the `cuda` feature).
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a model.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Import an official checkpoint into a model folder.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Compute a model's canvas (contribution maps) and write it to a safetensors file.
+    Canvas(CanvasArgs),
+    /// Write a model's reconstruction as PNG.
+    Render(RenderArgs),
+    /// The main job: train an FFN on the first frame of the bundled clip (or a given image) and
+    /// write its canvas and a grid of maps.
+    Demo(DemoArgs),
+    /// Run every analysis of the paper on a clip and its models: `index.html` (tables and
+    /// interactive figures), `stats/*.parquet` and `summary.json`.
+    Report(ReportArgs),
+    /// Generate a synthetic panoptic street clip in the Cityscapes-VPS or VIPSeg format.
+    Synth(SynthArgs),
+    /// Load a dataset clip and print its annotated segments per frame.
+    Inspect(InspectArgs),
+    /// Run every canvas layer and a short training of the bundled models on `--device` and on
+    /// the CPU: compare them and time the device (see scripts/gpu-check.sh).
+    CheckDevice(CheckDeviceArgs),
+    /// One task of a dataset-scale job: train (or import) the NeRV of manifest entry
+    /// `--task-index`, run every analysis, write hive-partitioned Parquet into `--out`.
+    /// Idempotent: a finished task is skipped, a killed one resumes (see scripts/slurm/).
+    Batch(BatchArgs),
+    /// Query the statistics of a batch run: the paper's headline numbers per layer across
+    /// videos, with 95 % confidence intervals over videos.
+    Stats(StatsArgs),
+}
+
+impl Command {
+    /// The output a command writes (a folder or a file), which it leaves untouched when it fails.
+    /// `batch` writes into a statistics folder shared by many tasks and keeps its own protocol
+    /// (a task's partition appears complete or not at all).
+    pub fn output(&self) -> Option<&Path> {
+        match self {
+            Command::Train(TrainCommand::Ffn(a)) => Some(&a.out),
+            Command::Train(TrainCommand::Nerv(a)) => Some(&a.out),
+            Command::Import(ImportCommand::Ffn(a)) => Some(&a.out),
+            Command::Import(ImportCommand::Nerv(a)) => Some(&a.out),
+            Command::Canvas(a) => Some(&a.out),
+            Command::Render(a) => Some(&a.out),
+            Command::Demo(a) => Some(&a.out),
+            Command::Report(a) => Some(&a.out),
+            Command::Synth(a) => Some(&a.out),
+            Command::CheckDevice(a) => Some(&a.out),
+            Command::Batch(_) | Command::Stats(_) | Command::Inspect(_) => None,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// The statistics folder of `xinc batch`.
+    #[arg(long)]
+    pub dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct BatchArgs {
+    /// Manifest: one dataset root per line (`ROOT` or `ROOT#VIDEO`, relative to the manifest).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// The entry to process (0-based; `$SLURM_ARRAY_TASK_ID` under Slurm).
+    #[arg(long)]
+    pub task_index: usize,
+    /// The statistics folder (hive partitions `dataset=…/layer=…/video=…`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `batch.toml`: method, NeRV flags, epochs or an import path, seeds (defaults: the paper's).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CheckDeviceArgs {
+    /// The repository root (bundled clip and checkpoints).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Where to write `device_check.json`.
+    #[arg(long, default_value = "out/device-check")]
+    pub out: PathBuf,
+    /// Timed device runs per layer (after one warm-up).
+    #[arg(long, default_value_t = 10, value_parser = count("--repeats", 1, limits::REPEATS))]
+    pub repeats: usize,
+    /// NeRV frames whose canvas is checked and timed.
+    #[arg(long, default_value_t = 3, value_parser = count("--frames", 1, limits::FRAMES))]
+    pub frames: usize,
+    #[arg(long, default_value_t = 20, value_parser = count("--ffn-iters", 1, limits::STEPS))]
+    pub ffn_iters: usize,
+    #[arg(long, default_value_t = 2, value_parser = count("--nerv-epochs", 1, limits::STEPS))]
+    pub nerv_epochs: usize,
+}
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// `cityscapes-vps` or `vipseg`.
+    #[arg(long, default_value = "cityscapes-vps")]
+    pub format: DatasetFormat,
+    #[arg(long, default_value_t = 30, value_parser = count("--frames", 1, limits::FRAMES))]
+    pub frames: usize,
+    /// Frame size HxW.
+    #[arg(long, default_value = "256x512", value_parser = parse_size)]
+    pub size: [usize; 2],
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Video id (default: 0005 for Cityscapes-VPS, 26_cblDl5vCZnw for VIPSeg).
+    #[arg(long)]
+    pub video: Option<String>,
+    /// Also write the exact flow vectors (flows_uv/*.npy, f32 [H, W, 2]); the 8-bit magnitude
+    /// maps (flows/*.npy) are always written.
+    #[arg(long)]
+    pub vector_flow: bool,
+    /// Dataset root to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Dataset root (the folder holding the Cityscapes-VPS or VIPSeg JSON).
+    pub path: PathBuf,
+    /// Video id (default: the first).
+    #[arg(long)]
+    pub video: Option<String>,
+    /// Working resolution HxW at which masks are read.
+    #[arg(long, default_value = "128x256", value_parser = parse_size)]
+    pub size: [usize; 2],
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Train an FFN on one image (full-batch Adam, MSE, best PSNR kept).
+    Ffn(TrainFfnArgs),
+    /// Train a NeRV on a clip (official schedule; resumable).
+    Nerv(TrainNervArgs),
+}
+
+#[derive(Args)]
+pub struct TrainNervArgs {
+    /// A Cityscapes-VPS or VIPSeg root, or a folder of PNG/JPEG frames.
+    #[arg(long)]
+    pub clip: PathBuf,
+    /// Video id within a dataset root (default: the first).
+    #[arg(long)]
+    pub video: Option<String>,
+    /// Centre crop HxW applied to folder frames before resizing (dataset clips use their own).
+    #[arg(long, value_parser = parse_size)]
+    pub crop: Option<[usize; 2]>,
+    /// The official flags that shape the model (frame size = fc_hw × strides).
+    #[arg(long, default_value = NervConfig::PAPER_ARGS, allow_hyphen_values = true)]
+    pub args: String,
+    #[arg(long, default_value_t = 1000, value_parser = count("--epochs", 1, limits::STEPS))]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 50, value_parser = count("--eval-every", 1, limits::STEPS))]
+    pub eval_every: usize,
+    #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Continue from MODEL_DIR/train_state.safetensors when it exists.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this epoch (the schedule still spans --epochs); resume later with --resume.
+    /// A multiple of --eval-every: the training state is written at evaluations.
+    #[arg(long, value_parser = count("--until-epoch", 1, limits::STEPS))]
+    pub until_epoch: Option<usize>,
+    /// Output model folder (also holds the training state).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct TrainFfnArgs {
+    /// Input image (PNG or JPEG).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Working size HxW; the image is resized as the official pipeline does.
+    #[arg(long, default_value = "128x256", value_parser = parse_size)]
+    pub size: [usize; 2],
+    /// Hidden width (and Fourier mapping size).
+    #[arg(long, default_value_t = 104, value_parser = count("--width", 1, limits::FFN_WIDTH))]
+    pub width: usize,
+    #[arg(long, default_value_t = 1000, value_parser = count("--iters", 1, limits::STEPS))]
+    pub iters: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 9e-4, value_parser = learning_rate)]
+    pub lr: f64,
+    /// Evaluate the PSNR every K iterations and keep the best model.
+    #[arg(long, default_value_t = 50, value_parser = count("--eval-every", 1, limits::STEPS))]
+    pub eval_every: usize,
+    /// Output model folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum ImportCommand {
+    /// Import an official FFN (Lightning .ckpt, .pth, or safetensors with the official names).
+    Ffn(ImportFfnArgs),
+    /// Import an official NeRV (`model_best.pth`, or safetensors with the official names).
+    Nerv(ImportNervArgs),
+}
+
+#[derive(Args)]
+pub struct ImportNervArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Number of frames T the model was trained on (frame i is decoded from t = i / T).
+    #[arg(long, value_parser = count("--frames", 1, limits::FRAMES))]
+    pub frames: usize,
+    /// The official training flags that shape the model.
+    #[arg(long, default_value = NervConfig::PAPER_ARGS, allow_hyphen_values = true)]
+    pub args: String,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ImportFfnArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The official `exp_config.yaml` (architecture and data shape). Without it the architecture
+    /// is inferred from the tensor shapes and the image size comes from `--size`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value = "128x256", value_parser = parse_size)]
+    pub size: [usize; 2],
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct CanvasArgs {
+    /// Model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Comma-separated layers (default: all of the method). FFN: layer1, layer2, layer3,
+    /// layer3_rgb (and, with `--method conservative`, layer1_rgb, layer2_rgb). NeRV: head,
+    /// block3, block3_pre_gelu, block2, block2_pre_gelu, block1, block1_pre_gelu (and, with
+    /// `--method conservative`, the per-output-channel maps block3_rgb, block2_rgb, block1_rgb,
+    /// `[Cin, Cout, 3, H, W]`).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// NeRV: the frame to explain (t = frame / T).
+    #[arg(long, default_value_t = 0, value_parser = count("--frame", 0, limits::FRAMES))]
+    pub frame: usize,
+    /// NeRV: restrict the input-channel axis to A:B (end exclusive).
+    #[arg(long, value_parser = parse_range)]
+    pub in_channels: Option<std::ops::Range<usize>>,
+    /// Write per-layer reductions (sum_hw, abssum_hw, sum_neurons) instead of the maps.
+    #[arg(long)]
+    pub summary: bool,
+    /// Pixels per streamed tile.
+    #[arg(long, default_value_t = DEFAULT_TILE, value_parser = count("--tile", 1, limits::TILE))]
+    pub tile: usize,
+    /// `official` (the paper's code, the default) or `conservative` (every layer's maps sum
+    /// exactly to the output: contributions carried through the real downstream network).
+    #[arg(long, default_value = "official")]
+    pub method: Method,
+}
+
+#[derive(Args)]
+pub struct RenderArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Train on this image instead of the bundled clip's first frame.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Dataset root whose first frame is learned (a generated scene is used when it is absent).
+    #[arg(long, default_value = "data/cityscapes_vps")]
+    pub clip: PathBuf,
+    #[arg(long, default_value = "128x256", value_parser = parse_size)]
+    pub size: [usize; 2],
+    #[arg(long, default_value_t = 104, value_parser = count("--width", 1, limits::FFN_WIDTH))]
+    pub width: usize,
+    #[arg(long, default_value_t = 1000, value_parser = count("--iters", 1, limits::STEPS))]
+    pub iters: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// NeRV model folder to explain (the bundled checkpoint); when absent, a NeRV is trained on
+    /// `--clip` for `--nerv-epochs` epochs first.
+    #[arg(long, default_value = "checkpoints/nerv_cityscapes_vps_0005")]
+    pub nerv: PathBuf,
+    #[arg(long, default_value_t = 20, value_parser = count("--nerv-epochs", 1, limits::STEPS))]
+    pub nerv_epochs: usize,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Model folders (an FFN of the clip's first frame and/or a NeRV of the clip); repeat the flag.
+    #[arg(long = "model", default_values = ["checkpoints/ffn_cityscapes_vps_0005", "checkpoints/nerv_cityscapes_vps_0005"])]
+    pub models: Vec<PathBuf>,
+    /// Dataset root of the clip (Cityscapes-VPS or VIPSeg layout).
+    #[arg(long, default_value = "data/cityscapes_vps")]
+    pub data: PathBuf,
+    /// Video id, when the dataset root holds several.
+    #[arg(long)]
+    pub video: Option<String>,
+    /// Output folder.
+    #[arg(long, default_value = "out/report")]
+    pub out: PathBuf,
+    /// Seed of every k-means.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Neuron groups per layer (a layer with fewer neurons is skipped).
+    #[arg(long, default_value_t = 6, value_parser = count("--groups", 1, limits::GROUPS))]
+    pub groups: usize,
+    /// Frames t ≥ 1 whose contribution change (t−1 → t) is compared with the flow (frames beyond
+    /// the clip are skipped).
+    #[arg(long, value_delimiter = ',', default_value = "1,10",
+          value_parser = count("--motion-frames", 1, limits::FRAMES))]
+    pub motion_frames: Vec<usize>,
+    /// The canvas every section analyses: `official` (the paper's code, the default) or
+    /// `conservative` (exact, output-conserving).
+    #[arg(long, default_value = "official")]
+    pub method: Method,
+    /// Skip the section that repeats the headline analyses under the other method and
+    /// compares the paper's conclusions under both.
+    #[arg(long)]
+    pub no_compare: bool,
+    /// Analyse at most this many of the NeRV's annotated frames, evenly spaced (default: all).
+    #[arg(long, value_parser = count("--max-frames", 1, limits::FRAMES))]
+    pub max_frames: Option<usize>,
+}
+
+impl From<&TrainFfnArgs> for FfnTrainParams {
+    fn from(a: &TrainFfnArgs) -> Self {
+        FfnTrainParams {
+            iters: a.iters,
+            lr: a.lr,
+            eval_every: a.eval_every,
+            seed: a.seed,
+            ..FfnTrainParams::default()
+        }
+    }
+}
+
+impl From<TrainNervArgs> for NervFolderJob {
+    fn from(a: TrainNervArgs) -> Self {
+        NervFolderJob {
+            clip: a.clip,
+            video: a.video,
+            crop: a.crop,
+            args: a.args,
+            params: NervTrainParams {
+                epochs: a.epochs,
+                eval_every: a.eval_every,
+                lr: a.lr,
+                seed: a.seed,
+                until_epoch: a.until_epoch,
+                ..NervTrainParams::default()
+            },
+            out: a.out,
+            resume: a.resume,
+        }
+    }
+}
+
+impl From<ImportFfnArgs> for FfnImport {
+    fn from(a: ImportFfnArgs) -> Self {
+        FfnImport {
+            checkpoint: a.checkpoint,
+            config: a.config,
+            size: a.size,
+        }
+    }
+}
+
+impl From<ImportNervArgs> for NervImport {
+    fn from(a: ImportNervArgs) -> Self {
+        NervImport {
+            checkpoint: a.checkpoint,
+            args: a.args,
+            frames: a.frames,
+        }
+    }
+}
+
+impl From<DemoArgs> for DemoOptions {
+    fn from(a: DemoArgs) -> Self {
+        DemoOptions {
+            out: a.out,
+            image: a.image,
+            clip: a.clip,
+            size: a.size,
+            width: a.width,
+            iters: a.iters,
+            seed: a.seed,
+            nerv: a.nerv,
+            nerv_epochs: a.nerv_epochs,
+        }
+    }
+}
+
+impl From<&ReportArgs> for FindingsOptions {
+    fn from(a: &ReportArgs) -> Self {
+        FindingsOptions {
+            method: a.method,
+            seed: a.seed,
+            groups: a.groups,
+            motion_frames: a.motion_frames.clone(),
+            max_frames: a.max_frames,
+            compare_methods: !a.no_compare,
+        }
+    }
+}
+
+impl From<&CheckDeviceArgs> for DeviceCheckOptions {
+    fn from(a: &CheckDeviceArgs) -> Self {
+        DeviceCheckOptions {
+            repeats: a.repeats,
+            frames: a.frames,
+            ffn_iters: a.ffn_iters,
+            nerv_epochs: a.nerv_epochs,
+            ..DeviceCheckOptions::default()
+        }
+    }
+}
+
+impl From<&SynthArgs> for SynthParams {
+    fn from(a: &SynthArgs) -> Self {
+        SynthParams {
+            format: a.format,
+            frames: a.frames,
+            size: a.size,
+            seed: a.seed,
+            vector_flow: a.vector_flow,
+            video: a.video.clone(),
+        }
+    }
+}

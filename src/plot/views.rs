@@ -1,0 +1,192 @@
+//! How a study's values look in a notebook: [`FrameCanvas::figure`] (the target beside the
+//! model's output), [`Layer::figure`] (the maps of the strongest neurons), the neuron groups'
+//! figures, the partitions of a frame, and an `evcxr_display` for each of these and for the
+//! analyses' results (their tables), so that a cell ending in one of them shows it.
+
+use polars::prelude::DataFrame;
+
+use crate::analysis::distributed::Distributed;
+use crate::analysis::intensity::Intensity;
+use crate::analysis::motion::MotionResult;
+use crate::analysis::objects::AreaNeurons;
+use crate::analysis::partitions::{summary_frame, FramePartitions, PartitionVariances};
+use crate::error::{Result, XincError};
+use crate::study::{FrameCanvas, Layer, LayerGroups};
+
+use super::figure::Figure;
+use super::figures::{
+    map_grid_figure_with, neuron_group_scatter, rgb_grid_figure, strongest_maps_figure,
+    MapGridConfig,
+};
+use super::table::display_frame;
+
+/// Maps a layer's display shows, and their columns.
+const SHOWN: (usize, usize) = (8, 4);
+
+impl FrameCanvas {
+    /// What the model learned of the frame beside its output, titled with the PSNR.
+    pub fn figure(&self) -> Result<Figure> {
+        let (h, w) = self.size();
+        let titles = [
+            format!("{} frame {}", self.video(), self.frame()),
+            format!("{} output", self.model()),
+        ];
+        let fig = rgb_grid_figure(&[self.target(), self.output()], h, w, &titles, 2)?;
+        Ok(fig.with_title(&format!(
+            "{} {}, frame {}: {:.2} dB",
+            self.model(),
+            self.model_name(),
+            self.frame(),
+            self.psnr()
+        )))
+    }
+
+    /// Shows [`FrameCanvas::figure`] in an evcxr notebook.
+    pub fn evcxr_display(&self) {
+        match self.figure() {
+            Ok(fig) => fig.evcxr_display(),
+            Err(e) => println!("{self:?}: {e}"),
+        }
+    }
+}
+
+impl Layer {
+    /// The maps of the `count` neurons with the largest total |contribution|, strongest first,
+    /// titled by neuron and share of the layer's total.
+    pub fn figure(&self, count: usize) -> Result<Figure> {
+        let cols = count.clamp(1, SHOWN.1);
+        let fig = strongest_maps_figure(self.maps(), count, cols)?;
+        Ok(fig.with_title(&format!(
+            "{} ({}, frame {}): the {} strongest of {} neurons",
+            self.label(),
+            self.frame().method(),
+            self.frame().frame(),
+            count.min(self.num_neurons()),
+            self.num_neurons()
+        )))
+    }
+
+    /// Shows the eight strongest maps ([`Layer::figure`]) in an evcxr notebook.
+    pub fn evcxr_display(&self) {
+        match self.figure(SHOWN.0) {
+            Ok(fig) => fig.evcxr_display(),
+            Err(e) => println!("{self:?}: {e}"),
+        }
+    }
+}
+
+impl LayerGroups {
+    /// The groups on the first two principal components; hovering a point shows the neuron's
+    /// map.
+    pub fn figure(&self) -> Result<Figure> {
+        neuron_group_scatter(&self.groups, &self.vectors, &self.model)
+    }
+
+    /// The mean thumbnail of each group, titled with its size: what each group looks at.
+    pub fn means_figure(&self) -> Result<Figure> {
+        let means = self.groups.mean_thumbnails(&self.vectors);
+        let maps: Vec<&[f32]> = means.iter().map(|(m, _)| m.as_slice()).collect();
+        let titles: Vec<String> = (means.iter().enumerate())
+            .map(|(g, (_, n))| format!("group {g}: {n} neurons"))
+            .collect();
+        let config = MapGridConfig {
+            cols: 3,
+            value_label: "mean normalised |contribution|".into(),
+        };
+        let (h, w) = self.vectors.thumb_size;
+        let fig = map_grid_figure_with(&maps, h, w, &titles, &config)?;
+        Ok(fig.with_title(&format!(
+            "{} {}: mean map per group",
+            self.model, self.groups.layer
+        )))
+    }
+
+    /// Shows [`LayerGroups::figure`] in an evcxr notebook.
+    pub fn evcxr_display(&self) {
+        match self.figure() {
+            Ok(fig) => fig.evcxr_display(),
+            Err(e) => println!("{}: {e}", self.groups.layer),
+        }
+    }
+}
+
+/// Each partition of each of `parts` as an image: a pixel coloured by its region (hues a golden
+/// ratio apart, so that neighbouring labels differ; pixels in no region black), one row per
+/// fidelity, titled by fidelity, partition and region count.
+pub fn partitions_figure(parts: &[&FramePartitions]) -> Result<Figure> {
+    let mut images: Vec<Vec<f32>> = Vec::new();
+    let mut titles: Vec<String> = Vec::new();
+    let Some(first) = parts.first() else {
+        return Err(XincError::InvalidArgument("no partitions to draw".into()));
+    };
+    let (h, w) = (first.height, first.width);
+    for p in parts {
+        for part in &p.partitions {
+            let mut image = vec![0.0f32; 3 * h * w];
+            for (r, pixels) in part.regions.pixels.iter().enumerate() {
+                let hue = (r as f32 * 0.618_034).fract();
+                for c in 0..3 {
+                    let phase = std::f32::consts::TAU * (hue + c as f32 / 3.0);
+                    for &px in pixels {
+                        image[c * h * w + px as usize] = 0.5 + 0.45 * phase.cos();
+                    }
+                }
+            }
+            images.push(image);
+            titles.push(format!(
+                "{} {} ({} regions)",
+                p.fidelity.name(),
+                part.kind.name(),
+                part.regions.len()
+            ));
+        }
+    }
+    let refs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
+    let cols = first.partitions.len().max(1);
+    let fig = rgb_grid_figure(&refs, h, w, &titles, cols)?;
+    Ok(fig.with_title(&format!("Partitions of frame {}", first.frame)))
+}
+
+/// The notebook display of an analysis result: its table (`display_frame`), or the error that
+/// building it met.
+fn display_table(what: &str, table: Result<DataFrame>) {
+    match table {
+        Ok(df) => display_frame(&df),
+        Err(e) => println!("{what}: {e}"),
+    }
+}
+
+impl Distributed {
+    /// Shows the one-row summary (pixels per neuron, neurons per pixel at each target).
+    pub fn evcxr_display(&self) {
+        display_table(&self.layer, self.to_frame().map(|t| t.summary));
+    }
+}
+
+impl Intensity {
+    /// Shows the correlations with intensity and edges.
+    pub fn evcxr_display(&self) {
+        display_table(&self.layer, self.to_frame());
+    }
+}
+
+impl PartitionVariances {
+    /// Shows the summary per partition (median log std and rank).
+    pub fn evcxr_display(&self) {
+        display_table(&self.layer, summary_frame(std::slice::from_ref(self)));
+    }
+}
+
+impl AreaNeurons {
+    /// Shows each object's area and contributing neurons.
+    pub fn evcxr_display(&self) {
+        display_table(&self.layer, self.to_frame());
+    }
+}
+
+impl MotionResult {
+    /// Shows the agreement of the contribution change with the flow.
+    pub fn evcxr_display(&self) {
+        display_table(&self.layer, self.to_frame());
+    }
+}
