@@ -314,6 +314,27 @@ impl Study {
     }
 }
 
+impl std::fmt::Debug for Study {
+    /// One line: the clip (video, format, frames, annotated frames, working size) and the
+    /// models' names.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.clip;
+        let name = |n: Option<&str>| n.unwrap_or("none").to_string();
+        write!(
+            f,
+            "Study(video {} ({:?}): {} frames, {} annotated, at {}×{}; FFN {}, NeRV {})",
+            c.video,
+            c.format,
+            c.frames.len(),
+            c.annotations.len(),
+            c.size[0],
+            c.size[1],
+            name(self.ffn.as_ref().map(|m| m.name.as_str())),
+            name(self.nerv.as_ref().map(|m| m.name.as_str())),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +353,11 @@ mod tests {
         assert!(!frames.is_empty());
         assert!(frames.iter().all(|&f| s.annotation(f).is_some()));
         assert_eq!(s.paper_layers().unwrap()[0], NervLayer::Head);
+        assert_eq!(
+            format!("{s:?}"),
+            "Study(video 0005 (CityscapesVps): 30 frames, 6 annotated, at 128×256; \
+             FFN ffn_cityscapes_vps_0005, NeRV nerv_cityscapes_vps_0005)"
+        );
     }
 
     #[test]
