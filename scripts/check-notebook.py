@@ -1,6 +1,8 @@
 """Checks an executed xinc notebook: every code cell ran, no cell failed, and it shows figures.
 
-    python check-notebook.py EXECUTED.ipynb
+    python check-notebook.py [--no-figures] EXECUTED.ipynb ...
+
+(--no-figures: a notebook that shows none is fine, as run-notebooks.sh's warm-up.)
 
 Fails (exit 1) on an `error` output, on stderr that reports a Rust compile error or a panic, on a
 code cell that never ran, on a notebook without any plotly figure, and when the first figure's
@@ -30,7 +32,7 @@ def cell_seconds(cell):
     return (parse(end) - parse(start)).total_seconds()
 
 
-def check(path):
+def check(path, want_figures=True):
     nb = json.load(open(path, encoding="utf-8"))
     problems, figures, tables, first_html_figure = [], 0, 0, None
     for i, cell in enumerate(nb["cells"]):
@@ -55,7 +57,7 @@ def check(path):
                     first_html_figure = (i, PLOTLY_JS in html)
                 if "<table" in html:
                     tables += 1
-    if figures == 0:
+    if figures == 0 and want_figures:
         problems.append("no plotly figure was displayed")
     if first_html_figure is not None and not first_html_figure[1]:
         problems.append(f"cell {first_html_figure[0]}: the first figure does not carry plotly.js")
@@ -73,5 +75,7 @@ def check(path):
 
 
 if __name__ == "__main__":
-    ok = all([check(p) for p in sys.argv[1:]])
+    args = sys.argv[1:]
+    want_figures = "--no-figures" not in args
+    ok = all([check(p, want_figures) for p in args if p != "--no-figures"])
     sys.exit(0 if ok else 1)

@@ -10,9 +10,11 @@
 #
 #   scripts/run-notebooks.sh [NOTEBOOK.ipynb ...]     default: notebooks/*.ipynb in order
 #
-# The first notebook runs alone (its kernel compiles what the others reuse), then the others
-# XINC_NOTEBOOK_JOBS at a time (default 2: a kernel spends most of its time on one core, in
-# rust-analyzer and rustc), each in its own kernel slot; a notebook's log is printed when it ends.
+# First a warm-up kernel loads xinc alone (`:dep xinc`: when xinc changed, its kernel compiles it
+# into the shared target dir, which the others then reuse; otherwise it takes the 20 s of evcxr's
+# dependency analysis), then the notebooks run XINC_NOTEBOOK_JOBS at a time (default 2: a kernel
+# spends most of its time on one core, in rust-analyzer and rustc), each in its own kernel slot; a
+# notebook's log is printed when it ends.
 #
 # Needs scripts/setup-notebooks.sh first. The kernels build in the shared target dir (see
 # kernels/rust/evcxr-kernel), so a notebook compiles only xinc and its cells when the README's main
@@ -93,9 +95,20 @@ finish_one() {
 }
 jobs_max="${XINC_NOTEBOOK_JOBS:-2}"
 declare -a names=()
-echo "== $(basename "${notebooks[0]}" .ipynb)"
-run_one "${notebooks[0]}"
-for nb in "${notebooks[@]:1}"; do
+# The warm-up notebook: one cell, `:dep xinc` with the repository's canonical path (evcxr
+# canonicalises the notebooks' `..` to the same path, so both build the same xinc).
+warmup="$out/.warmup.ipynb"
+printf '%s' '{"cells": [{"cell_type": "code", "execution_count": null, "id": "w", "metadata": {},
+  "outputs": [], "source": [":dep xinc = { path = \"'"$(cd "$repo" && pwd -P)"'\" }"]}],
+ "metadata": {"kernelspec": {"display_name": "Rust (xinc)", "language": "rust", "name": "rust"}},
+ "nbformat": 4, "nbformat_minor": 5}' > "$warmup"
+echo "== warm-up: a kernel loads xinc ($(date +%T))"
+"$venv/bin/jupyter" nbconvert --to notebook --execute --log-level=WARN \
+  --ExecutePreprocessor.kernel_name=rust --ExecutePreprocessor.timeout="$timeout" \
+  --output-dir "$out" --output .warmup.out "$warmup"
+"$venv/bin/python" "$repo/scripts/check-notebook.py" --no-figures "$out/.warmup.out.ipynb"
+echo "   warm-up: $(( $(date +%s) - total_start )) s"
+for nb in "${notebooks[@]}"; do
   while [ "${#names[@]}" -ge "$jobs_max" ]; do finish_one; done
   start_one "$nb"
 done

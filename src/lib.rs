@@ -31,7 +31,7 @@ pub mod models;
 pub mod plot;
 pub mod report;
 pub mod study;
-pub mod tensor;
+pub(crate) mod tensor;
 pub mod train;
 
 pub use error::{Result, XincError};

@@ -14,6 +14,7 @@ pub mod intensity;
 pub mod motion;
 pub mod objects;
 pub mod partitions;
+pub mod regions;
 pub mod source;
 pub mod stats;
 
@@ -49,6 +50,19 @@ impl Fidelity {
             Fidelity::Corrected => "corrected",
         }
     }
+}
+
+/// The `q`-quantile of sorted values, linear interpolation (numpy's default); NaN when empty.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
+    if frac == 0.0 {
+        return sorted[i];
+    }
+    sorted[i] * (1.0 - frac) + sorted[i + 1] * frac
 }
 
 /// Pearson's correlation of two equally long samples; NaN when either is constant or empty.

@@ -62,7 +62,8 @@
 
 use polars::prelude::*;
 
-use super::partitions::{quantile, Regions};
+use super::quantile;
+use super::regions::Regions;
 use super::source::{abs_heat, per_neuron};
 use super::{mean, pearson, spearman, table_error, Fidelity};
 use crate::canvas::maps::NeuronMaps;

@@ -6,8 +6,8 @@
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::claims::ClaimKind;
 use super::headlines::{Headlines, LayerHeadline};
+use super::verdict::ClaimKind;
 use crate::analysis::table_error;
 use crate::canvas::Method;
 use crate::error::Result;

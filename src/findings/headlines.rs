@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::claims::Claim;
+use super::verdict::Claim;
 use crate::analysis::distributed::Distributed;
 use crate::analysis::stats::NeuronRow;
 use crate::canvas::maps::NeuronMaps;

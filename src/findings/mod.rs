@@ -26,6 +26,7 @@ pub mod numbers;
 pub mod objects;
 pub mod partitions;
 mod units;
+mod verdict;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,7 +39,6 @@ use crate::canvas::Method;
 use crate::error::{Result, XincError};
 use crate::study::Study;
 
-pub use claims::{Claim, ClaimKind, Evidence, EvidenceColumn, EvidenceRow, Verdict};
 pub use compare::{ClaimComparison, MethodComparison};
 pub use groups::GroupFinding;
 pub use headlines::{Headlines, LayerHeadline, MotionHeadline};
@@ -46,6 +46,7 @@ pub use motion::MotionFinding;
 pub use neurons::LayerFinding;
 pub use objects::ObjectFinding;
 pub use partitions::PartitionFinding;
+pub use verdict::{Claim, ClaimKind, Evidence, EvidenceColumn, EvidenceRow, Verdict};
 
 use headlines::LayerHeadlines;
 use units::Units;

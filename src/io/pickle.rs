@@ -233,8 +233,6 @@ impl Value {
 }
 
 /// Deepest nesting of containers that [`parse`] accepts.
-
-/// Deepest nesting of containers that [`parse`] accepts.
 const MAX_DEPTH: usize = 200;
 /// Highest pickle protocol understood.
 const MAX_PROTOCOL: u8 = 5;

@@ -19,8 +19,6 @@ use crate::data::panoptic::PanopticFrame;
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnActivations};
 
-use super::layer::Layer;
-
 /// Which of a study's models a [`FrameCanvas`] explains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
@@ -196,26 +194,15 @@ impl FrameCanvas {
         }
     }
 
-    /// The layer `name`'s maps, computed at the first call and shared by later ones.
-    pub fn layer(&self, name: &str) -> Result<Layer> {
-        let cached = self.cached(name);
-        let maps = match cached {
-            Some(maps) => maps,
-            None => {
-                let maps = self.compute(name)?;
-                self.lock().push(Arc::clone(&maps));
-                maps
-            }
-        };
-        Ok(Layer::new(self.clone(), maps))
-    }
-
-    /// The layers the paper analyses ([`FrameCanvas::paper_layer_names`]).
-    pub fn paper_layers(&self) -> Result<Vec<Layer>> {
-        self.paper_layer_names()
-            .iter()
-            .map(|name| self.layer(name))
-            .collect()
+    /// The layer `name`'s maps, computed at the first call and shared by later ones (the route
+    /// to them is [`FrameCanvas::layer`]).
+    pub(super) fn layer_maps(&self, name: &str) -> Result<Arc<dyn NeuronMaps>> {
+        if let Some(maps) = self.cached(name) {
+            return Ok(maps);
+        }
+        let maps = self.compute(name)?;
+        self.lock().push(Arc::clone(&maps));
+        Ok(maps)
     }
 
     /// The partitions of the frame (RGB and Gabor clusters, grid cells, instances) under

@@ -26,6 +26,21 @@ use crate::error::{Result, XincError};
 
 use super::frame::FrameCanvas;
 
+impl FrameCanvas {
+    /// The layer `name` (its maps computed at the first call and shared by later ones).
+    pub fn layer(&self, name: &str) -> Result<Layer> {
+        Ok(Layer::new(self.clone(), self.layer_maps(name)?))
+    }
+
+    /// The layers the paper analyses ([`FrameCanvas::paper_layer_names`]).
+    pub fn paper_layers(&self) -> Result<Vec<Layer>> {
+        self.paper_layer_names()
+            .iter()
+            .map(|name| self.layer(name))
+            .collect()
+    }
+}
+
 /// A layer's maps on one frame, with the frame they explain.
 #[derive(Clone)]
 pub struct Layer {

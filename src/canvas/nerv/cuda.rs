@@ -13,7 +13,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKern
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::device::DeviceLayer;
+use super::device_layer::DeviceLayer;
 use super::layer::NervLayer;
 use crate::error::Result;
 

@@ -19,6 +19,7 @@ use std::ops::Range;
 
 use candle_core::{Device, Tensor, D};
 
+use super::device_layer::DeviceLayer;
 use super::layer::{NervBlockData, NervLayer};
 use crate::canvas::LayerSummary;
 use crate::error::Result;
@@ -43,41 +44,7 @@ impl Default for DeviceOptions {
     }
 }
 
-/// The layer's weights on the device, uploaded once per layer.
-pub(super) struct DeviceLayer<'a> {
-    pub(super) data: &'a NervBlockData<'a>,
-    /// `[Cin, Cout, 9]`.
-    pub(super) weight: Tensor,
-    /// `b / Cin`, `[1, Cout, 1]`.
-    pub(super) bias_share: Tensor,
-}
-
-impl<'a> DeviceLayer<'a> {
-    fn new(data: &'a NervBlockData<'a>, device: &Device) -> Result<Self> {
-        let (cin, cout) = (data.in_channels, data.out_channels());
-        let weight = Tensor::from_slice(data.weight, (cout, cin, 9), device)?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let share: Vec<f32> = data.bias.iter().map(|b| b / cin as f32).collect();
-        let bias_share = Tensor::from_vec(share, (1, cout, 1), device)?;
-        Ok(DeviceLayer {
-            data,
-            weight,
-            bias_share,
-        })
-    }
-
-    /// The input channels `inputs` on the device, `[n, h, w]`.
-    pub(super) fn input(&self, inputs: Range<usize>) -> Result<Tensor> {
-        let d = self.data;
-        let (h, w) = (d.height, d.width);
-        Ok(Tensor::from_slice(
-            &d.input[inputs.start * h * w..inputs.end * h * w],
-            (inputs.len(), h, w),
-            self.weight.device(),
-        )?)
-    }
-
+impl DeviceLayer<'_> {
     /// `P[i, k]` for the input channels `inputs`: `[n, Cout, h, w]`.
     fn planes(&self, inputs: Range<usize>) -> Result<Tensor> {
         let d = self.data;
@@ -178,7 +145,7 @@ pub fn place(p: &Tensor, s: usize) -> Result<Tensor> {
 }
 
 /// The 3×3 mean with zero padding 1 over the last two axes, as two separable shifted sums.
-pub fn box3(t: &Tensor) -> Result<Tensor> {
+fn box3(t: &Tensor) -> Result<Tensor> {
     let sum3 = |t: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
         let len = t.dim(dim)?;
         let tp = t.pad_with_zeros(dim, 1, 1)?;

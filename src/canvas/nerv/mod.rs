@@ -14,6 +14,7 @@ mod conservative;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod device;
+mod device_layer;
 mod fused;
 mod gelu;
 mod layer;
