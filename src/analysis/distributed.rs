@@ -141,7 +141,7 @@ pub fn distributed(src: &dyn NeuronMaps, targets: &[f64]) -> Result<Distributed>
 }
 
 /// Spec B.2 for `src`, whose per-neuron statistics `rows` ([`neuron_rows`]) are already computed.
-pub fn distributed_from_rows(
+pub(crate) fn distributed_from_rows(
     src: &dyn NeuronMaps,
     rows: &[NeuronRow],
     targets: &[f64],
@@ -164,7 +164,7 @@ pub fn distributed_from_rows(
 }
 
 /// Sorts the `pixels` counts of `rows` and summarises them (spec B.2a).
-pub fn pixels_per_neuron(rows: &[NeuronRow]) -> PixelsPerNeuron {
+pub(crate) fn pixels_per_neuron(rows: &[NeuronRow]) -> PixelsPerNeuron {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&n| rows[n].pixels); // stable: ties stay in neuron order
     let sorted: Vec<u32> = order.iter().map(|&n| rows[n].pixels).collect();
@@ -198,7 +198,7 @@ fn median_of_sorted(v: &[f64]) -> f64 {
 /// half step; downsampling reads between neighbours, so its ends are not the first and last
 /// values (208 → 60 points: ranks 1.23 … 205.77). Computed in f64 (torch: f32).
 /// An empty input gives an empty output.
-pub fn resample_linear(x: &[f64], len: usize) -> Vec<f64> {
+pub(crate) fn resample_linear(x: &[f64], len: usize) -> Vec<f64> {
     let Some(&last) = x.last() else {
         return Vec::new();
     };
@@ -262,7 +262,7 @@ pub fn neurons_per_pixel_of(
 /// `B = N + 1`, so the per-pixel sum holds every count as a base-B digit. A group of g thresholds
 /// needs `B^g ≤ 2^24`, where f32 (and the driver's f64 sum) still holds integers exactly; more
 /// thresholds than that take further passes.
-pub fn fractions_above(src: &dyn NeuronMaps, taus: &[f64]) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn fractions_above(src: &dyn NeuronMaps, taus: &[f64]) -> Result<Vec<Vec<f32>>> {
     let n = src.num_neurons();
     if n == 0 {
         return Err(XincError::InvalidArgument(format!(

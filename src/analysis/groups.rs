@@ -214,7 +214,7 @@ fn normalised_abs(map: &[f32]) -> Option<Vec<f32>> {
 
 /// The vectors of the live neurons of `src` (module docs), with thumbnails of `thumb`
 /// `(rows, columns)` (clamped to the map size).
-pub fn neuron_vectors(
+pub(crate) fn neuron_vectors(
     src: &dyn NeuronMaps,
     features: &Features,
     thumb: (usize, usize),
@@ -262,7 +262,7 @@ pub fn neuron_vectors(
 /// A 2-D PCA of `rows` points (`data` row-major, `dims` ≥ 2 each): the coordinates, and each
 /// component's share of the total variance. Components are oriented so that their largest
 /// loading is positive. Points without variance all map to the origin (shares NaN).
-pub fn pca_2d(data: &[f64], dims: usize) -> Result<(Vec<[f64; 2]>, [f64; 2])> {
+pub(crate) fn pca_2d(data: &[f64], dims: usize) -> Result<(Vec<[f64; 2]>, [f64; 2])> {
     let rows = data.len() / dims.max(1);
     if dims < 2 || rows < 2 || rows * dims != data.len() {
         return Err(XincError::InvalidArgument(format!(
@@ -384,7 +384,7 @@ pub struct NeuronGroups {
 }
 
 /// Groups the neurons of `vectors` (module docs).
-pub fn neuron_groups(vectors: &NeuronVectors, opts: &GroupOptions) -> Result<NeuronGroups> {
+pub(crate) fn neuron_groups(vectors: &NeuronVectors, opts: &GroupOptions) -> Result<NeuronGroups> {
     let (embedding, explained_variance) = pca_2d(&vectors.data, vectors.dims)?;
     let flat: Vec<f64>;
     let (points, dims) = match opts.space {
@@ -414,7 +414,7 @@ pub fn neuron_groups(vectors: &NeuronVectors, opts: &GroupOptions) -> Result<Neu
 }
 
 /// The mean adjusted Rand index over all pairs of labelings (NaN with fewer than 2).
-pub fn mean_pairwise_ari(labelings: &[Vec<usize>]) -> f64 {
+pub(crate) fn mean_pairwise_ari(labelings: &[Vec<usize>]) -> f64 {
     let pairs: Vec<f64> = (0..labelings.len())
         .flat_map(|i| (i + 1..labelings.len()).map(move |j| (i, j)))
         .map(|(i, j)| adjusted_rand_index(&labelings[i], &labelings[j]))

@@ -87,7 +87,7 @@ pub fn intensity(src: &dyn NeuronMaps, gt: &[f32]) -> Result<Intensity> {
 
 /// Spec B.1 from an already computed heat (e.g. the second result of
 /// [`neuron_rows`](super::stats::neuron_rows)), `[H, W]` with `size = (H, W)`.
-pub fn intensity_from_heat(
+pub(crate) fn intensity_from_heat(
     layer: &str,
     heat: &[f64],
     size: (usize, usize),
@@ -128,7 +128,7 @@ pub fn intensity_from_heat(
 }
 
 /// I(p) = Σ_c GTn_c(p), GTn the frame min-max normalised over all of `[3, H, W]`.
-pub fn frame_intensity(gt: &[f32], size: (usize, usize)) -> Result<Vec<f64>> {
+pub(crate) fn frame_intensity(gt: &[f32], size: (usize, usize)) -> Result<Vec<f64>> {
     check_frame(gt, size)?;
     let p = size.0 * size.1;
     let gtn = min_max(&gt.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>());

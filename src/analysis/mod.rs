@@ -91,7 +91,7 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// 1-based ranks with ties averaged (`scipy.stats.rankdata(method='average')`); NaNs rank last.
-pub fn ranks(v: &[f64]) -> Vec<f64> {
+pub(crate) fn ranks(v: &[f64]) -> Vec<f64> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
     idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
     let mut r = vec![0.0; v.len()];
@@ -113,7 +113,7 @@ pub fn mean(v: &[f64]) -> f64 {
 }
 
 /// Min-max normalisation to [0, 1]; a constant input becomes all zeros.
-pub fn min_max(v: &[f64]) -> Vec<f64> {
+pub(crate) fn min_max(v: &[f64]) -> Vec<f64> {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if hi.is_nan() || lo.is_nan() || hi <= lo {

@@ -136,7 +136,7 @@ impl NeuronMaps for ContributionChange<'_> {
 
 /// `D_t(p) = Σ_n | |C_n^t(p)| − |C_n^{t−1}(p)| |` of one layer at frames t−1 (`prev`) and t
 /// (`cur`), row-major `H·W`.
-pub fn contribution_change(prev: &dyn NeuronMaps, cur: &dyn NeuronMaps) -> Result<Vec<f64>> {
+pub(crate) fn contribution_change(prev: &dyn NeuronMaps, cur: &dyn NeuronMaps) -> Result<Vec<f64>> {
     let change = ContributionChange::new(prev, cur)?;
     Ok(per_pixel_sum(&change, |_, map, out| {
         out.copy_from_slice(map)
@@ -145,7 +145,7 @@ pub fn contribution_change(prev: &dyn NeuronMaps, cur: &dyn NeuronMaps) -> Resul
 
 /// The top-`percent` % set of `v` (module docs): the pixels at or above the ⌈percent·P/100⌉-th
 /// largest value, excluding those at the minimum.
-pub fn top_percent_mask(v: &[f64], percent: f64) -> Vec<bool> {
+pub(crate) fn top_percent_mask(v: &[f64], percent: f64) -> Vec<bool> {
     if v.is_empty() {
         return Vec::new();
     }
@@ -157,7 +157,7 @@ pub fn top_percent_mask(v: &[f64], percent: f64) -> Vec<bool> {
 }
 
 /// The IoU of the top-`percent` % sets of `a` and `b` (NaN when both are empty).
-pub fn top_percent_iou(a: &[f64], b: &[f64], percent: f64) -> f64 {
+pub(crate) fn top_percent_iou(a: &[f64], b: &[f64], percent: f64) -> f64 {
     let (ma, mb) = (top_percent_mask(a, percent), top_percent_mask(b, percent));
     let inter = ma.iter().zip(&mb).filter(|(x, y)| **x && **y).count();
     let union = ma.iter().zip(&mb).filter(|(x, y)| **x || **y).count();
@@ -192,7 +192,7 @@ pub struct MotionResult {
 /// Compares the change of `prev` → `cur` (frames t−1, t of one layer) with the flow magnitude
 /// `flow` (`H·W`, same size as the maps, clamped at 0) at the `top_percents` (e.g.
 /// [`DEFAULT_TOP_PERCENTS`]).
-pub fn motion_vs_flow(
+pub(crate) fn motion_vs_flow(
     prev: &dyn NeuronMaps,
     cur: &dyn NeuronMaps,
     frame: usize,
@@ -301,7 +301,7 @@ pub fn motion_table(results: &[MotionResult]) -> Result<DataFrame> {
 
 /// The flow magnitude of frame `t` of `clip` at its working size: the clip's flow file `t` when
 /// it has flows, else Farnebäck's flow from frame t to frame t−1 (`t ≥ 1`).
-pub fn frame_flow(
+pub(crate) fn frame_flow(
     clip: &Clip,
     t: usize,
     params: &FarnebackParams,

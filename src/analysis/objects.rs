@@ -77,7 +77,7 @@ pub const OTHER_CATEGORY: &str = "other";
 
 /// The "other" region a [`Fidelity`] implies (union of the masks when official, complement when
 /// corrected).
-pub fn other_region(fidelity: Fidelity) -> OtherRegion {
+pub(crate) fn other_region(fidelity: Fidelity) -> OtherRegion {
     match fidelity {
         Fidelity::Official => OtherRegion::Official,
         Fidelity::Corrected => OtherRegion::Corrected,
@@ -155,7 +155,7 @@ fn segment_regions(
 
 /// The instances of a frame plus "other" (last), as regions of `height`×`width` maps. An error
 /// when a mask has another size.
-pub fn instance_regions(
+pub(crate) fn instance_regions(
     frame: &PanopticFrame,
     other: OtherRegion,
     height: usize,
@@ -171,7 +171,9 @@ pub fn instance_regions(
 
 /// The video-wide instance list of B.0: every instance of `frames`, sorted by (category, k),
 /// then "other".
-pub fn video_instances<'a>(frames: impl IntoIterator<Item = &'a PanopticFrame>) -> Vec<Instance> {
+pub(crate) fn video_instances<'a>(
+    frames: impl IntoIterator<Item = &'a PanopticFrame>,
+) -> Vec<Instance> {
     let mut list: Vec<Instance> = Vec::new();
     for s in frames.into_iter().flat_map(|f| &f.segments) {
         if !list.iter().any(|i| i.name == s.instance) {

@@ -141,7 +141,7 @@ impl PartitionConfig {
 // Label maps.
 
 /// A GT image from a planar `[3, H, W]` buffer (the NeRV pipeline's frames).
-pub fn gt_from_planar(planar: &[f32], height: usize, width: usize) -> Result<ImageTensor> {
+pub(crate) fn gt_from_planar(planar: &[f32], height: usize, width: usize) -> Result<ImageTensor> {
     let p = height * width;
     if p == 0 || planar.len() != 3 * p {
         return Err(XincError::InvalidArgument(format!(
@@ -224,7 +224,7 @@ pub fn grid_labels(
 
 /// Pillow's `convert('L')` of the truncated uint8 GT (`clamp(0, 1)·255`, then truncation):
 /// `(19595 R + 38470 G + 7471 B + 2¹⁵) >> 16`.
-pub fn gray_l(gt: &ImageTensor) -> Vec<u8> {
+pub(crate) fn gray_l(gt: &ImageTensor) -> Vec<u8> {
     gt.to_rgb8()
         .as_raw()
         .chunks_exact(3)
@@ -306,7 +306,12 @@ pub fn gabor_bank(fidelity: Fidelity) -> Vec<GaborKernel> {
 
 /// `scipy.ndimage.convolve(image, kernel, mode='wrap')` in f64: the kernel flipped and centred
 /// at `(rows/2, cols/2)`, taps with `|w| ≤ f64::EPSILON` skipped, taps summed in C order.
-pub fn convolve_wrap(image: &[f64], height: usize, width: usize, k: &GaborKernel) -> Vec<f64> {
+pub(crate) fn convolve_wrap(
+    image: &[f64],
+    height: usize,
+    width: usize,
+    k: &GaborKernel,
+) -> Vec<f64> {
     let (cy, cx) = ((k.rows / 2) as isize, (k.cols / 2) as isize);
     // Flipped weight (i, j) = k[rows−1−i, cols−1−j], read at input offset (i − cy, j − cx).
     let taps: Vec<(isize, isize, f64)> = (0..k.rows * k.cols)
@@ -330,7 +335,7 @@ pub fn convolve_wrap(image: &[f64], height: usize, width: usize, k: &GaborKernel
 
 /// A double stored to uint8 as scipy.ndimage does on x86: truncation toward zero, then the low
 /// byte (modulo 256). `−3.7 → 253`, `300.5 → 44`, NaN → 0.
-pub fn c_uint8(v: f64) -> u8 {
+pub(crate) fn c_uint8(v: f64) -> u8 {
     ((v.trunc() as i64).rem_euclid(256)) as u8
 }
 
@@ -384,7 +389,7 @@ pub struct FramePartitions {
 
 /// The four partitions of B.6 (instances, RGB, Gabor, grid, in that order) of a frame, from its
 /// GT image and annotations, under `cfg`.
-pub fn frame_partitions(
+pub(crate) fn frame_partitions(
     gt: &ImageTensor,
     frame: &PanopticFrame,
     cfg: &PartitionConfig,
@@ -478,7 +483,7 @@ fn delta_variance(part: &Partition, map: &[f32], total: f64, pixels: f64) -> f64
 }
 
 /// var_n for every neuron of `src` and every partition of `parts`, in one pass over the maps.
-pub fn neuron_variances(
+pub(crate) fn neuron_variances(
     src: &dyn NeuronMaps,
     parts: &FramePartitions,
 ) -> Result<PartitionVariances> {

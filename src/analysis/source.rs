@@ -18,7 +18,7 @@ use crate::canvas::maps::NeuronMaps;
 const CHUNK: usize = 16;
 
 /// `f(n, map)` for every neuron, in parallel (one map buffer per task), results in neuron order.
-pub fn per_neuron<T, F>(src: &dyn NeuronMaps, f: F) -> Vec<T>
+pub(crate) fn per_neuron<T, F>(src: &dyn NeuronMaps, f: F) -> Vec<T>
 where
     T: Send,
     F: Fn(usize, &[f32]) -> T + Sync,
@@ -40,7 +40,7 @@ where
 /// `Σ_n g(n, map_n)(p)` for every pixel p, in f64: each task adds `g`'s `H·W` values for its
 /// neurons into its own buffer (`g` writes them into its second argument), and the partial sums
 /// are added in a fixed order, so the result does not depend on the thread count.
-pub fn per_pixel_sum<G>(src: &dyn NeuronMaps, g: G) -> Vec<f64>
+pub(crate) fn per_pixel_sum<G>(src: &dyn NeuronMaps, g: G) -> Vec<f64>
 where
     G: Fn(usize, &[f32], &mut [f32]) + Sync,
 {
@@ -56,7 +56,7 @@ where
 /// added to channel [`NeuronMaps::channel`] (channel 0 where a layer's maps explain the output
 /// summed over its channels: pass `channels = 1` for those). Summed in a fixed order, as
 /// [`per_pixel_sum`].
-pub fn per_channel_sum(src: &dyn NeuronMaps, channels: usize) -> Vec<f64> {
+pub(crate) fn per_channel_sum(src: &dyn NeuronMaps, channels: usize) -> Vec<f64> {
     let p = src.num_pixels();
     ordered_sum(src, channels * p, |m, map, _, acc| {
         let c = src.channel(m).unwrap_or(0).min(channels.max(1) - 1);
@@ -98,7 +98,7 @@ where
 }
 
 /// `heat(p) = Σ_n |C_n(p)|`, the layer's absolute contribution per pixel (spec B.1).
-pub fn abs_heat(src: &dyn NeuronMaps) -> Vec<f64> {
+pub(crate) fn abs_heat(src: &dyn NeuronMaps) -> Vec<f64> {
     per_pixel_sum(src, |_, map, out| {
         out.iter_mut().zip(map).for_each(|(o, &v)| *o = v.abs())
     })

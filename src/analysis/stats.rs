@@ -37,7 +37,7 @@ pub struct NeuronRow {
 }
 
 /// The statistics of every neuron of `src`, plus the layer's absolute heat `Σ_n |C_n(p)|`.
-pub fn neuron_rows(src: &dyn NeuronMaps) -> (Vec<NeuronRow>, Vec<f64>) {
+pub(crate) fn neuron_rows(src: &dyn NeuronMaps) -> (Vec<NeuronRow>, Vec<f64>) {
     let heat = abs_heat(src);
     let n = src.num_neurons() as f64;
     let rows = per_neuron(src, |_, map| {
@@ -63,13 +63,13 @@ pub fn neuron_rows(src: &dyn NeuronMaps) -> (Vec<NeuronRow>, Vec<f64>) {
 }
 
 /// The per-neuron statistics table of `src` (schema in the module docs).
-pub fn neuron_stats(src: &dyn NeuronMaps, model: &str, frame: usize) -> Result<DataFrame> {
+pub(crate) fn neuron_stats(src: &dyn NeuronMaps, model: &str, frame: usize) -> Result<DataFrame> {
     let (rows, _) = neuron_rows(src);
     neuron_table(src, model, frame, &rows)
 }
 
 /// The table of already computed `rows` (one per neuron of `src`).
-pub fn neuron_table(
+pub(crate) fn neuron_table(
     src: &dyn NeuronMaps,
     model: &str,
     frame: usize,

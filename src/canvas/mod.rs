@@ -325,7 +325,7 @@ impl CanvasSummary {
 
 /// Accumulates a [`LayerSummary`] from pixel tiles, in f64.
 #[derive(Clone, Debug)]
-pub struct SummaryAccumulator {
+pub(crate) struct SummaryAccumulator {
     layer: String,
     neuron_shape: Vec<usize>,
     height: usize,
@@ -408,7 +408,7 @@ impl SummaryAccumulator {
 /// Streams a canvas to a safetensors file tile by tile: the file is laid out from the known
 /// shapes first, then each tile's maps are written at their offsets. Only one tile is ever in
 /// memory. The file appears under its final name only when complete.
-pub struct CanvasFileWriter {
+pub(crate) struct CanvasFileWriter {
     writer: TensorWriter,
     pixels: usize,
 }

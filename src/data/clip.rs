@@ -23,7 +23,7 @@ pub use crate::data::loader::ClipOptions;
 
 /// The format of the dataset rooted at `root`, from the JSON file it holds. An error lists the
 /// files looked for when neither (or both) is present.
-pub fn detect_format(root: &Path) -> Result<DatasetFormat> {
+pub(crate) fn detect_format(root: &Path) -> Result<DatasetFormat> {
     // Present in any form (a FIFO or a dangling link too): reading it says what is wrong.
     let present = |name: &str| root.join(name).symlink_metadata().is_ok();
     let city = present(cityscapes::JSON_FILE);

@@ -45,7 +45,7 @@ pub fn nerv_frames(
 
 /// The PNG and JPEG files of a folder, sorted by name; each must be a regular file that resolves
 /// inside the folder.
-pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| XincError::io(dir, e))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -49,7 +49,7 @@ fn check_pixels(path: &Path, width: u32, height: u32) -> Result<()> {
 
 /// `(height, width)` of an image file, from its header only (checked against
 /// [`MAX_IMAGE_PIXELS`]).
-pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
+pub(crate) fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
     let (file, _) = open_regular(path, &FileLimit::IMAGE)?;
     let reader = ImageReader::new(BufReader::new(file))
         .with_guessed_format()
@@ -69,7 +69,7 @@ const UNKNOWN_FORMAT: &str = "unknown image format (expected PNG or JPEG)";
 /// Decodes an image file (`format`, or guessed from its first bytes when `None`): a regular file
 /// of at most [`FileLimit::IMAGE`] bytes whose header's size is within [`MAX_IMAGE_PIXELS`],
 /// decoded with the decoder's own limits set to that size.
-pub fn decode_image(path: &Path, format: Option<ImageFormat>) -> Result<DynamicImage> {
+pub(crate) fn decode_image(path: &Path, format: Option<ImageFormat>) -> Result<DynamicImage> {
     let bytes = read_bytes(path, &FileLimit::IMAGE)?;
     let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
         let cursor = Cursor::new(bytes.as_slice());
@@ -182,7 +182,7 @@ pub fn load_rgb_resized(path: &Path, height: usize, width: usize) -> Result<Imag
 
 /// An image as the official NeRV pipeline feeds it: planar `[3, H, W]` f32 (v / 255), cropped to
 /// `window` `(top, left, h, w)`, then torch's bicubic resize to `size` (not clamped).
-pub fn nerv_frame(
+pub(crate) fn nerv_frame(
     img: &RgbImage,
     window: (usize, usize, usize, usize),
     size: [usize; 2],

@@ -106,7 +106,11 @@ pub(crate) fn check_size([h, w]: [usize; 2]) -> Result<()> {
 
 /// The crop window `(top, left, height, width)` that `format` applies to an `h`×`w` raster
 /// before resizing: none for Cityscapes-VPS, the centre 640×1280 for VIPSeg.
-pub fn crop_window(format: DatasetFormat, h: usize, w: usize) -> (usize, usize, usize, usize) {
+pub(crate) fn crop_window(
+    format: DatasetFormat,
+    h: usize,
+    w: usize,
+) -> (usize, usize, usize, usize) {
     match format {
         DatasetFormat::CityscapesVps => (0, 0, h, w),
         DatasetFormat::Vipseg => center_crop_window(h, w, VIPSEG_CROP[0], VIPSEG_CROP[1]),

@@ -8,7 +8,7 @@
 
 /// A centre crop window `(top, left, height, width)` as torchvision computes it
 /// (`round((in − out) / 2)`), or the whole image when it is not larger than the crop.
-pub fn center_crop_window(
+pub(crate) fn center_crop_window(
     in_h: usize,
     in_w: usize,
     crop_h: usize,
@@ -49,7 +49,7 @@ pub fn crop_planar<T: Copy>(
 }
 
 /// Nearest-neighbour resize of a planar `[C, H, W]` buffer (any element type), torch `nearest`.
-pub fn resize_nearest<T: Copy>(
+pub(crate) fn resize_nearest<T: Copy>(
     src: &[T],
     channels: usize,
     in_h: usize,

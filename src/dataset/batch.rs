@@ -138,7 +138,7 @@ pub struct ManifestEntry {
 /// The entries of a manifest file (a regular file within [`FileLimit::CONFIG`]): one per
 /// non-empty line, `#` at the start of a line for comments. A `VIDEO` that cannot be a folder
 /// name (it becomes `video=VIDEO` under `--out`) is a `Config` error naming the line.
-pub fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>> {
+pub(crate) fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>> {
     let text = read_text(path, &FileLimit::CONFIG)?;
     let base = path.parent().unwrap_or(Path::new("."));
     text.lines()

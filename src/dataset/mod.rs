@@ -9,5 +9,5 @@
 pub mod batch;
 pub mod query;
 
-pub use batch::{read_manifest, run_task, BatchConfig, ManifestEntry, TaskRecord};
+pub use batch::{run_task, BatchConfig, ManifestEntry, TaskRecord};
 pub use query::Stats;

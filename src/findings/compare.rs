@@ -99,7 +99,7 @@ fn quantities(l: &LayerHeadline) -> Vec<(String, f64)> {
 }
 
 /// The per-layer numbers under both methods: model, layer, quantity, official, conservative.
-pub fn numbers_table(cmp: &MethodComparison) -> Result<DataFrame> {
+pub(crate) fn numbers_table(cmp: &MethodComparison) -> Result<DataFrame> {
     let (mut model, mut layer, mut quantity) = (Vec::new(), Vec::new(), Vec::new());
     let (mut official, mut conservative) = (Vec::new(), Vec::new());
     for l in &cmp.official.layers {
@@ -145,7 +145,7 @@ pub fn numbers_table(cmp: &MethodComparison) -> Result<DataFrame> {
 }
 
 /// The claims under both methods: claim, official, conservative, verdict.
-pub fn claims_table(cmp: &MethodComparison) -> Result<DataFrame> {
+pub(crate) fn claims_table(cmp: &MethodComparison) -> Result<DataFrame> {
     df!(
         "claim" => cmp.claims.iter().map(|c| c.claim.clone()).collect::<Vec<_>>(),
         "official" => cmp.claims.iter().map(|c| yes_no(c.official)).collect::<Vec<_>>(),

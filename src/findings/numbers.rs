@@ -5,7 +5,7 @@
 /// `v` to `digits` significant digits, for reading: plain notation for 10⁻³ ≤ |v| < 10⁶
 /// (`9312.894231` → `9310`, `0.012345` → `0.0123`), scientific otherwise (`1.23e-5`), trailing
 /// zeros after the point dropped; `NaN`, `inf`, `-inf` as such.
-pub fn format_significant(v: f64, digits: usize) -> String {
+pub(crate) fn format_significant(v: f64, digits: usize) -> String {
     if v.is_nan() {
         return "NaN".to_owned();
     }

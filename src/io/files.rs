@@ -85,7 +85,7 @@ impl FileLimit {
 }
 
 /// Refuses `path` unless it is a regular file (symlinks followed), without opening it.
-pub fn check_regular(path: &Path, what: &str) -> Result<std::fs::Metadata> {
+pub(crate) fn check_regular(path: &Path, what: &str) -> Result<std::fs::Metadata> {
     let meta = std::fs::metadata(path).map_err(|e| XincError::io(path, e))?;
     if meta.is_file() {
         Ok(meta)
@@ -119,7 +119,7 @@ fn not_regular(path: &Path, what: &str, meta: &std::fs::Metadata) -> XincError {
 
 /// Opens `path` for reading if it is a regular file no larger than `limit`; returns the file and
 /// its size. Never blocks on a FIFO.
-pub fn open_regular(path: &Path, limit: &FileLimit) -> Result<(File, u64)> {
+pub(crate) fn open_regular(path: &Path, limit: &FileLimit) -> Result<(File, u64)> {
     use std::os::unix::fs::OpenOptionsExt;
     check_regular(path, limit.what)?;
     let file = std::fs::OpenOptions::new()
@@ -153,7 +153,7 @@ fn too_large(path: &Path, limit: &FileLimit, len: u64, max: u64) -> XincError {
 
 /// Reads a whole regular file of at most `limit` bytes (a file that grows while read is cut off
 /// at the limit and refused).
-pub fn read_bytes(path: &Path, limit: &FileLimit) -> Result<Vec<u8>> {
+pub(crate) fn read_bytes(path: &Path, limit: &FileLimit) -> Result<Vec<u8>> {
     let (file, len) = open_regular(path, limit)?;
     let max = limit.bytes()?;
     let mut bytes = Vec::with_capacity(len as usize);
@@ -167,7 +167,7 @@ pub fn read_bytes(path: &Path, limit: &FileLimit) -> Result<Vec<u8>> {
 }
 
 /// [`read_bytes`] as UTF-8 text.
-pub fn read_text(path: &Path, limit: &FileLimit) -> Result<String> {
+pub(crate) fn read_text(path: &Path, limit: &FileLimit) -> Result<String> {
     String::from_utf8(read_bytes(path, limit)?).map_err(|e| {
         XincError::config(
             path,
@@ -178,7 +178,7 @@ pub fn read_text(path: &Path, limit: &FileLimit) -> Result<String> {
 
 /// `default`, or the positive integer that environment variable `env` holds when it is set (a
 /// limit that a real user may need to raise, such as [`crate::data::image::MAX_IMAGE_PIXELS`]).
-pub fn env_limit(env: &str, default: u64) -> Result<u64> {
+pub(crate) fn env_limit(env: &str, default: u64) -> Result<u64> {
     match std::env::var(env) {
         Err(_) => Ok(default),
         Ok(v) => v
@@ -201,7 +201,7 @@ pub const MAX_COMPONENT_BYTES: usize = 255;
 /// [`MAX_COMPONENT_BYTES`] long, not `.` or `..`, and hold no `/`, `\`, NUL or other control
 /// character. Such a name joined to a folder names an entry of that folder, never a path
 /// elsewhere (an absolute name would replace the folder, `..` would leave it).
-pub fn component_problem(name: &str) -> Option<String> {
+pub(crate) fn component_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("it is empty".into());
     }
@@ -228,7 +228,7 @@ pub fn component_problem(name: &str) -> Option<String> {
 
 /// Refuses a name that becomes one path component (a dataset name, a video or image id): the
 /// message names `field` (`batch.toml: dataset`), the name and the cause ([`component_problem`]).
-pub fn check_component(field: &str, name: &str) -> Result<()> {
+pub(crate) fn check_component(field: &str, name: &str) -> Result<()> {
     match component_problem(name) {
         None => Ok(()),
         Some(why) => Err(XincError::InvalidArgument(format!(
@@ -240,7 +240,7 @@ pub fn check_component(field: &str, name: &str) -> Result<()> {
 /// Refuses `path` unless it resolves (symlinks followed) to a path inside `root`; returns the
 /// resolved path. Reads of a dataset stay under its root: a symlink that leads out of it is
 /// refused, one that stays inside is followed.
-pub fn check_within(root: &Path, path: &Path, what: &str) -> Result<std::path::PathBuf> {
+pub(crate) fn check_within(root: &Path, path: &Path, what: &str) -> Result<std::path::PathBuf> {
     let real_root = root.canonicalize().map_err(|e| XincError::io(root, e))?;
     let real = path.canonicalize().map_err(|e| XincError::io(path, e))?;
     if real.starts_with(&real_root) {
@@ -263,7 +263,7 @@ pub fn check_within(root: &Path, path: &Path, what: &str) -> Result<std::path::P
 /// Refuses a size read from a file or a flag that exceeds `max`: the message names `field`
 /// (a flag such as `--size`, or `config.json: data_shape`), the value, the limit and `raise`
 /// (how to raise it, or why it is fixed).
-pub fn check_size(field: &str, value: u64, max: u64, raise: &str) -> Result<()> {
+pub(crate) fn check_size(field: &str, value: u64, max: u64, raise: &str) -> Result<()> {
     if value <= max {
         return Ok(());
     }
@@ -273,7 +273,7 @@ pub fn check_size(field: &str, value: u64, max: u64, raise: &str) -> Result<()> 
 }
 
 /// The product of `factors`, or an error naming `what` when it overflows `usize`.
-pub fn checked_product(what: &str, factors: &[usize]) -> Result<usize> {
+pub(crate) fn checked_product(what: &str, factors: &[usize]) -> Result<usize> {
     factors
         .iter()
         .try_fold(1usize, |acc, &f| acc.checked_mul(f))

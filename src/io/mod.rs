@@ -189,7 +189,7 @@ impl Drop for TensorWriter {
 }
 
 /// Writes a value as pretty JSON, atomically.
-pub fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| XincError::config(path, e.to_string()))?;
     write_atomic(path, |w| w.write_all(text.as_bytes()))
@@ -199,7 +199,7 @@ pub fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 /// The file must be a regular file within [`files::FileLimit::CONFIG`] (a FIFO or `/dev/zero` is
 /// refused before it is read); serde_json refuses nesting deeper than 128 levels and numbers out
 /// of the f64 range (`1e400`).
-pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = files::read_text(path, &files::FileLimit::CONFIG)?;
     serde_json::from_str(&text).map_err(|e| XincError::config(path, e.to_string()))
 }

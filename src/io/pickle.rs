@@ -122,7 +122,7 @@ pub enum PickleErrorKind {
 
 /// Fixed part of the memory budget of one parse: covers every pickle up to about 1 MB whatever
 /// its shape (official `data.pkl` files are KB to a few MB).
-pub const BUDGET_BASE: usize = 64 << 20;
+pub(crate) const BUDGET_BASE: usize = 64 << 20;
 /// Budget per input byte: real checkpoint pickles peak at about 40 bytes per input byte (the
 /// golden Lightning checkpoint's 25 KB `data.pkl`: graph nodes, memo and the expanded tree).
 pub const BUDGET_PER_BYTE: usize = 64;

@@ -40,7 +40,7 @@ pub enum WeightsFormat {
 
 /// Tells a torch zip archive from a safetensors file by content, not by extension. Refuses a
 /// path that is not a regular file (a device, a FIFO, a directory) before reading it.
-pub fn sniff_format(path: &Path) -> Result<WeightsFormat> {
+pub(crate) fn sniff_format(path: &Path) -> Result<WeightsFormat> {
     use std::io::Read;
     let (file, len) = files::open_regular(path, &FileLimit::WEIGHTS)?;
     let mut head = Vec::with_capacity(9);
@@ -81,7 +81,7 @@ pub fn read_nerv_tensors(path: &Path, device: &Device) -> Result<HashMap<String,
 
 /// Reads the weights of the NeRV that `config` describes from an official weights file: the
 /// config is validated, then every name, shape and dtype is checked before any tensor is read.
-pub fn read_nerv_weights(
+pub(crate) fn read_nerv_weights(
     path: &Path,
     config: &NervConfig,
     device: &Device,
@@ -93,7 +93,7 @@ pub fn read_nerv_weights(
 /// Reads an official FFN: the architecture from `yaml` (an `exp_config.yaml`) or, without one,
 /// from the weights' shapes with `data_shape` as the image size; then the weights that this
 /// architecture needs, checked before they are read.
-pub fn read_ffn_weights(
+pub(crate) fn read_ffn_weights(
     path: &Path,
     yaml: Option<&Path>,
     data_shape: [usize; 2],
@@ -474,21 +474,9 @@ fn scan_flow(content: &str, flow: &mut usize, quote: &mut Option<char>) -> usize
     deepest
 }
 
-/// Infers the FFN architecture from the tensor shapes alone (for weights without a config).
-pub fn ffn_config_from_tensors(
-    origin: &str,
-    tensors: &HashMap<String, Tensor>,
-    data_shape: [usize; 2],
-) -> Result<FfnConfig> {
-    let shapes = tensors
-        .iter()
-        .map(|(name, t)| (name.clone(), t.dims().to_vec()))
-        .collect();
-    ffn_config_from_shapes(origin, &shapes, data_shape)
-}
-
-/// [`ffn_config_from_tensors`] from the shapes by name (read from a weights file's index).
-pub fn ffn_config_from_shapes(
+/// Infers the FFN architecture from the tensor shapes alone, by name (read from a weights file's
+/// index; for weights without a config).
+pub(crate) fn ffn_config_from_shapes(
     origin: &str,
     tensors: &HashMap<String, Vec<usize>>,
     data_shape: [usize; 2],

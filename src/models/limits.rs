@@ -18,7 +18,7 @@ use crate::io::files::check_size;
 pub type FieldNames<'a> = &'a dyn Fn(&'static str) -> String;
 
 /// Names every field as it is spelled in the configuration struct.
-pub fn plain_names(field: &'static str) -> String {
+pub(crate) fn plain_names(field: &'static str) -> String {
     field.to_string()
 }
 
@@ -151,7 +151,7 @@ pub const REPEATS: Limit = Limit {
 pub const MAX_LEARNING_RATE: f64 = 1.0;
 
 /// Refuses a NaN or infinite `value` of `field`.
-pub fn check_finite(field: &str, value: f64) -> Result<()> {
+pub(crate) fn check_finite(field: &str, value: f64) -> Result<()> {
     if value.is_finite() {
         Ok(())
     } else {
@@ -162,7 +162,7 @@ pub fn check_finite(field: &str, value: f64) -> Result<()> {
 }
 
 /// Refuses `value` of `field` unless it is finite and greater than zero.
-pub fn check_positive(field: &str, value: f64) -> Result<()> {
+pub(crate) fn check_positive(field: &str, value: f64) -> Result<()> {
     check_finite(field, value)?;
     if value > 0.0 {
         Ok(())

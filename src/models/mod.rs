@@ -40,7 +40,7 @@ impl WeightSpec {
 /// Checks a set of named tensors against a model's specification: every expected tensor present,
 /// nothing extra, right shapes, and finite values. Tensors are returned as f32 on `device`.
 /// `origin` names the file the weights came from, for the error message.
-pub fn validate_weights(
+pub(crate) fn validate_weights(
     origin: &str,
     mut tensors: HashMap<String, Tensor>,
     specs: &[WeightSpec],
@@ -90,7 +90,7 @@ pub fn validate_weights(
 }
 
 /// A `VarBuilder` over tensors that passed [`validate_weights`].
-pub fn validated_var_builder(
+pub(crate) fn validated_var_builder(
     origin: &str,
     tensors: HashMap<String, Tensor>,
     specs: &[WeightSpec],

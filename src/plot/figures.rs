@@ -63,7 +63,7 @@ fn check_shape(len: usize, height: usize, width: usize, what: &str) -> Result<()
 
 /// A `data:image/png;base64,…` URI of one map (`height·width` values, row-major), min-max
 /// normalised and magma-coloured like [`map_grid`].
-pub fn map_data_uri(map: &[f32], height: usize, width: usize) -> Result<String> {
+pub(crate) fn map_data_uri(map: &[f32], height: usize, width: usize) -> Result<String> {
     check_shape(map.len(), height, width, "map")?;
     png_data_uri(&map_grid(&[map], height, width, 1, 0))
 }

@@ -21,13 +21,13 @@ pub const PLOTLY_MIME: &str = "application/vnd.plotly.v1+json";
 
 /// The plotly.js bundle that the `plotly` crate embeds (feature `plotly_embed_js`), without its
 /// `<script>` tags. Include it once per page (see [`plotly_script_tag`]); figure fragments assume it.
-pub fn plotly_js() -> &'static str {
+pub(crate) fn plotly_js() -> &'static str {
     static JS: OnceLock<String> = OnceLock::new();
     JS.get_or_init(|| first_script_body(&plotly::Plot::offline_js_sources()).to_owned())
 }
 
 /// [`plotly_js`] wrapped in one `<script>` element, ready for a page's `<head>`.
-pub fn plotly_script_tag() -> &'static str {
+pub(crate) fn plotly_script_tag() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| format!("<script type=\"text/javascript\">{}</script>", plotly_js()))
 }
@@ -48,7 +48,7 @@ fn first_script_body(html: &str) -> &str {
 }
 
 /// Escapes `&`, `<`, `>`, `"` and `'` for HTML text and attribute values.
-pub fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -79,7 +79,7 @@ pub(crate) fn script_safe_json(json: &str) -> String {
 
 /// A DOM id made of ASCII letters, digits, `-` and `_` (anything else becomes `-`), starting with
 /// a letter, so it is safe inside HTML attributes, CSS selectors and JS strings.
-pub fn dom_id(text: &str) -> String {
+pub(crate) fn dom_id(text: &str) -> String {
     let mut id: String = text
         .trim()
         .chars()
@@ -165,7 +165,7 @@ pub(crate) fn notebook_figure_id(name: &str) -> String {
 
 /// Formats `(mime, content)` pairs as evcxr display blocks (one Jupyter bundle, see the module
 /// header). Ends with a newline.
-pub fn mime_bundle(parts: &[(&str, &str)]) -> String {
+pub(crate) fn mime_bundle(parts: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (mime, content) in parts {
         out.push_str("EVCXR_BEGIN_CONTENT ");

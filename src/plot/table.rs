@@ -15,7 +15,7 @@
 use polars::prelude::{AnyValue, DataFrame};
 
 use super::html::{escape_html, mime_bundle, print_bundle};
-pub use crate::findings::numbers::format_significant;
+pub(crate) use crate::findings::numbers::format_significant;
 
 /// Rows that [`display_frame`] shows.
 pub const DISPLAY_ROWS: usize = 25;

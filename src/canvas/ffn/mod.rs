@@ -126,7 +126,7 @@ pub fn ffn_canvas_into(
 }
 
 /// One tile of a streamed canvas: pixels `p0..p0 + len`.
-pub struct CanvasTile<'a> {
+pub(crate) struct CanvasTile<'a> {
     pub p0: usize,
     pub len: usize,
     /// The output the maps explain, `[C, len]`.
@@ -138,7 +138,7 @@ pub struct CanvasTile<'a> {
 /// Streams the canvas over tiles of `opts.tile` pixels: each tile runs the forward pass on its
 /// own coordinates and computes every requested layer's maps under `opts.method`, so memory
 /// stays at one tile whatever the image size. `sink` sees the tiles in pixel order.
-pub fn for_each_ffn_tile(
+pub(crate) fn for_each_ffn_tile(
     model: &Ffn,
     device: &Device,
     layers: &[FfnLayer],

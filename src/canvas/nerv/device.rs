@@ -157,7 +157,7 @@ fn box3(t: &Tensor) -> Result<Tensor> {
 
 /// A layer summary whose arrays stay on the device (see [`LayerSummary`] for their meaning).
 #[derive(Clone, Debug)]
-pub struct DeviceLayerSummary {
+pub(crate) struct DeviceLayerSummary {
     pub layer: NervLayer,
     pub neuron_shape: Vec<usize>,
     pub height: usize,
@@ -188,7 +188,7 @@ impl DeviceLayerSummary {
 
 /// [`super::official::nerv_layer_summary`] computed on `device` ([`layer_summary_tensors_on`]) and copied
 /// to the host.
-pub fn layer_summary_on(
+pub(crate) fn layer_summary_on(
     data: &NervBlockData,
     layer: NervLayer,
     inputs: Range<usize>,
@@ -202,7 +202,7 @@ pub fn layer_summary_on(
 /// kernel where it applies and `opts.custom_kernels` is set (one pass, no map materialised),
 /// else with tensor operations in chunks of input channels whose full-resolution maps fit
 /// `opts.budget` bytes.
-pub fn layer_summary_tensors_on(
+pub(crate) fn layer_summary_tensors_on(
     data: &NervBlockData,
     layer: NervLayer,
     inputs: Range<usize>,
@@ -287,7 +287,7 @@ fn tensor_op_reductions(
 
 /// The full maps of `layer` for `inputs` as a device tensor `[n, Cout, H, W]`, the counterpart
 /// of [`super::official::nerv_layer_maps`]. Mind the size: block 1's full canvas is 2.4 GB.
-pub fn layer_maps_on(
+pub(crate) fn layer_maps_on(
     data: &NervBlockData,
     layer: NervLayer,
     inputs: Range<usize>,
