@@ -194,6 +194,8 @@ fn imports_write_model_folders_that_record_the_checkpoint() {
         checkpoint: bundled.weights_path(),
         args: NervConfig::PAPER_ARGS.to_string(),
         frames: nerv.config().frames,
+        clip: None,
+        video: None,
     };
     let out = ModelDir::new(dir.path().join("nerv"));
     import_nerv(&job, &out, &dev).unwrap();

@@ -328,6 +328,8 @@ fn nerv_model(
                 checkpoint: PathBuf::from(template.replace("{video}", video)),
                 args: job.args.clone(),
                 frames,
+                clip: Some(entry.root.clone()),
+                video: Some(video.to_string()),
             };
             import_nerv(&import, &model, device)?;
             Ok(())

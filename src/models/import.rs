@@ -141,17 +141,56 @@ pub struct NervImport {
     pub args: String,
     /// Number of frames T the model was trained on (frame i is decoded from t = i / T).
     pub frames: usize,
+    /// HNeRV: the clip it was trained on (a dataset root or a folder of frames), whose frames'
+    /// content embeddings the model folder keeps.
+    pub clip: Option<PathBuf>,
+    /// The video of a dataset root that holds several.
+    pub video: Option<String>,
 }
 
-/// Imports an official NeRV into the model folder `out` (weights checked before they are read,
-/// the provenance recorded) and returns the model.
+/// Imports an official NeRV or HNeRV into the model folder `out` (weights checked before they
+/// are read, the provenance recorded) and returns the model. HNeRV needs its clip (`job.clip`)
+/// for the content embeddings of its frames.
 pub fn import_nerv(job: &NervImport, out: &ModelDir, device: &Device) -> Result<Nerv> {
     let config = NervConfig::from_official_args(&job.args, job.frames)?;
     let tensors = read_nerv_weights(&job.checkpoint, &config, device)?;
     let origin = job.checkpoint.display().to_string();
-    let model = Nerv::from_tensors(config, tensors, &origin, device)?;
+    let mut model = Nerv::from_tensors(config, tensors, &origin, device)?;
+    if model.config().is_hnerv() {
+        let clip = job.clip.as_deref().ok_or_else(|| {
+            XincError::InvalidArgument(
+                "--clip: an HNeRV (--enc_strds) decodes each frame from its content embedding, \
+                 so the import needs the frames it was trained on"
+                    .into(),
+            )
+        })?;
+        let frames = clip_tensor(clip, model.config(), job.video.clone(), device)?;
+        model = model.embed_clip(&frames)?;
+    }
     out.save_imported(&model, &job.checkpoint, None)?;
     Ok(model)
+}
+
+/// The frames of `clip` at the model's frame size as `[T, 3, H, W]`, T checked against the
+/// model's.
+pub(crate) fn clip_tensor(
+    clip: &Path,
+    config: &NervConfig,
+    video: Option<String>,
+    device: &Device,
+) -> Result<Tensor> {
+    let [h, w] = config.frame_size();
+    let frames = crate::data::frames::nerv_frames(clip, [h, w], video, None)?;
+    if frames.len() != config.frames {
+        return Err(XincError::InvalidArgument(format!(
+            "--clip {}: {} frames, but the model was trained on --frames {}",
+            clip.display(),
+            frames.len(),
+            config.frames
+        )));
+    }
+    let t = frames.len();
+    Ok(Tensor::from_vec(frames.concat(), (t, 3, h, w), device)?)
 }
 
 /// The tensors of an official weights file under their official names, indexed but not read.
@@ -176,13 +215,19 @@ impl OfficialWeights {
         })
     }
 
-    /// [`OfficialWeights::open`] for NeRV files: also removes the `blocks.0.` infix.
+    /// [`OfficialWeights::open`] for NeRV files: also removes the `blocks.0.` infix, and leaves
+    /// out the batch norms' `num_batches_tracked` counters (integers that only steer PyTorch's
+    /// momentum when none is set; xinc's batch norms, like the official ones, use momentum 0.1).
     pub fn open_nerv(path: &Path) -> Result<Self> {
-        OfficialWeights::open_with(
+        let mut weights = OfficialWeights::open_with(
             path,
             "the `module.`/`model.` prefixes and the `blocks.0.` infix are removed",
             |k| strip_prefixes(k).replace("blocks.0.", ""),
-        )
+        )?;
+        weights.tensors.retain(|(name, info)| {
+            !(name.ends_with(".norm.num_batches_tracked") && !info.dtype.is_float())
+        });
+        Ok(weights)
     }
 
     fn open_with(path: &Path, renaming: &str, rename: impl Fn(&str) -> String) -> Result<Self> {

@@ -360,8 +360,14 @@ impl ModelDir {
         let Architecture::Nerv(arch) = &cfg.architecture else {
             return Err(self.wrong_kind("nerv", &cfg));
         };
-        let model =
-            nerv::Nerv::from_tensors(arch.clone(), self.tensors(device)?, &self.origin(), device)?;
+        let mut tensors = self.tensors(device)?;
+        let embeddings = tensors.remove(nerv::Nerv::EMBEDDINGS);
+        let mut model = nerv::Nerv::from_tensors(arch.clone(), tensors, &self.origin(), device)?;
+        if let Some(e) = embeddings {
+            model = model
+                .with_embeddings(e)
+                .map_err(|e| in_file(&self.weights_path(), e))?;
+        }
         Ok((model, cfg))
     }
 

@@ -248,9 +248,16 @@ pub struct ImportNervArgs {
     /// Number of frames T the model was trained on (frame i is decoded from t = i / T).
     #[arg(long, value_parser = count("--frames", 1, limits::FRAMES))]
     pub frames: usize,
-    /// The official training flags that shape the model.
+    /// The official training flags that shape the model (HNeRV when they carry `--enc_strds`).
     #[arg(long, default_value = NervConfig::PAPER_ARGS, allow_hyphen_values = true)]
     pub args: String,
+    /// HNeRV: the clip it was trained on (dataset root or folder of frames): the model folder
+    /// keeps each frame's content embedding.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    /// HNeRV: the video of a dataset root that holds several.
+    #[arg(long)]
+    pub video: Option<String>,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -424,6 +431,8 @@ impl From<ImportNervArgs> for NervImport {
             checkpoint: a.checkpoint,
             args: a.args,
             frames: a.frames,
+            clip: a.clip,
+            video: a.video,
         }
     }
 }

@@ -25,7 +25,7 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::gelu::erf;
+use crate::models::nerv::gelu::erf;
 use super::layer::{NervBlockData, NervFrameData, NervLayer};
 use crate::canvas::maps::{neuron_label, NeuronMaps};
 use crate::canvas::{ContributionMap, LayerSummary, Probe};
@@ -999,7 +999,7 @@ mod tests {
     fn the_rescale_multiplier_is_gelu_over_z_with_its_limit() {
         assert_eq!(gelu_share(0.0), 0.5);
         for z in [-3.0f32, -0.5, 1e-3, 0.7, 4.0] {
-            let g = super::super::gelu::gelu_erf(z);
+            let g = crate::models::nerv::gelu::gelu_erf(z);
             assert!(
                 (gelu_share(z) * z - g).abs() <= 1e-6 * g.abs().max(1e-3),
                 "{z}"

@@ -12,7 +12,7 @@
 //!
 //! [`super::reference`] holds the literal step-by-step version; tests check the two agree.
 
-use super::gelu::gelu_slice;
+use crate::models::nerv::gelu::gelu_slice;
 use super::layer::{NervBlockData, NervLayer};
 use crate::tensor::with_avx2;
 

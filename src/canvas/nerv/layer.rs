@@ -17,7 +17,7 @@ use candle_core::Tensor;
 
 use crate::canvas::{unknown_layer, Method};
 use crate::error::{Result, XincError};
-use crate::models::nerv::{Nerv, NervActivations};
+use crate::models::nerv::{BlockConv, Nerv, NervActivations};
 use crate::tensor::with_f32_slice;
 
 /// One layer of the NeRV canvas.
@@ -340,7 +340,13 @@ impl NervFrameData {
         };
         let mut layers = Vec::new();
         for (b, block) in model.blocks().iter().enumerate() {
-            layers.push(layer(&acts.decoder[b + 1], block.conv(), block.scale())?);
+            let BlockConv::Pshuffel(conv) = block.conv() else {
+                return Err(XincError::InvalidArgument(format!(
+                    "block {} is not a PixelShuffle block: its kernels have no plane of their own",
+                    b + 1
+                )));
+            };
+            layers.push(layer(&acts.decoder[b + 1], conv, block.scale())?);
         }
         layers.push(layer(
             acts.decoder.last().expect("decoder results"),

@@ -16,7 +16,7 @@ mod cuda;
 pub mod device;
 mod device_layer;
 mod fused;
-mod gelu;
+
 mod layer;
 mod official;
 #[cfg(test)]
@@ -39,7 +39,7 @@ pub use official::{kernel_map, nerv_layer_maps, nerv_layer_summary, sum_over_ker
 /// The exact GELU. Public for the golden test's sanity check (the next block's input from the
 /// pre-GELU maps).
 #[doc(hidden)]
-pub use gelu::gelu_erf;
+pub use crate::models::nerv::gelu::gelu_erf;
 
 /// The conservative linearisation of a frame. Public for the benchmark `conservative_maps`
 /// (`LinearisedNerv::layer_maps`); users reach it through [`NervFrameData::maps`] and the

@@ -4,7 +4,7 @@
 //! it is slow on purpose, and the fused path of [`super::fused`] is tested against it. The
 //! conv primitive [`conv3x3_plane`] (in [`super::layer`]) is shared with the fused path.
 
-use super::gelu::gelu_erf;
+use crate::models::nerv::gelu::gelu_erf;
 use super::layer::{conv3x3_plane, NervBlockData, NervLayer};
 
 /// The 3×3 mean filter of the `[h, w]` plane `x` with zero padding 1: every pixel, borders
