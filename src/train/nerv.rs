@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::frames::nerv_frames;
 use crate::error::{Result, XincError};
 use crate::models::limits;
-use crate::models::nerv::{nerv, Nerv, NervConfig};
+use crate::models::nerv::{nerv, Nerv, NervActivations, NervConfig};
 use crate::models::{validate_weights, ModelDir, TrainingRecord, WeightSpec};
 
 /// Training hyper-parameters (official defaults).
@@ -166,10 +166,9 @@ pub fn train_nerv_folder(job: &NervFolderJob, device: &Device) -> Result<(Nerv, 
     params.validate()?;
     let probe = NervConfig::from_official_args(&job.args, 1)?;
     let frames = nerv_frames(&job.clip, probe.frame_size(), job.video.clone(), job.crop)?;
-    let config = NervConfig {
-        frames: frames.len(),
-        ..probe
-    };
+    // With the clip's frame count: HNeRV's widths depend on it (the embeddings of all frames
+    // come out of the parameter budget).
+    let config = NervConfig::from_official_args(&job.args, frames.len())?;
     let out = job.out.as_path();
     std::fs::create_dir_all(out).map_err(|e| XincError::io(out, e))?;
     let (model, report) = train_nerv(config, &frames, params, Some(out), job.resume, device)?;
@@ -291,7 +290,10 @@ pub fn train_nerv(
     report.seconds = start.elapsed().as_secs_f64();
     report.seconds_per_epoch =
         report.seconds / last_epoch.saturating_sub(first_epoch).max(1) as f64;
-    let best = Nerv::from_tensors(config, state.best, "training snapshot", device)?;
+    let mut best = Nerv::from_tensors(config, state.best, "training snapshot", device)?;
+    if best.config().is_hnerv() {
+        best = best.embed_clip(&Tensor::cat(&targets, 0)?)?;
+    }
     Ok((best, report))
 }
 
@@ -335,11 +337,30 @@ fn epoch_batches(n: usize, params: &NervTrainParams, epoch: usize) -> Vec<Vec<us
         .collect()
 }
 
-/// Mean over frames of the official PSNR.
+/// The forward pass of frames `batch` (`frames`: their targets, `[N, 3, H, W]`): NeRV from their
+/// times, HNeRV from the frames themselves through the encoder; `train` puts batch norms in
+/// training mode.
+fn forward_batch(
+    model: &Nerv,
+    batch: &[usize],
+    frames: &Tensor,
+    train: bool,
+    device: &Device,
+) -> Result<NervActivations> {
+    let t: Vec<f64> = batch.iter().map(|&i| model.config().time_of(i)).collect();
+    let embedding = if model.config().is_hnerv() {
+        model.encode(frames)?
+    } else {
+        model.embed(&t, device)?
+    };
+    model.decode(embedding, t, train)
+}
+
+/// Mean over frames of the official PSNR (inference mode).
 fn evaluate(model: &Nerv, targets: &[Tensor], device: &Device) -> Result<f64> {
     let mut total = 0.0;
     for (i, target) in targets.iter().enumerate() {
-        let out = model.forward_frame(i, device)?.output;
+        let out = forward_batch(model, &[i], target, false, device)?.output;
         let mse = (out - target)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
         total += -10.0 * (mse + 1e-9).log10();
     }
@@ -350,6 +371,44 @@ fn snapshot(vars: &[(String, Var)]) -> Result<HashMap<String, Tensor>> {
     vars.iter()
         .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
         .collect()
+}
+
+/// The initial values of tensor `name` of shape `shape` (see [`TrainState::fresh`]); `shapes`
+/// gives a bias its weight's fan-in.
+fn initial_values(
+    name: &str,
+    shape: &[usize],
+    shapes: &HashMap<&str, &[usize]>,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let prefix = name.rsplit_once('.').map_or("", |(p, _)| p);
+    let weight = shapes.get(format!("{prefix}.weight").as_str()).copied();
+    let is_norm = weight.is_some_and(|w| w.len() == 1);
+    let constant = |v: f32| vec![v; n];
+    match name.rsplit('.').next() {
+        Some("running_mean") => constant(0.0),
+        Some("running_var") => constant(1.0),
+        Some("gamma") => constant(1e-6),
+        Some("weight") if is_norm => constant(1.0),
+        Some("bias") if is_norm || name.starts_with("encoder.") => constant(0.0),
+        Some("weight") if name.starts_with("encoder.") => (0..n)
+            .map(|_| (0.02 * standard_normal(rng)).clamp(-2.0, 2.0) as f32)
+            .collect(),
+        _ => {
+            let w = weight.unwrap_or(shape);
+            let fan_in: usize = w[1..].iter().product::<usize>().max(1);
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        }
+    }
+}
+
+/// One standard normal draw (Box–Muller).
+fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// Everything needed to continue training: weights as variables, Adam moments, progress.
@@ -371,23 +430,25 @@ impl TrainState {
         dir.join("train_state.safetensors")
     }
 
-    /// PyTorch's default initialisation: weights and biases `U(−1/√fan_in, 1/√fan_in)`, fan_in =
-    /// input channels × kernel area; seeded ChaCha8.
+    /// The official initialisation, seeded ChaCha8: PyTorch's default for the decoder's convs
+    /// (weights and biases `U(−1/√fan_in, 1/√fan_in)`, fan_in = `shape[1]` × kernel area, which
+    /// for a transposed conv is its output channels), norms at the identity (weight 1, bias 0,
+    /// running mean 0, variance 1), and for HNeRV's ConvNeXt encoder its own rule (convs and
+    /// linears N(0, 0.02²) truncated at ±2, biases 0, layer scale γ = 10⁻⁶).
     fn fresh(config: &NervConfig, seed: u64, device: &Device) -> Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let specs = config.weight_specs();
+        let shapes: HashMap<&str, &[usize]> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.shape.as_slice()))
+            .collect();
         let mut tensors = HashMap::new();
-        for pair in specs.chunks(2) {
-            let fan_in: usize = pair[0].shape[1..].iter().product();
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            for spec in pair {
-                let n: usize = spec.shape.iter().product();
-                let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
-                tensors.insert(
-                    spec.name.clone(),
-                    Tensor::from_vec(values, spec.shape.clone(), device)?,
-                );
-            }
+        for spec in &specs {
+            let values = initial_values(&spec.name, &spec.shape, &shapes, &mut rng);
+            tensors.insert(
+                spec.name.clone(),
+                Tensor::from_vec(values, spec.shape.clone(), device)?,
+            );
         }
         Self::from_weights(config, tensors)
     }
@@ -447,9 +508,8 @@ impl TrainState {
         lr: f64,
         device: &Device,
     ) -> Result<f32> {
-        let t: Vec<f64> = batch.iter().map(|&i| model.config().time_of(i)).collect();
-        let out = model.forward(&t, device)?.output;
         let target = Tensor::cat(&batch.iter().map(|&i| &targets[i]).collect::<Vec<_>>(), 0)?;
+        let out = forward_batch(model, batch, &target, true, device)?.output;
         let loss = (out - target)?.sqr()?.mean_all()?;
         let grads = loss.backward()?;
         self.steps += 1;

@@ -25,11 +25,11 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use crate::models::nerv::gelu::erf;
 use super::layer::{NervBlockData, NervFrameData, NervLayer};
 use crate::canvas::maps::{neuron_label, NeuronMaps};
 use crate::canvas::{ContributionMap, LayerSummary, Probe};
 use crate::error::{Result, XincError};
+use crate::models::nerv::gelu::erf;
 use crate::tensor::{with_avx2, zeroed_buffer};
 
 /// Φ(z): the rescale multiplier of the exact GELU z·Φ(z), GELU(z)/z with its z → 0 limit ½.

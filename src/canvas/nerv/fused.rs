@@ -12,8 +12,8 @@
 //!
 //! [`super::reference`] holds the literal step-by-step version; tests check the two agree.
 
-use crate::models::nerv::gelu::gelu_slice;
 use super::layer::{NervBlockData, NervLayer};
+use crate::models::nerv::gelu::gelu_slice;
 use crate::tensor::with_avx2;
 
 /// The last, linear step that turns a kernel's final low-resolution plane (`[h, w]`) into its

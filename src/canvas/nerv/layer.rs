@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
+use super::general::GeneralNerv;
 use crate::canvas::{unknown_layer, Method};
 use crate::error::{Result, XincError};
-use crate::models::nerv::{BlockConv, Nerv, NervActivations};
+use crate::models::nerv::{Activation, BlockConv, Nerv, NervActivations, NormLayer};
 use crate::tensor::with_f32_slice;
 
 /// One layer of the NeRV canvas.
@@ -287,10 +288,17 @@ struct OwnedLayer {
 /// The layer inputs and weights of one NeRV frame (batch element 0), what every
 /// [`NervBlockData`] view reads, and the output they explain. Shared (`Arc`): a clone copies
 /// nothing, so map sources ([`NervFrameData::maps`]) own one.
+///
+/// A model of the paper's form (PixelShuffle blocks with 3×3 kernels, GELU, no norm, one block
+/// per stride: the only one the official code defines maps for) keeps every block's data for
+/// both methods; any other variant keeps the head's data and the frame's linearised network
+/// (`general.rs`): its blocks have conservative maps only.
 #[derive(Clone)]
 pub struct NervFrameData {
-    /// Blocks 1..=B, then the head.
+    /// Blocks 1..=B, then the head (the head only for a general variant).
     layers: Arc<[OwnedLayer]>,
+    /// A general variant's linearised network.
+    pub(super) general: Option<Arc<GeneralNerv>>,
     /// The head output before OutImg, `[3, H, W]`: what the head maps sum to.
     pub output: Arc<[f32]>,
     pub height: usize,
@@ -339,15 +347,16 @@ impl NervFrameData {
             })
         };
         let mut layers = Vec::new();
-        for (b, block) in model.blocks().iter().enumerate() {
-            let BlockConv::Pshuffel(conv) = block.conv() else {
-                return Err(XincError::InvalidArgument(format!(
-                    "block {} is not a PixelShuffle block: its kernels have no plane of their own",
-                    b + 1
-                )));
-            };
-            layers.push(layer(&acts.decoder[b + 1], conv, block.scale())?);
-        }
+        let general = if official_form(model) {
+            for (b, block) in model.blocks().iter().enumerate() {
+                if let BlockConv::Pshuffel(conv) = block.conv() {
+                    layers.push(layer(&acts.decoder[b + 1], conv, block.scale())?);
+                }
+            }
+            None
+        } else {
+            Some(Arc::new(GeneralNerv::new(model, acts)?))
+        };
         layers.push(layer(
             acts.decoder.last().expect("decoder results"),
             model.head(),
@@ -356,6 +365,7 @@ impl NervFrameData {
         let (output, _, height, width) = plane(&acts.head_output)?;
         Ok(NervFrameData {
             layers: layers.into(),
+            general,
             output: output.into(),
             height,
             width,
@@ -364,14 +374,60 @@ impl NervFrameData {
 
     /// Number of NeRV blocks.
     pub fn blocks(&self) -> usize {
-        self.layers.len() - 1
+        match &self.general {
+            Some(g) => g.blocks(),
+            None => self.layers.len() - 1,
+        }
+    }
+
+    /// Whether the official code defines this model's block maps (the paper's form of NeRV).
+    pub fn has_official_blocks(&self) -> bool {
+        self.general.is_none()
+    }
+
+    /// Every layer of this frame's model under `method`, from the head down
+    /// ([`NervLayer::all`]); a variant outside the paper's form has the head and, under the
+    /// conservative method, its block outputs (summed and per channel).
+    pub fn all_layers(&self, method: Method) -> Vec<NervLayer> {
+        if self.general.is_none() {
+            return NervLayer::all(self.blocks(), method);
+        }
+        let mut v = vec![NervLayer::Head];
+        if method == Method::Conservative {
+            for index in (1..=self.blocks()).rev() {
+                v.extend([NervLayer::block(index), NervLayer::PerChannel(index)]);
+            }
+        }
+        v
+    }
+
+    /// Checks `layer` against this frame's model and `method` ([`NervFrameData::all_layers`]).
+    pub fn check(&self, layer: NervLayer, method: Method) -> Result<NervLayer> {
+        let all = self.all_layers(method);
+        if all.contains(&layer) {
+            return Ok(layer);
+        }
+        if self.general.is_some() && layer.index().is_some_and(|i| i <= self.blocks()) {
+            return Err(XincError::InvalidArgument(format!(
+                "{layer}: the official code defines block maps only for NeRVs of the paper's form \
+                 (PixelShuffle blocks with 3×3 kernels, GELU, no norm, one block per stride); \
+                 this model's blocks have the conservative canvas (--method conservative)"
+            )));
+        }
+        let known: Vec<String> = all.iter().map(ToString::to_string).collect();
+        Err(unknown_layer(&layer.to_string(), &known))
     }
 
     /// The data of `layer` (block indices are 1-based).
     pub fn layer(&self, layer: NervLayer) -> Result<NervBlockData<'_>> {
         let blocks = self.blocks();
         let (slot, downstream) = match layer.index() {
-            None => (blocks, 0),
+            None => (self.layers.len() - 1, 0),
+            Some(index) if self.general.is_some() && index <= blocks => {
+                return Err(XincError::InvalidArgument(format!(
+                    "block {index} of this NeRV has no official kernel data (not the paper's form)"
+                )))
+            }
             Some(index) if (1..=blocks).contains(&index) => (index - 1, blocks - index),
             Some(index) => {
                 return Err(XincError::InvalidArgument(format!(
@@ -392,9 +448,20 @@ impl NervFrameData {
         })
     }
 
+    /// `(Cin, Cout)` of `layer`'s kernel grid.
+    pub fn kernel_grid(&self, layer: NervLayer) -> Result<(usize, usize)> {
+        match (&self.general, layer.index()) {
+            (Some(g), Some(index)) => g.kernel_grid(index),
+            _ => {
+                let data = self.layer(layer)?;
+                Ok((data.in_channels, data.out_channels()))
+            }
+        }
+    }
+
     /// The input-channel range of `layer`: all of them, or `only` when it fits.
     pub fn inputs(&self, layer: NervLayer, only: Option<Range<usize>>) -> Result<Range<usize>> {
-        let cin = self.layer(layer)?.in_channels;
+        let cin = self.kernel_grid(layer)?.0;
         match only {
             None => Ok(0..cin),
             Some(r) if r.start < r.end && r.end <= cin => Ok(r),
@@ -403,6 +470,17 @@ impl NervFrameData {
             ))),
         }
     }
+}
+
+/// Whether `model` has the paper's form, the only one whose block maps the official code defines:
+/// PixelShuffle blocks with 3×3 kernels, GELU, no norm, one block per stride.
+fn official_form(model: &Nerv) -> bool {
+    model.config().dec_blocks == 1
+        && model.blocks().iter().all(|b| {
+            matches!(b.conv(), BlockConv::Pshuffel(c) if c.weight().dims()[2..] == [3, 3])
+                && b.act() == Activation::Gelu
+                && matches!(b.norm(), NormLayer::None)
+        })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod cuda;
 pub mod device;
 mod device_layer;
 mod fused;
+mod general;
 
 mod layer;
 mod official;
@@ -30,7 +31,9 @@ use candle_core::Device;
 use crate::canvas::maps::NeuronMaps;
 use crate::canvas::{CanvasFileWriter, CanvasOptions, CanvasSummary, LayerSummary, Method};
 use crate::error::Result;
+use general::{GeneralLayer, GeneralNerv};
 use official::NervKernelMaps;
+use std::sync::Arc;
 
 pub use layer::{NervBlockData, NervFrameData, NervLayer};
 #[doc(hidden)]
@@ -58,6 +61,7 @@ impl NervFrameData {
         let inputs = self.inputs(layer, opts.inputs.clone())?;
         Ok(match Driver::new(self, opts).rule(layer)? {
             Rule::Linearised(lin) => Box::new(lin.prepare(self, layer, inputs)?),
+            Rule::General(g) => Box::new(GeneralLayer::new(g, layer, inputs)?),
             Rule::Kernels => Box::new(NervKernelMaps::new(self.clone(), layer, inputs)?),
         })
     }
@@ -69,6 +73,8 @@ enum Rule<'d> {
     Kernels,
     /// The conservative linearisation of a block output.
     Linearised(&'d LinearisedNerv),
+    /// The conservative canvas of a block output of a variant outside the paper's form.
+    General(Arc<GeneralNerv>),
 }
 
 /// A frame's canvas under one set of options: the one place that turns the method and a layer
@@ -90,7 +96,10 @@ impl<'f> Driver<'f> {
 
     /// Checks `layer` against the model and the method, and says how its maps are computed.
     fn rule(&self, layer: NervLayer) -> Result<Rule<'_>> {
-        layer.check(self.frame.blocks(), self.opts.method)?;
+        self.frame.check(layer, self.opts.method)?;
+        if let (Some(g), true) = (&self.frame.general, layer.is_block_output()) {
+            return Ok(Rule::General(Arc::clone(g)));
+        }
         if self.opts.method == Method::Conservative && layer.is_block_output() {
             if self.lin.get().is_none() {
                 let _ = self.lin.set(LinearisedNerv::new(self.frame)?);
@@ -107,8 +116,14 @@ impl<'f> Driver<'f> {
 
     /// The reductions of `layer`'s maps; official kernels on `device`.
     fn summary(&self, layer: NervLayer, device: &Device) -> Result<LayerSummary> {
-        let (data, inputs) = (self.frame.layer(layer)?, self.inputs(layer)?);
-        match self.rule(layer)? {
+        let rule = self.rule(layer)?;
+        let inputs = self.inputs(layer)?;
+        if let Rule::General(g) = rule {
+            return GeneralLayer::new(g, layer, inputs)?.summary();
+        }
+        let data = self.frame.layer(layer)?;
+        match rule {
+            Rule::General(_) => unreachable!("handled above"),
             Rule::Linearised(lin) => lin.layer_summary(&data, layer, inputs, self.opts.budget),
             Rule::Kernels if device.is_cpu() => nerv_layer_summary(&data, layer, inputs),
             Rule::Kernels => {
@@ -119,13 +134,15 @@ impl<'f> Driver<'f> {
 
     /// The full shape of `layer`'s maps, `[n, Cout, H, W]`, or `[n, Cout, C, H, W]` per channel.
     fn shape(&self, layer: NervLayer) -> Result<Vec<usize>> {
-        layer.check(self.frame.blocks(), self.opts.method)?;
-        let data = self.frame.layer(layer)?;
-        let mut shape = vec![self.inputs(layer)?.len(), data.out_channels()];
+        self.frame.check(layer, self.opts.method)?;
+        let mut shape = vec![self.inputs(layer)?.len(), self.frame.kernel_grid(layer)?.1];
         if let NervLayer::PerChannel(_) = layer {
             shape.push(self.frame.output.len() / (self.frame.height * self.frame.width));
         }
-        let (h, w) = data.map_size(layer);
+        let (h, w) = match self.frame.general {
+            Some(_) => (self.frame.height, self.frame.width),
+            None => self.frame.layer(layer)?.map_size(layer),
+        };
         shape.extend([h, w]);
         Ok(shape)
     }
@@ -139,10 +156,21 @@ impl<'f> Driver<'f> {
         writer: &mut CanvasFileWriter,
         device: &Device,
     ) -> Result<()> {
-        let (data, inputs) = (self.frame.layer(layer)?, self.inputs(layer)?);
-        let prepared = match self.rule(layer)? {
+        let inputs = self.inputs(layer)?;
+        let rule = self.rule(layer)?;
+        if let Rule::General(g) = rule {
+            let general = GeneralLayer::new(g, layer, inputs.clone())?;
+            let per_input: usize = shape[1..].iter().product();
+            for i in inputs.clone() {
+                let values = general.maps(i..i + 1)?;
+                writer.write_at(name, (i - inputs.start) * per_input, &values)?;
+            }
+            return Ok(());
+        }
+        let data = self.frame.layer(layer)?;
+        let prepared = match rule {
             Rule::Linearised(lin) => Some(lin.prepare(self.frame, layer, inputs.clone())?),
-            Rule::Kernels => None,
+            Rule::General(_) | Rule::Kernels => None,
         };
         let per_input: usize = shape[1..].iter().product();
         let chunk = (self.opts.budget / (4 * per_input).max(1)).max(1);

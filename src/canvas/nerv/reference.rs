@@ -4,8 +4,8 @@
 //! it is slow on purpose, and the fused path of [`super::fused`] is tested against it. The
 //! conv primitive [`conv3x3_plane`] (in [`super::layer`]) is shared with the fused path.
 
-use crate::models::nerv::gelu::gelu_erf;
 use super::layer::{conv3x3_plane, NervBlockData, NervLayer};
+use crate::models::nerv::gelu::gelu_erf;
 
 /// The 3×3 mean filter of the `[h, w]` plane `x` with zero padding 1: every pixel, borders
 /// included, is the sum of its 3×3 neighbourhood times 1/9 (PyTorch `Conv2d` with weights 1/9).

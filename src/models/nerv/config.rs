@@ -177,9 +177,9 @@ impl NervConfig {
         limits::NERV_CHANNELS.check_range(&name("enc_dim"), enc.dim, 1)?;
         limits::NERV_CHANNELS.check_range(&name("enc_dim"), enc.embed_dim, 1)?;
         limits::NERV_BLOCKS.check(&name("enc_blocks"), enc.blocks)?;
-        let [h, w] = self.frame_hw.ok_or_else(|| {
-            invalid(format!("{}: HNeRV needs the frame size", name("frame_hw")))
-        })?;
+        let [h, w] = self
+            .frame_hw
+            .ok_or_else(|| invalid(format!("{}: HNeRV needs the frame size", name("frame_hw"))))?;
         for side in [h, w] {
             limits::IMAGE_SIDE.check_range(&name("frame_hw"), side, 1)?;
         }
@@ -380,7 +380,10 @@ impl NervConfig {
             (Some(enc), Some([h, w])) => {
                 let s = enc.total_stride() as f64;
                 let fc = self.fc_hw[0] as f64;
-                (e * fc * fc * 9.0, e / (s * s) * (h * w) as f64 * self.frames as f64)
+                (
+                    e * fc * fc * 9.0,
+                    e / (s * s) * (h * w) as f64 * self.frames as f64,
+                )
             }
             _ => (e * self.fc_hw[0] as f64 * self.fc_hw[1] as f64, 0.0),
         };
@@ -442,7 +445,11 @@ impl NervConfig {
         let stem_out = widths[0] * self.fc_hw[0] * self.fc_hw[1];
         let mut specs = Vec::new();
         if let Some(enc) = &self.encoder {
-            specs.extend(encoder_specs(enc).iter().map(|(n, s)| WeightSpec::new(n, s)));
+            specs.extend(
+                encoder_specs(enc)
+                    .iter()
+                    .map(|(n, s)| WeightSpec::new(n, s)),
+            );
         }
         specs.push(WeightSpec::new(
             "decoder.0.conv.downconv.weight",
@@ -460,7 +467,10 @@ impl NervConfig {
                 BlockType::Interpolate => [b.out_channels, b.in_channels, k, k],
             };
             specs.push(WeightSpec::new(format!("{prefix}.weight"), &shape));
-            specs.push(WeightSpec::new(format!("{prefix}.bias"), &[shape[usize::from(b.kind == BlockType::Conv)]]));
+            specs.push(WeightSpec::new(
+                format!("{prefix}.bias"),
+                &[shape[usize::from(b.kind == BlockType::Conv)]],
+            ));
             specs.extend(self.norm_specs(n, b.out_channels));
         }
         let last = *widths.last().expect("non-empty");

@@ -47,7 +47,8 @@ impl EncoderConfig {
 
 /// LayerNorm over the channels of an `[N, C, H, W]` tensor (the official channels-first form).
 fn channels_first_norm(norm: &LayerNorm, x: &Tensor) -> candle_core::Result<Tensor> {
-    norm.forward(&x.permute((0, 2, 3, 1))?)?.permute((0, 3, 1, 2))
+    norm.forward(&x.permute((0, 2, 3, 1))?)?
+        .permute((0, 3, 1, 2))
 }
 
 /// One ConvNeXt block.
@@ -81,7 +82,9 @@ impl Module for Block {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = self.dwconv.forward(x)?.permute((0, 2, 3, 1))?;
         let y = self.norm.forward(&y)?;
-        let y = self.pwconv2.forward(&self.pwconv1.forward(&y)?.gelu_erf()?)?;
+        let y = self
+            .pwconv2
+            .forward(&self.pwconv1.forward(&y)?.gelu_erf()?)?;
         let y = y.broadcast_mul(&self.gamma)?.permute((0, 3, 1, 2))?;
         x + y
     }
@@ -117,7 +120,10 @@ pub fn convnext_encoder(cfg: &EncoderConfig, vb: VarBuilder) -> Result<ConvNextE
             (candle_nn::layer_norm(d, 1e-6, down.pp("1"))?, conv)
         } else {
             let norm = candle_nn::layer_norm(dims[i - 1], 1e-6, down.pp("0"))?;
-            (norm, candle_nn::conv2d(dims[i - 1], d, s, conv_cfg, down.pp("1"))?)
+            (
+                norm,
+                candle_nn::conv2d(dims[i - 1], d, s, conv_cfg, down.pp("1"))?,
+            )
         };
         let blocks = (0..cfg.blocks)
             .map(|j| Block::new(d, vb.pp(format!("stages.{i}.{j}"))))
@@ -157,15 +163,45 @@ impl ConvNextEncoder {
         for (i, s) in self.stages.iter().enumerate() {
             let p = format!("encoder.downsample_layers.{i}");
             let (norm_slot, conv_slot) = if s.norm_first { ("0", "1") } else { ("1", "0") };
-            push(&mut out, &format!("{p}.{conv_slot}"), s.conv.weight(), s.conv.bias());
-            push(&mut out, &format!("{p}.{norm_slot}"), s.norm.weight(), s.norm.bias());
+            push(
+                &mut out,
+                &format!("{p}.{conv_slot}"),
+                s.conv.weight(),
+                s.conv.bias(),
+            );
+            push(
+                &mut out,
+                &format!("{p}.{norm_slot}"),
+                s.norm.weight(),
+                s.norm.bias(),
+            );
             for (j, b) in s.blocks.iter().enumerate() {
                 let p = format!("encoder.stages.{i}.{j}");
                 out.push((format!("{p}.gamma"), b.gamma.clone()));
-                push(&mut out, &format!("{p}.dwconv"), b.dwconv.weight(), b.dwconv.bias());
-                push(&mut out, &format!("{p}.norm"), b.norm.weight(), b.norm.bias());
-                push(&mut out, &format!("{p}.pwconv1"), b.pwconv1.weight(), b.pwconv1.bias());
-                push(&mut out, &format!("{p}.pwconv2"), b.pwconv2.weight(), b.pwconv2.bias());
+                push(
+                    &mut out,
+                    &format!("{p}.dwconv"),
+                    b.dwconv.weight(),
+                    b.dwconv.bias(),
+                );
+                push(
+                    &mut out,
+                    &format!("{p}.norm"),
+                    b.norm.weight(),
+                    b.norm.bias(),
+                );
+                push(
+                    &mut out,
+                    &format!("{p}.pwconv1"),
+                    b.pwconv1.weight(),
+                    b.pwconv1.bias(),
+                );
+                push(
+                    &mut out,
+                    &format!("{p}.pwconv2"),
+                    b.pwconv2.weight(),
+                    b.pwconv2.bias(),
+                );
             }
         }
         out

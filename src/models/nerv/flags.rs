@@ -206,14 +206,17 @@ fn require(flag: &str, v: &str, allowed: &[&str]) -> Result<()> {
     }
 }
 
-
 fn parse_list(flag: &str, values: &[String]) -> Result<Vec<usize>> {
     values.iter().map(|v| parse_num(flag, v)).collect()
 }
 
 /// `--enc_dim A_B`: A channels, B channels (≥ 1) or a share of the budget (< 1).
 fn parse_enc_dim(v: &str) -> Result<(usize, f64)> {
-    let bad = || bad_args(format!("--enc_dim `{v}` is not A_B (A channels, B channels or a ratio)"));
+    let bad = || {
+        bad_args(format!(
+            "--enc_dim `{v}` is not A_B (A channels, B channels or a ratio)"
+        ))
+    };
     let (a, b) = v.split_once('_').ok_or_else(bad)?;
     let ratio: f64 = parse_num("enc_dim", b)?;
     if !ratio.is_finite() || ratio <= 0.0 {
@@ -230,7 +233,9 @@ fn parse_size(flag: &str, v: &str) -> Result<Option<[usize; 2]>> {
     let parts: Vec<&str> = v.split('_').collect();
     match parts.as_slice() {
         [h, w] | [h, w, _] => Ok(Some([parse_num(flag, h)?, parse_num(flag, w)?])),
-        _ => Err(bad_args(format!("--{flag} `{v}`: only H_W sizes are supported"))),
+        _ => Err(bad_args(format!(
+            "--{flag} `{v}`: only H_W sizes are supported"
+        ))),
     }
 }
 
@@ -242,6 +247,9 @@ fn parse_named<T: Copy>(flag: &str, v: &str, allowed: &[(&str, T)]) -> Result<T>
         .map(|(_, t)| *t)
         .ok_or_else(|| {
             let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
-            bad_args(format!("--{flag} `{v}` is not supported (only {})", names.join(", ")))
+            bad_args(format!(
+                "--{flag} `{v}` is not supported (only {})",
+                names.join(", ")
+            ))
         })
 }

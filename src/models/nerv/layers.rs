@@ -305,8 +305,11 @@ pub fn instance_norm(x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
 /// (differentiable, unlike candle's kernel).
 pub fn upsample_bilinear(x: &Tensor, s: usize) -> candle_core::Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    let ah = Tensor::from_vec(bilinear_matrix(h, s), (h * s, h), x.device())?;
-    let aw_t = Tensor::from_vec(bilinear_matrix(w, s), (w * s, w), x.device())?.t()?;
+    let ah =
+        Tensor::from_vec(bilinear_matrix(h, s), (h * s, h), x.device())?.to_dtype(x.dtype())?;
+    let aw_t = Tensor::from_vec(bilinear_matrix(w, s), (w * s, w), x.device())?
+        .to_dtype(x.dtype())?
+        .t()?;
     let rows = x.reshape((n * c * h, w))?.matmul(&aw_t)?; // [n·c·h, w·s]
     let rows = rows.reshape((n * c, h, w * s))?;
     ah.broadcast_left(n * c)?
@@ -381,7 +384,11 @@ pub fn nerv_block(n: usize, cfg: BlockConfig, vb: &VarBuilder) -> Result<NervBlo
             vb.pp(prefix),
         )?),
     };
-    let norm = NormLayer::new(cfg.norm, cfg.out_channels, vb.pp(format!("decoder.{n}.norm")))?;
+    let norm = NormLayer::new(
+        cfg.norm,
+        cfg.out_channels,
+        vb.pp(format!("decoder.{n}.norm")),
+    )?;
     Ok(NervBlock {
         conv,
         norm,
@@ -457,7 +464,10 @@ mod tests {
             let got = act.apply(&x).unwrap().to_vec1::<f32>().unwrap();
             for (z, g) in zs.iter().zip(got) {
                 let want = act.value(f64::from(*z));
-                assert!((f64::from(g) - want).abs() < 1e-5 * want.abs().max(1.0), "{name}({z}) = {g}, want {want}");
+                assert!(
+                    (f64::from(g) - want).abs() < 1e-5 * want.abs().max(1.0),
+                    "{name}({z}) = {g}, want {want}"
+                );
             }
         }
         // Hand-computed values.
@@ -487,7 +497,10 @@ mod tests {
         let y = instance_norm(&x, 0.0).unwrap();
         let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(&y[..2], &[-1.0, 1.0]);
-        assert!(y[2..].iter().all(|v| v.is_nan()), "a constant plane divides by 0 with eps 0");
+        assert!(
+            y[2..].iter().all(|v| v.is_nan()),
+            "a constant plane divides by 0 with eps 0"
+        );
     }
 
     #[test]

@@ -219,7 +219,10 @@ impl Nerv {
             out.extend(enc.named_tensors());
         }
         let stem = &self.stem.conv;
-        out.push(("decoder.0.conv.downconv.weight".into(), stem.weight().clone()));
+        out.push((
+            "decoder.0.conv.downconv.weight".into(),
+            stem.weight().clone(),
+        ));
         if let Some(b) = stem.bias() {
             out.push(("decoder.0.conv.downconv.bias".into(), b.clone()));
         }
@@ -406,17 +409,26 @@ mod tests {
                     --lower_width 4 --conv_type convnext conv --act leaky01 --norm bn \
                     --num_blks 1_2 --out_bias 0.5";
         let cfg = NervConfig::from_official_args(args, 4).unwrap();
-        assert_eq!((cfg.act, cfg.norm, cfg.block), (Activation::Leaky01, Norm::Bn, BlockType::Conv));
+        assert_eq!(
+            (cfg.act, cfg.norm, cfg.block),
+            (Activation::Leaky01, Norm::Bn, BlockType::Conv)
+        );
         let blocks = cfg.block_configs();
         let strides: Vec<usize> = blocks.iter().map(|b| b.stride).collect();
         assert_eq!(strides, [4, 1, 2, 1]);
         let w = cfg.widths();
-        assert_eq!((blocks[1].in_channels, blocks[1].out_channels), (w[1], w[1]));
+        assert_eq!(
+            (blocks[1].in_channels, blocks[1].out_channels),
+            (w[1], w[1])
+        );
         assert_eq!(cfg.frame_size(), [16, 32]);
         // A transposed conv block has weight [Cin, Cout, k + s, k + s]; batch norm adds four
         // tensors per block, two of them buffers (not parameters).
         let specs = cfg.weight_specs();
-        let first = specs.iter().find(|s| s.name == "decoder.1.conv.upconv.weight").unwrap();
+        let first = specs
+            .iter()
+            .find(|s| s.name == "decoder.1.conv.upconv.weight")
+            .unwrap();
         assert_eq!(first.shape, [w[0], w[1], 6, 6]);
         assert!(specs.iter().any(|s| s.name == "decoder.4.norm.running_var"));
         let buffers: usize = specs
@@ -424,7 +436,10 @@ mod tests {
             .filter(|s| s.name.contains("running"))
             .map(|s| s.shape[0])
             .sum();
-        let all: usize = specs.iter().map(|s| s.shape.iter().product::<usize>()).sum();
+        let all: usize = specs
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum();
         assert_eq!(cfg.num_params(), all - buffers);
         // An odd kernel loses a pixel in a transposed conv: refused, with the reason.
         let err = NervConfig::from_official_args(&args.replace("0_2_2", "0_3_3"), 4)
@@ -436,7 +451,10 @@ mod tests {
                      --conv_type convnext pshuffel --resize_list 32_64 --modelsize 0.01 --embed";
         let cfg = NervConfig::from_official_args(hnerv, 4).unwrap();
         let enc = cfg.encoder.as_ref().unwrap();
-        assert_eq!((enc.dims(), cfg.fc_hw, cfg.embed_hw()), (vec![16, 16, 16, 2], [2, 2], [1, 2]));
+        assert_eq!(
+            (enc.dims(), cfg.fc_hw, cfg.embed_hw()),
+            (vec![16, 16, 16, 2], [2, 2], [1, 2])
+        );
         assert_eq!(cfg.frame_size(), [32, 64]);
         let ratio = hnerv.replace("16_2", "16_0.05").replace("0.01", "0.1");
         let ratio = NervConfig::from_official_args(&ratio, 4).unwrap();
