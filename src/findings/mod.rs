@@ -35,6 +35,7 @@ use std::time::Instant;
 use polars::prelude::DataFrame;
 
 use crate::analysis::stack_tables;
+use crate::canvas::nerv::official_form;
 use crate::canvas::Method;
 use crate::error::{Result, XincError};
 use crate::study::Study;
@@ -156,6 +157,26 @@ pub fn findings(study: &Study, opts: &FindingsOptions) -> Result<Findings> {
             "findings need an FFN or a NeRV model".into(),
         ));
     }
+    let only_exact = study
+        .nerv
+        .as_ref()
+        .is_some_and(|n| !official_form(&n.model));
+    if only_exact && opts.method == Method::Official {
+        tracing::warn!(
+            "the official code defines no block maps for this NeRV (not the paper's form): \
+             every analysis uses the conservative canvas, and nothing is compared"
+        );
+    }
+    let adjusted = FindingsOptions {
+        method: if only_exact {
+            Method::Conservative
+        } else {
+            opts.method
+        },
+        compare_methods: opts.compare_methods && !only_exact,
+        ..opts.clone()
+    };
+    let opts = &adjusted;
     let mut run = Run::default();
     let units = Units::compute(&mut run, study, opts)?;
     let analysed = units.analysed(study, opts.method)?;

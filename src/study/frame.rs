@@ -173,7 +173,8 @@ impl FrameCanvas {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
-            Activations::Nerv(data) => NervLayer::all(data.blocks(), method)
+            Activations::Nerv(data) => data
+                .all_layers(method)
                 .iter()
                 .map(ToString::to_string)
                 .collect(),

@@ -5,7 +5,7 @@ use std::time::Instant;
 use candle_core::Device;
 use xinc::canvas::ffn::{ffn_canvas_summary, write_ffn_canvas, FfnLayer};
 use xinc::canvas::nerv::{nerv_canvas_summary, write_nerv_canvas, NervFrameData, NervLayer};
-use xinc::canvas::CanvasOptions;
+use xinc::canvas::{CanvasOptions, Method};
 use xinc::models::{Architecture, ModelDir};
 
 use crate::args::CanvasArgs;
@@ -33,13 +33,15 @@ pub fn nerv_canvas_cmd(a: CanvasArgs, opts: &CanvasOptions, device: &Device) -> 
             a.frame
         ));
     }
-    let blocks = model.blocks().len();
-    let layers = match &a.layers {
-        Some(list) => NervLayer::parse_list(list, blocks, a.method)?,
-        None => NervLayer::all(blocks, a.method),
-    };
     let start = Instant::now();
     let frame = NervFrameData::new(&model, &model.forward_frame(a.frame, device)?)?;
+    let layers = match &a.layers {
+        Some(list) => NervLayer::parse_list(list, model.blocks().len(), Method::Conservative)?
+            .into_iter()
+            .map(|l| frame.check(l, a.method))
+            .collect::<xinc::Result<Vec<_>>>()?,
+        None => frame.all_layers(a.method),
+    };
     if a.summary {
         nerv_canvas_summary(&frame, &layers, device, opts)?.save(&a.out)?;
     } else {

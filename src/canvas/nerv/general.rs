@@ -36,6 +36,9 @@ use crate::error::{Result, XincError};
 use crate::models::nerv::layers::upsample_bilinear;
 use crate::models::nerv::{Activation, BlockConv, Nerv, NervActivations, NervBlock, NormLayer};
 
+/// Memory for one batch of kernels on their way through the downstream network.
+const CHUNK_BYTES: usize = 256 << 20;
+
 /// One block of the linearised network at this frame.
 struct LinearBlock {
     /// The block's conv, without its bias.
@@ -343,8 +346,15 @@ impl GeneralNerv {
     fn input_channel_maps(&self, index: usize, i: usize, constant: &Tensor) -> Result<Vec<f32>> {
         let b = self.block(index)?;
         let per_kernel = 3 * self.height * self.width;
-        let chunk = (64 << 20) / (4 * b.mult.elem_count().max(per_kernel)).max(1);
-        let chunk = chunk.clamp(1, b.kernels);
+        // The widest activation a kernel's batch element reaches on its way down (f64, with a
+        // few temporaries of that size alive at once) sets how many kernels go at a time.
+        let widest = self.blocks[index - 1..]
+            .iter()
+            .map(|b| b.mult.elem_count())
+            .chain([per_kernel])
+            .max()
+            .unwrap_or(per_kernel);
+        let chunk = (CHUNK_BYTES / (4 * 8 * widest)).clamp(1, b.kernels);
         let mut out = Vec::with_capacity(b.kernels * per_kernel);
         let share = (&b.konst / b.cin as f64)?;
         for start in (0..b.kernels).step_by(chunk) {

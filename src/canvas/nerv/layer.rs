@@ -474,7 +474,7 @@ impl NervFrameData {
 
 /// Whether `model` has the paper's form, the only one whose block maps the official code defines:
 /// PixelShuffle blocks with 3×3 kernels, GELU, no norm, one block per stride.
-fn official_form(model: &Nerv) -> bool {
+pub fn official_form(model: &Nerv) -> bool {
     model.config().dec_blocks == 1
         && model.blocks().iter().all(|b| {
             matches!(b.conv(), BlockConv::Pshuffel(c) if c.weight().dims()[2..] == [3, 3])

@@ -35,7 +35,7 @@ use general::{GeneralLayer, GeneralNerv};
 use official::NervKernelMaps;
 use std::sync::Arc;
 
-pub use layer::{NervBlockData, NervFrameData, NervLayer};
+pub use layer::{official_form, NervBlockData, NervFrameData, NervLayer};
 #[doc(hidden)]
 pub use official::{kernel_map, nerv_layer_maps, nerv_layer_summary, sum_over_kernels};
 
