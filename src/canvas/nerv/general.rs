@@ -22,6 +22,7 @@
 //! Cost: one pass of the downstream network per kernel (batched by input channel), so a layer of
 //! N kernels costs about N small forward passes; memory is one input channel's kernels at a time.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,9 @@ use crate::models::nerv::{Activation, BlockConv, Nerv, NervActivations, NervBloc
 
 /// Memory for one batch of kernels on their way through the downstream network.
 const CHUNK_BYTES: usize = 256 << 20;
+
+/// Memory for the maps of the input channels a layer keeps at hand.
+const CACHE_BYTES: usize = 512 << 20;
 
 /// One block of the linearised network at this frame.
 struct LinearBlock {
@@ -384,7 +388,10 @@ pub(crate) struct GeneralLayer {
     inputs: Range<usize>,
     kernels: usize,
     constant: Tensor,
-    cache: Mutex<Option<(usize, Arc<Vec<f32>>)>>,
+    /// The maps of the last few input channels read, newest last.
+    cache: Mutex<VecDeque<(usize, Arc<Vec<f32>>)>>,
+    /// How many input channels the cache keeps.
+    cache_len: usize,
 }
 
 impl fmt::Debug for GeneralLayer {
@@ -410,6 +417,11 @@ impl GeneralLayer {
             )));
         }
         let constant = lin.constant_share(index)?;
+        // The parallel analyses read neurons in runs, a few runs at a time: keep a couple of
+        // input channels per worker, within the budget.
+        let channel_bytes = kernels * 3 * lin.height * lin.width * 4;
+        let cache_len =
+            (CACHE_BYTES / channel_bytes.max(1)).clamp(1, 2 * rayon::current_num_threads() + 2);
         Ok(GeneralLayer {
             name: layer.to_string(),
             lin,
@@ -418,7 +430,8 @@ impl GeneralLayer {
             inputs,
             kernels,
             constant,
-            cache: Mutex::new(None),
+            cache: Mutex::new(VecDeque::new()),
+            cache_len,
         })
     }
 
@@ -437,16 +450,21 @@ impl GeneralLayer {
         )
     }
 
-    /// The maps of input channel `i`'s kernels, `[Cout, 3, H, W]`, cached.
+    /// The maps of input channel `i`'s kernels, `[Cout, 3, H, W]`, cached (computed outside the
+    /// lock, so workers on different channels do not wait for each other).
     fn channel_maps(&self, i: usize) -> Result<Arc<Vec<f32>>> {
-        let mut cache = self.cache.lock().expect("the cache lock is never poisoned");
-        if let Some((ci, maps)) = cache.as_ref() {
-            if *ci == i {
-                return Ok(Arc::clone(maps));
-            }
+        let lock = || self.cache.lock().expect("the cache lock is never poisoned");
+        if let Some((_, maps)) = lock().iter().find(|(ci, _)| *ci == i) {
+            return Ok(Arc::clone(maps));
         }
         let maps = Arc::new(self.lin.input_channel_maps(self.index, i, &self.constant)?);
-        *cache = Some((i, Arc::clone(&maps)));
+        let mut cache = lock();
+        if !cache.iter().any(|(ci, _)| *ci == i) {
+            if cache.len() == self.cache_len {
+                cache.pop_front();
+            }
+            cache.push_back((i, Arc::clone(&maps)));
+        }
         Ok(maps)
     }
 
@@ -606,18 +624,27 @@ mod tests {
                     --lower_width 3";
         for variant in [
             "--conv_type convnext pshuffel --act relu --norm bn --ks 0_3_3",
-            "--conv_type convnext conv --act leaky01 --norm in --ks 0_2_2",
+            "--conv_type convnext conv --act leaky01 --norm bn --ks 0_2_2",
             "--conv_type convnext interpolate --act swish --norm none --ks 0_1_1",
             "--conv_type convnext pshuffel --act sin --norm none --ks 0_3_5 --num_blks 1_2",
             "--conv_type convnext pshuffel --act softplus --norm bn --ks 0_1_1",
             "--conv_type convnext conv --act hardswish --norm bn --ks 0_2_2",
-            "--conv_type convnext interpolate --act relu --norm in --ks 0_3_3",
             "--conv_type convnext interpolate --act relu6 --norm none --ks 0_3_3",
-            "--conv_type convnext pshuffel --act relu6 --norm in --ks 0_3_3",
             "--conv_type convnext pshuffel --act leaky --norm none --ks 0_3_3",
-            "--conv_type convnext interpolate --act relu6 --norm in --ks 0_3_3 --out_bias sigmoid",
+            "--conv_type convnext interpolate --act relu --norm in --ks 0_3_3",
+            "--conv_type convnext pshuffel --act relu6 --norm in --ks 0_3_3 --out_bias sigmoid",
+            "--conv_type convnext conv --act leaky01 --norm in --ks 0_2_2",
         ] {
-            let f = frame(&format!("{base} {variant}"));
+            let args = if variant.contains("--norm in") {
+                // HNeRV: instance norm needs an embedding larger than one pixel.
+                format!(
+                    "{variant} --enc_strds 2 2 --enc_dim 4_3 --dec_strds 2 2 --resize_list 8_12 \
+                         --reduce 1.2 --modelsize 0.002 --lower_width 3 --embed"
+                )
+            } else {
+                format!("{base} {variant}")
+            };
+            let f = frame(&args);
             assert!(!f.has_official_blocks(), "{variant}");
             let opts = CanvasOptions::from(Method::Conservative);
             let hw = f.height * f.width;

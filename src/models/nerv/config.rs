@@ -128,6 +128,13 @@ impl NervConfig {
             None => self.check_embedding(name)?,
             Some(enc) => self.check_encoder(enc, name)?,
         }
+        if self.norm == Norm::In && self.embed_hw() == [1, 1] {
+            return Err(invalid(format!(
+                "{} in: the stem's output has one pixel per channel, which instance norm cannot \
+                 normalise (PyTorch refuses it in training); it needs HNeRV's larger embedding",
+                name("norm")
+            )));
+        }
         self.check_shape(name)?;
         limits::check_positive(&name("reduce"), self.reduce)?;
         limits::check_positive(&name("modelsize"), self.modelsize)?;
