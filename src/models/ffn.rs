@@ -1,9 +1,19 @@
-//! FFN: the Fourier-feature MLP that represents one image (official `image_inr/models/ffn.py`).
+//! The image MLPs of the official `image_inr` code: FFN (`models/ffn.py`) with either positional
+//! encoding, and SIREN (`models/layers/siren.py`).
 //!
-//! γ(x) = [sin(2π·x·Bᵀ), cos(2π·x·Bᵀ)] with a stored `B` (`positional_encoding.B`, already scaled
-//! by the noise scale), then `num_layers` Linear layers (`net.{i}.linear`), ReLU after every layer
-//! but the last, and an optional final activation. [`Ffn::forward`] returns every intermediate
-//! activation, since candle has no hooks.
+//! The input coordinates are encoded ([`PosEncoding`]):
+//! - `fourier`: γ(x) = [sin(2π·x·Bᵀ), cos(2π·x·Bᵀ)] with a stored `B` (`positional_encoding.B`,
+//!   already scaled by the noise scale);
+//! - `nerf` (`PosEncodingNeRF`): the coordinates, then for each frequency f_k = 2^k·π
+//!   (`positional_encoding.freq_bands`) `[sin(f_k·x), sin(f_k·y), cos(f_k·x), cos(f_k·y)]`; the
+//!   number of frequencies is the config's or, by the Nyquist rule, ⌊log₂(side/4)⌋ for the image's
+//!   longer side;
+//! - none (SIREN): the coordinates themselves;
+//!
+//! then `num_layers` Linear layers (`net.{i}.linear`) with the hidden activation
+//! ([`HiddenActivation`]: ReLU, or SIREN's sin(w₀·z) with w₀_initial on the first layer) after
+//! every layer but the last, and an optional final activation. [`Ffn::forward`] returns every
+//! intermediate activation, since candle has no hooks.
 
 use std::collections::HashMap;
 
@@ -29,6 +39,69 @@ pub enum FinalActivation {
     Relu,
 }
 
+/// How the coordinates are encoded (`network.pos_encoding.type`; SIREN: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum PosEncoding {
+    /// Random Fourier features of `fourier_mapping_size` frequencies.
+    #[default]
+    Fourier,
+    /// NeRF's encoding with `num_frequencies` octaves, coordinates included.
+    Nerf { num_frequencies: usize },
+    /// The coordinates themselves (SIREN).
+    None,
+}
+
+impl PosEncoding {
+    /// NeRF's frequency count by the Nyquist rule for an image whose longer side is `side`
+    /// (the official `sidelength = max(H, W)`): ⌊log₂(side/4)⌋, at least 1.
+    pub fn nyquist_frequencies(side: usize) -> usize {
+        ((side as f64 / 4.0).log2().floor() as usize).max(1)
+    }
+}
+
+/// The activation of the hidden layers (`network.activation`; SIREN: sine).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum HiddenActivation {
+    #[default]
+    Relu,
+    /// SIREN: sin(w₀·z), with `w0_initial` on the first layer.
+    Sine { w0: f64, w0_initial: f64 },
+}
+
+impl HiddenActivation {
+    /// The activation of hidden layer `i` (0-based) at `z`, in f64.
+    pub fn value(self, i: usize, z: f64) -> f64 {
+        match self {
+            HiddenActivation::Relu => z.max(0.0),
+            HiddenActivation::Sine { .. } => (self.w0(i) * z).sin(),
+        }
+    }
+
+    /// w₀ of hidden layer `i` (1 for ReLU).
+    pub fn w0(self, i: usize) -> f64 {
+        match self {
+            HiddenActivation::Relu => 1.0,
+            HiddenActivation::Sine { w0, w0_initial } => {
+                if i == 0 {
+                    w0_initial
+                } else {
+                    w0
+                }
+            }
+        }
+    }
+
+    /// Applies the activation of hidden layer `i` (differentiable).
+    pub fn apply(self, i: usize, z: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            HiddenActivation::Relu => z.relu(),
+            HiddenActivation::Sine { .. } => z.affine(self.w0(i), 0.0)?.sin(),
+        }
+    }
+}
+
 /// The FFN architecture and the image shape it represents. Field names follow the official
 /// Hydra config (`network.*`, `data.data_shape`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,6 +122,12 @@ pub struct FfnConfig {
     pub final_act: Option<FinalActivation>,
     /// `[height, width]` of the represented image.
     pub data_shape: [usize; 2],
+    /// The coordinate encoding (`fourier` in configurations written before it was a choice).
+    #[serde(default)]
+    pub encoding: PosEncoding,
+    /// The hidden layers' activation (ReLU in configurations written before it was a choice).
+    #[serde(default)]
+    pub activation: HiddenActivation,
 }
 
 impl FfnConfig {
@@ -68,6 +147,38 @@ impl FfnConfig {
             fourier_noise_scale: 10.0,
             final_act: None,
             data_shape: [height, width],
+            encoding: PosEncoding::Fourier,
+            activation: HiddenActivation::Relu,
+        }
+    }
+
+    /// The official SIREN (`models/layers/siren.py`): `num_layers` Linear layers of width
+    /// `layer_size` on the raw coordinates, sin(w₀·z) (w₀ = w₀_initial = 30 by default).
+    pub fn siren(layer_size: usize, height: usize, width: usize) -> Self {
+        FfnConfig {
+            encoding: PosEncoding::None,
+            activation: HiddenActivation::Sine {
+                w0: 30.0,
+                w0_initial: 30.0,
+            },
+            ..Self::with_width(layer_size, height, width)
+        }
+    }
+
+    /// The official model name: `siren` for a sine MLP, else `ffn`.
+    pub fn model_name(&self) -> &'static str {
+        match self.activation {
+            HiddenActivation::Sine { .. } => "siren",
+            HiddenActivation::Relu => "ffn",
+        }
+    }
+
+    /// Features of the encoded coordinates: Linear layer 1's fan-in.
+    pub fn encoding_dim(&self) -> usize {
+        match self.encoding {
+            PosEncoding::Fourier => 2 * self.fourier_mapping_size,
+            PosEncoding::Nerf { num_frequencies } => self.dim_in * (1 + 2 * num_frequencies),
+            PosEncoding::None => self.dim_in,
         }
     }
 
@@ -99,6 +210,19 @@ impl FfnConfig {
         let mapping = name("fourier_mapping_size");
         limits::FFN_WIDTH.check_range(&mapping, self.fourier_mapping_size, 1)?;
         limits::check_positive(&name("fourier_noise_scale"), self.fourier_noise_scale)?;
+        if let PosEncoding::Nerf { num_frequencies } = self.encoding {
+            // 2^k·π stays a finite f32 far beyond this; more octaves than 24 alias every pixel.
+            if !(1..=24).contains(&num_frequencies) {
+                return fail(format!(
+                    "{} = {num_frequencies} must be in 1..=24",
+                    name("num_frequencies")
+                ));
+            }
+        }
+        if let HiddenActivation::Sine { w0, w0_initial } = self.activation {
+            limits::check_positive(&name("w0"), w0)?;
+            limits::check_positive(&name("w0_initial"), w0_initial)?;
+        }
         for side in self.data_shape {
             limits::IMAGE_SIDE.check_range(&name("data_shape"), side, 1)?;
         }
@@ -135,15 +259,13 @@ impl FfnConfig {
     /// Activation values of one pixel in a forward pass: the Fourier features, every hidden
     /// layer, the output before and after the final activation.
     pub fn values_per_pixel(&self) -> usize {
-        2 * self.fourier_mapping_size
-            + self.num_layers.saturating_sub(1) * self.layer_size
-            + 2 * self.dim_out
+        self.encoding_dim() + self.num_layers.saturating_sub(1) * self.layer_size + 2 * self.dim_out
     }
 
     /// (fan-in, fan-out) of Linear layer `i` (0-based).
     pub fn layer_dims(&self, i: usize) -> (usize, usize) {
         let fan_in = if i == 0 {
-            2 * self.fourier_mapping_size
+            self.encoding_dim()
         } else {
             self.layer_size
         };
@@ -157,10 +279,17 @@ impl FfnConfig {
 
     /// Every tensor of the model, with the official names.
     pub fn weight_specs(&self) -> Vec<WeightSpec> {
-        let mut specs = vec![WeightSpec::new(
-            "positional_encoding.B",
-            &[self.fourier_mapping_size, self.dim_in],
-        )];
+        let mut specs = match self.encoding {
+            PosEncoding::Fourier => vec![WeightSpec::new(
+                "positional_encoding.B",
+                &[self.fourier_mapping_size, self.dim_in],
+            )],
+            PosEncoding::Nerf { num_frequencies } => vec![WeightSpec::new(
+                "positional_encoding.freq_bands",
+                &[num_frequencies],
+            )],
+            PosEncoding::None => Vec::new(),
+        };
         for i in 0..self.num_layers {
             let (fan_in, fan_out) = self.layer_dims(i);
             specs.push(WeightSpec::new(
@@ -182,9 +311,11 @@ impl FfnConfig {
             .sum()
     }
 
-    /// Fresh weights, initialised as PyTorch does (`B ~ N(0,1)·scale`; Linear weights and biases
-    /// `U(−1/√fan_in, 1/√fan_in)`), from a seeded ChaCha8 generator: the same seed gives the same
-    /// weights on every machine.
+    /// Fresh weights, initialised as the official code does (`B ~ N(0,1)·scale`; NeRF frequencies
+    /// `2^k·π`; FFN Linear weights and biases `U(−1/√fan_in, 1/√fan_in)`; SIREN's
+    /// `U(−1/fan_in, 1/fan_in)` on the first layer and `U(−√(6/fan_in)/w₀, √(6/fan_in)/w₀)` after,
+    /// the last layer with the default w₀ = 30), from a seeded ChaCha8 generator: the same seed
+    /// gives the same weights on every machine.
     pub fn init_tensors(&self, seed: u64, device: &Device) -> Result<Vec<(String, Tensor)>> {
         self.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -197,15 +328,39 @@ impl FfnConfig {
                         (rng.sample::<f64, _>(StandardNormal) * self.fourier_noise_scale) as f32
                     })
                     .collect()
+            } else if spec.name == "positional_encoding.freq_bands" {
+                nerf_frequencies(n)
             } else {
-                let fan_in = self.layer_dims(layer_index(&spec.name)).0;
-                let bound = 1.0 / (fan_in as f32).sqrt();
+                let bound = self.init_bound(layer_index(&spec.name));
                 (0..n).map(|_| rng.random_range(-bound..bound)).collect()
             };
             out.push((spec.name, Tensor::from_vec(values, spec.shape, device)?));
         }
         Ok(out)
     }
+}
+
+impl FfnConfig {
+    /// The bound of Linear layer `i`'s uniform initialisation (see [`FfnConfig::init_tensors`]).
+    fn init_bound(&self, i: usize) -> f32 {
+        let fan_in = self.layer_dims(i).0 as f64;
+        let bound = match self.activation {
+            HiddenActivation::Relu => 1.0 / fan_in.sqrt(),
+            HiddenActivation::Sine { .. } if i == 0 => 1.0 / fan_in,
+            HiddenActivation::Sine { w0, .. } => {
+                let w0 = if i + 1 == self.num_layers { 30.0 } else { w0 };
+                (6.0 / fan_in).sqrt() / w0
+            }
+        };
+        bound as f32
+    }
+}
+
+/// NeRF's frequencies `2^k·π` in f32, as the official `2**torch.arange(n) * np.pi` makes them.
+pub fn nerf_frequencies(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|k| std::f32::consts::PI * (1u64 << k) as f32)
+        .collect()
 }
 
 /// The layer index `i` of a tensor named `net.{i}.linear.*`.
@@ -276,14 +431,92 @@ impl Module for FourierFeatures {
     }
 }
 
+/// NeRF's positional encoding: the coordinates, then per frequency f_k
+/// `[sin(f_k·x), sin(f_k·y), cos(f_k·x), cos(f_k·y)]`, in f32 as the official module computes it.
+#[derive(Clone, Debug)]
+pub struct NerfFeatures {
+    freq_bands: Tensor,
+}
+
+impl NerfFeatures {
+    /// `freq_bands`: `[F]`, the frequencies 2^k·π.
+    pub fn new(freq_bands: Tensor) -> Self {
+        NerfFeatures { freq_bands }
+    }
+
+    pub fn freq_bands(&self) -> &Tensor {
+        &self.freq_bands
+    }
+}
+
+impl Module for NerfFeatures {
+    /// `[P, d]` → `[P, d + 2·d·F]`.
+    fn forward(&self, coords: &Tensor) -> candle_core::Result<Tensor> {
+        let (p, d) = coords.dims2()?;
+        let f = self.freq_bands.dim(0)?;
+        let prod = coords
+            .unsqueeze(1)?
+            .broadcast_mul(&self.freq_bands.reshape((1, f, 1))?)?; // [P, F, d]
+        let enc = Tensor::cat(&[prod.sin()?, prod.cos()?], 2)?.reshape((p, 2 * d * f))?;
+        Tensor::cat(&[coords, &enc], 1)
+    }
+}
+
+/// The coordinate encoding of a model.
+#[derive(Clone, Debug)]
+pub enum Encoding {
+    Fourier(FourierFeatures),
+    Nerf(NerfFeatures),
+    /// The coordinates themselves (SIREN).
+    Identity,
+}
+
+impl Encoding {
+    /// The encoding of `config` from its tensors (`positional_encoding.*`).
+    pub fn from_tensors(config: &FfnConfig, get: impl Fn(&str) -> Result<Tensor>) -> Result<Self> {
+        Ok(match config.encoding {
+            PosEncoding::Fourier => {
+                Encoding::Fourier(FourierFeatures::new(get("positional_encoding.B")?))
+            }
+            PosEncoding::Nerf { .. } => {
+                Encoding::Nerf(NerfFeatures::new(get("positional_encoding.freq_bands")?))
+            }
+            PosEncoding::None => Encoding::Identity,
+        })
+    }
+
+    /// The encoding's tensors with their official names.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        match self {
+            Encoding::Fourier(f) => vec![("positional_encoding.B".into(), f.b.clone())],
+            Encoding::Nerf(n) => vec![(
+                "positional_encoding.freq_bands".into(),
+                n.freq_bands.clone(),
+            )],
+            Encoding::Identity => Vec::new(),
+        }
+    }
+}
+
+impl Module for Encoding {
+    fn forward(&self, coords: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Encoding::Fourier(f) => f.forward(coords),
+            Encoding::Nerf(n) => n.forward(coords),
+            Encoding::Identity => Ok(coords.clone()),
+        }
+    }
+}
+
 /// Every activation of one forward pass, each `[P, features]` with pixel p = h·W + w.
 #[derive(Clone, Debug)]
 pub struct FfnActivations {
     /// The input coordinates, `[P, 2]`.
     pub coords: Tensor,
-    /// The Fourier features γ, `[P, 2m]`: the input of Linear layer 1.
+    /// The encoded coordinates γ, `[P, F]`: the input of Linear layer 1.
     pub features: Tensor,
-    /// The outputs of the hidden layers after ReLU: `hidden[k]` is the input of Linear layer k + 2.
+    /// The outputs of the hidden layers after their activation: `hidden[k]` is the input of
+    /// Linear layer k + 2.
     pub hidden: Vec<Tensor>,
     /// The output of the last Linear layer, before the final activation, `[P, dim_out]`.
     pub pre_output: Tensor,
@@ -324,28 +557,32 @@ impl FfnActivations {
 #[derive(Clone, Debug)]
 pub struct Ffn {
     config: FfnConfig,
-    encoding: FourierFeatures,
+    encoding: Encoding,
     layers: Vec<Linear>,
 }
 
 /// Reads an FFN from a `VarBuilder` whose names are the official `state_dict` keys.
 pub fn ffn(config: FfnConfig, vb: VarBuilder) -> Result<Ffn> {
     config.validate()?;
-    let b = vb.get(
-        (config.fourier_mapping_size, config.dim_in),
-        "positional_encoding.B",
-    )?;
+    let specs = config.weight_specs();
+    let encoding = Encoding::from_tensors(&config, |name| {
+        let spec = specs
+            .iter()
+            .find(|s| s.name == name)
+            .expect("the config's own tensor");
+        Ok(vb.get(spec.shape.clone(), name)?)
+    })?;
     let layers = (0..config.num_layers)
         .map(|i| {
             let (fan_in, fan_out) = config.layer_dims(i);
             candle_nn::linear(fan_in, fan_out, vb.pp(format!("net.{i}.linear")))
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Ffn::new(config, FourierFeatures::new(b), layers))
+    Ok(Ffn::new(config, encoding, layers))
 }
 
 impl Ffn {
-    pub fn new(config: FfnConfig, encoding: FourierFeatures, layers: Vec<Linear>) -> Self {
+    pub fn new(config: FfnConfig, encoding: Encoding, layers: Vec<Linear>) -> Self {
         Ffn {
             config,
             encoding,
@@ -369,7 +606,7 @@ impl Ffn {
         &self.config
     }
 
-    pub fn encoding(&self) -> &FourierFeatures {
+    pub fn encoding(&self) -> &Encoding {
         &self.encoding
     }
 
@@ -379,7 +616,7 @@ impl Ffn {
 
     /// The weights with their official names (for saving).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("positional_encoding.B".to_string(), self.encoding.b.clone())];
+        let mut out = self.encoding.named_tensors();
         for (i, l) in self.layers.iter().enumerate() {
             out.push((format!("net.{i}.linear.weight"), l.weight().clone()));
             if let Some(b) = l.bias() {
@@ -410,7 +647,7 @@ impl Ffn {
         )?)
     }
 
-    /// Runs the MLP part on precomputed Fourier features, returning the hidden activations and
+    /// Runs the MLP part on precomputed encoded coordinates, returning the hidden activations and
     /// the pre-activation output.
     pub fn forward_features(&self, features: &Tensor) -> Result<(Vec<Tensor>, Tensor)> {
         let (last, hidden_layers) = self
@@ -419,8 +656,8 @@ impl Ffn {
             .expect("validated: at least 2 layers");
         let mut hidden = Vec::with_capacity(hidden_layers.len());
         let mut x = features.clone();
-        for layer in hidden_layers {
-            x = layer.forward(&x)?.relu()?;
+        for (i, layer) in hidden_layers.iter().enumerate() {
+            x = self.config.activation.apply(i, &layer.forward(&x)?)?;
             hidden.push(x.clone());
         }
         Ok((hidden, last.forward(&x)?))
@@ -469,6 +706,68 @@ impl super::StoredModel for Ffn {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nerf_encoding_follows_the_official_layout_and_nyquist_rule() {
+        // Nyquist: ⌊log₂(side/4)⌋: 256 → 6, 64 → 4, 7 → 1 (at least one).
+        assert_eq!(PosEncoding::nyquist_frequencies(256), 6);
+        assert_eq!(PosEncoding::nyquist_frequencies(64), 4);
+        assert_eq!(PosEncoding::nyquist_frequencies(7), 1);
+        let f = nerf_frequencies(2);
+        assert_eq!(f, [std::f32::consts::PI, 2.0 * std::f32::consts::PI]);
+        let enc = NerfFeatures::new(Tensor::new(f.as_slice(), &Device::Cpu).unwrap());
+        let x = Tensor::new(&[[0.25f32, -0.5]], &Device::Cpu).unwrap();
+        let got = enc.forward(&x).unwrap().to_vec2::<f32>().unwrap()[0].clone();
+        let pi = std::f32::consts::PI;
+        // [x, y, then per frequency: sin x, sin y, cos x, cos y].
+        let want = [
+            0.25,
+            -0.5,
+            (pi * 0.25).sin(),
+            (pi * -0.5).sin(),
+            (pi * 0.25).cos(),
+            (pi * -0.5).cos(),
+            (2.0 * pi * 0.25).sin(),
+            (2.0 * pi * -0.5).sin(),
+            (2.0 * pi * 0.25).cos(),
+            (2.0 * pi * -0.5).cos(),
+        ];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn siren_applies_its_sine_with_the_first_layer_w0() {
+        let a = HiddenActivation::Sine {
+            w0: 30.0,
+            w0_initial: 5.0,
+        };
+        assert_eq!(a.value(0, 0.1), (0.5f64).sin());
+        assert_eq!(a.value(1, 0.1), (3.0f64).sin());
+        let cfg = FfnConfig::siren(8, 4, 6);
+        assert_eq!((cfg.encoding_dim(), cfg.model_name()), (2, "siren"));
+        assert!(cfg
+            .weight_specs()
+            .iter()
+            .all(|s| s.name.starts_with("net.")));
+        // The SIREN initialisation: first layer within 1/fan_in, later within √(6/fan_in)/w₀.
+        let t: HashMap<_, _> = cfg
+            .init_tensors(1, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect();
+        let max = |n: &str| {
+            t[n].abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(max("net.0.linear.weight") <= 0.5 && max("net.0.linear.weight") > 0.1);
+        assert!(max("net.1.linear.weight") <= (6f32 / 8.0).sqrt() / 30.0);
+    }
+
     use super::*;
 
     #[test]

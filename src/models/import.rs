@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde_norway::Value;
 
-use super::ffn::{Ffn, FfnConfig, FinalActivation};
+use super::ffn::{Ffn, FfnConfig, FinalActivation, HiddenActivation, PosEncoding};
 use super::nerv::{Nerv, NervConfig};
 use super::{ModelDir, WeightSpec};
 use crate::error::{Result, XincError};
@@ -119,6 +119,8 @@ pub struct FfnImport {
     pub config: Option<PathBuf>,
     /// `[H, W]` of the image, when there is no `config`.
     pub size: [usize; 2],
+    /// The family the caller expects (`ffn` or `siren`, as `network.model_name`), or any.
+    pub model_name: Option<&'static str>,
 }
 
 /// Imports an official FFN into the model folder `out` (weights checked before they are read,
@@ -127,6 +129,15 @@ pub fn import_ffn(job: &FfnImport, out: &ModelDir, device: &Device) -> Result<Ff
     let origin = job.checkpoint.display().to_string();
     let (config, tensors) =
         read_ffn_weights(&job.checkpoint, job.config.as_deref(), job.size, device)?;
+    if let Some(want) = job.model_name.filter(|&m| m != config.model_name()) {
+        let what = job.config.as_deref().unwrap_or(&job.checkpoint).display();
+        return Err(XincError::InvalidArgument(format!(
+            "{what}: network.model_name is `{}`, but this is the import of a `{want}` (use \
+             `xinc import {}`)",
+            config.model_name(),
+            config.model_name()
+        )));
+    }
     let model = Ffn::from_tensors(config, tensors, &origin, device)?;
     out.save_imported(&model, &job.checkpoint, job.config.as_deref())?;
     Ok(model)
@@ -386,26 +397,6 @@ pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
         serde_norway::from_str(&text).map_err(|e| XincError::config(path, e.to_string()))?;
     let yaml = YamlDoc { path, root: &root };
     let model_name = yaml.string("network.model_name")?;
-    if model_name != "ffn" {
-        return Err(XincError::config(
-            path,
-            format!("network.model_name is `{model_name}`, expected `ffn`"),
-        ));
-    }
-    let encoding = yaml.string("network.pos_encoding.type")?;
-    if encoding != "fourier" {
-        return Err(XincError::config(
-            path,
-            format!("network.pos_encoding.type `{encoding}` is not supported (only `fourier`)"),
-        ));
-    }
-    let activation = yaml.string("network.activation")?;
-    if activation != "relu" {
-        return Err(XincError::config(
-            path,
-            format!("network.activation `{activation}` is not supported (only `relu`)"),
-        ));
-    }
     let layer_size = yaml.usize("network.layer_size")?;
     let shape = yaml.usize_list("data.data_shape")?;
     let [height, width] = shape[..] else {
@@ -414,17 +405,45 @@ pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
             format!("data.data_shape must be [H, W], got {shape:?}"),
         ));
     };
+    let (encoding, activation) = match model_name.as_str() {
+        "ffn" => (yaml.ffn_encoding([height, width])?, yaml.ffn_activation()?),
+        // The official `siren` class takes the raw coordinates, whatever `pos_encoding` says.
+        "siren" => (
+            PosEncoding::None,
+            HiddenActivation::Sine {
+                w0: yaml.f64("network.w0")?,
+                w0_initial: yaml.f64("network.w0_initial")?,
+            },
+        ),
+        other => {
+            return Err(XincError::config(
+                path,
+                format!("network.model_name is `{other}`, expected `ffn` or `siren`"),
+            ))
+        }
+    };
+    let fourier = encoding == PosEncoding::Fourier;
     let config = FfnConfig {
         dim_in: yaml.usize("network.dim_in")?,
-        dim_out: yaml.usize("network.dim_out")?,
+        dim_out: yaml.usize_or("network.dim_out", 3)?,
         layer_size,
         num_layers: yaml.usize("network.num_layers")?,
         // `${..layer_size}` is an OmegaConf interpolation: the mapping size follows the width.
-        fourier_mapping_size: yaml
-            .usize_or_interpolated("network.pos_encoding.fourier_mapping_size", layer_size)?,
-        fourier_noise_scale: yaml.f64("network.pos_encoding.fourier_noise_scale")?,
+        // (The official Fourier module sizes `B` by the width in any case.)
+        fourier_mapping_size: if fourier {
+            yaml.usize_or_interpolated("network.pos_encoding.fourier_mapping_size", layer_size)?
+        } else {
+            layer_size
+        },
+        fourier_noise_scale: if fourier {
+            yaml.f64("network.pos_encoding.fourier_noise_scale")?
+        } else {
+            10.0
+        },
         final_act: yaml.final_act("network.final_act")?,
         data_shape: [height, width],
+        encoding,
+        activation,
     };
     config
         .check(&yaml_field)
@@ -436,7 +455,9 @@ pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
 fn yaml_field(field: &'static str) -> String {
     match field {
         "data_shape" => "data.data_shape".to_string(),
-        "fourier_mapping_size" | "fourier_noise_scale" => format!("network.pos_encoding.{field}"),
+        "fourier_mapping_size" | "fourier_noise_scale" | "num_frequencies" => {
+            format!("network.pos_encoding.{field}")
+        }
         other => format!("network.{other}"),
     }
 }
@@ -557,6 +578,8 @@ pub(crate) fn ffn_config_from_shapes(
         fourier_noise_scale: 10.0,
         final_act: None,
         data_shape,
+        encoding: PosEncoding::Fourier,
+        activation: HiddenActivation::Relu,
     })
 }
 
@@ -621,6 +644,47 @@ impl YamlDoc<'_> {
                     .ok_or_else(|| self.wrong(field, "a list of integers", v))
             })
             .collect()
+    }
+
+    fn usize_or(&self, field: &str, default: usize) -> Result<usize> {
+        match self.get(field) {
+            Err(_) | Ok(Value::Null) => Ok(default),
+            Ok(_) => self.usize(field),
+        }
+    }
+
+    /// An FFN's `network.pos_encoding`: `fourier`, or `nerf` with `num_frequencies` (null: the
+    /// Nyquist rule for `network.sidelength`, which the official trainer sets to the image's
+    /// longer side).
+    fn ffn_encoding(&self, [h, w]: [usize; 2]) -> Result<PosEncoding> {
+        let field = "network.pos_encoding.type";
+        match self.string(field)?.as_str() {
+            "fourier" => Ok(PosEncoding::Fourier),
+            "nerf" => {
+                let side = self.usize_or("network.sidelength", h.max(w))?;
+                let num_frequencies = self.usize_or(
+                    "network.pos_encoding.num_frequencies",
+                    PosEncoding::nyquist_frequencies(side),
+                )?;
+                Ok(PosEncoding::Nerf { num_frequencies })
+            }
+            other => Err(XincError::config(
+                self.path,
+                format!("{field} `{other}` is not supported (`fourier` or `nerf`)"),
+            )),
+        }
+    }
+
+    /// An FFN's `network.activation` (only ReLU: the official FFN builds its layers with it).
+    fn ffn_activation(&self) -> Result<HiddenActivation> {
+        let field = "network.activation";
+        match self.string(field)?.as_str() {
+            "relu" => Ok(HiddenActivation::Relu),
+            other => Err(XincError::config(
+                self.path,
+                format!("{field} `{other}` is not supported (the official FFN uses `relu`)"),
+            )),
+        }
     }
 
     fn final_act(&self, field: &str) -> Result<Option<FinalActivation>> {

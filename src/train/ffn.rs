@@ -14,7 +14,7 @@ use super::fused::{AdamParams, FusedFfn};
 use super::psnr_quantised;
 use crate::data::image::ImageTensor;
 use crate::error::{Result, XincError};
-use crate::models::ffn::{Ffn, FfnConfig, FourierFeatures};
+use crate::models::ffn::{Encoding, Ffn, FfnConfig, HiddenActivation};
 use crate::models::{limits, TrainingRecord};
 use crate::tensor::with_f32_slice;
 
@@ -113,7 +113,8 @@ impl TrainReport {
     /// One line saying what the run of `config` reached and where the model went.
     pub fn summary(&self, config: &FfnConfig, out: &Path) -> String {
         format!(
-            "trained FFN ({} params): best PSNR {:.2} dB at iteration {} in {:.1} s -> {}",
+            "trained {} ({} params): best PSNR {:.2} dB at iteration {} in {:.1} s -> {}",
+            config.model_name(),
             config.num_params(),
             self.best_psnr,
             self.best_iter,
@@ -139,11 +140,18 @@ pub fn train_ffn(
         .init_tensors(params.seed, &Device::Cpu)?
         .into_iter()
         .collect();
+    let relu = config.activation == HiddenActivation::Relu;
     let fused = match params.engine {
-        TrainEngine::Auto => device.is_cpu(),
+        TrainEngine::Auto => device.is_cpu() && relu,
         TrainEngine::Fused if !device.is_cpu() => {
             return Err(XincError::InvalidArgument(
                 "the fused FFN trainer runs on the CPU only".into(),
+            ))
+        }
+        TrainEngine::Fused if !relu => {
+            return Err(XincError::InvalidArgument(
+                "the fused FFN trainer knows ReLU only: train SIREN with the autograd engine"
+                    .into(),
             ))
         }
         TrainEngine::Fused => true,
@@ -211,16 +219,20 @@ trait FfnStepper {
     fn weights(&self) -> Result<HashMap<String, Tensor>>;
 }
 
-/// The Fourier features of the model's image grid, computed once: `B` is not trained.
-fn fixed_features(config: &FfnConfig, b: &Tensor) -> Result<Tensor> {
+/// The encoded coordinates of the model's image grid, computed once: the encoding is not
+/// trained.
+fn fixed_features(encoding: &Encoding, config: &FfnConfig) -> Result<Tensor> {
     let grid = crate::data::coords::coordinate_grid(config.height(), config.width());
     let coords = Tensor::from_vec(grid, (config.num_pixels(), 2), &Device::Cpu)?;
-    Ok(FourierFeatures::new(b.clone()).forward(&coords)?)
+    Ok(encoding.forward(&coords)?)
 }
 
-fn b_matrix(init: &HashMap<String, Tensor>) -> Result<&Tensor> {
-    init.get("positional_encoding.B").ok_or_else(|| {
-        XincError::InvalidArgument("initial weights lack positional_encoding.B".into())
+/// The model's coordinate encoding from its initial tensors.
+fn encoding_of(config: &FfnConfig, init: &HashMap<String, Tensor>) -> Result<Encoding> {
+    Encoding::from_tensors(config, |name| {
+        init.get(name)
+            .cloned()
+            .ok_or_else(|| XincError::InvalidArgument(format!("initial weights lack {name}")))
     })
 }
 
@@ -233,10 +245,10 @@ fn adam(params: &FfnTrainParams) -> AdamParams {
     }
 }
 
-/// The CPU path: [`FusedFfn`].
+/// The CPU path: [`FusedFfn`] (ReLU MLPs).
 struct FusedStepper {
     inner: FusedFfn,
-    b: Tensor,
+    encoding: Encoding,
 }
 
 impl FusedStepper {
@@ -246,8 +258,8 @@ impl FusedStepper {
         target: &ImageTensor,
         params: &FfnTrainParams,
     ) -> Result<Self> {
-        let b = b_matrix(init)?.clone();
-        let features = with_f32_slice(&fixed_features(config, &b)?, <[f32]>::to_vec)?;
+        let encoding = encoding_of(config, init)?;
+        let features = with_f32_slice(&fixed_features(&encoding, config)?, <[f32]>::to_vec)?;
         let vec = |name: String| with_f32_slice(&init[&name], <[f32]>::to_vec);
         let weights = (0..config.num_layers)
             .map(|i| vec(format!("net.{i}.linear.weight")))
@@ -263,7 +275,7 @@ impl FusedStepper {
             biases,
             adam(params),
         );
-        Ok(FusedStepper { inner, b })
+        Ok(FusedStepper { inner, encoding })
     }
 }
 
@@ -277,7 +289,7 @@ impl FfnStepper for FusedStepper {
     }
 
     fn weights(&self) -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::from([("positional_encoding.B".to_string(), self.b.clone())]);
+        let mut out: HashMap<String, Tensor> = self.encoding.named_tensors().into_iter().collect();
         for (i, (w, b)) in self
             .inner
             .weights
@@ -314,7 +326,7 @@ impl AutogradStepper {
         params: &FfnTrainParams,
         device: &Device,
     ) -> Result<Self> {
-        let b = b_matrix(init)?.to_device(device)?;
+        let encoding = encoding_of(config, init)?;
         let var = |name: String| -> Result<Var> {
             Ok(Var::from_tensor(&init[&name].to_device(device)?)?)
         };
@@ -332,7 +344,16 @@ impl AutogradStepper {
             ));
             vars.extend([w, bias]);
         }
-        let model = Ffn::new(config.clone(), FourierFeatures::new(b.clone()), layers);
+        let features = fixed_features(&encoding, config)?.to_device(device)?;
+        let on_device = encoding_of(
+            config,
+            &encoding
+                .named_tensors()
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.to_device(device)?)))
+                .collect::<Result<_>>()?,
+        )?;
+        let model = Ffn::new(config.clone(), on_device, layers);
         let h = adam(params);
         let opt = AdamW::new(
             vars,
@@ -345,7 +366,7 @@ impl AutogradStepper {
             },
         )?;
         Ok(AutogradStepper {
-            features: fixed_features(config, b_matrix(init)?)?.to_device(device)?,
+            features,
             target: Tensor::from_slice(
                 &target.data,
                 (config.num_pixels(), config.dim_out),

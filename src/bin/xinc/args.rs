@@ -69,9 +69,10 @@ impl Command {
     /// (a task's partition appears complete or not at all).
     pub fn output(&self) -> Option<&Path> {
         match self {
-            Command::Train(TrainCommand::Ffn(a)) => Some(&a.out),
+            Command::Train(TrainCommand::Ffn(a)) => Some(&a.common.out),
+            Command::Train(TrainCommand::Siren(a)) => Some(&a.common.out),
             Command::Train(TrainCommand::Nerv(a)) => Some(&a.out),
-            Command::Import(ImportCommand::Ffn(a)) => Some(&a.out),
+            Command::Import(ImportCommand::Ffn(a) | ImportCommand::Siren(a)) => Some(&a.out),
             Command::Import(ImportCommand::Nerv(a)) => Some(&a.out),
             Command::Canvas(a) => Some(&a.out),
             Command::Render(a) => Some(&a.out),
@@ -170,6 +171,8 @@ pub struct InspectArgs {
 pub enum TrainCommand {
     /// Train an FFN on one image (full-batch Adam, MSE, best PSNR kept).
     Ffn(TrainFfnArgs),
+    /// Train a SIREN on one image (the official SIREN: sine activations, raw coordinates).
+    Siren(TrainSirenArgs),
     /// Train a NeRV on a clip (official schedule; resumable).
     Nerv(TrainNervArgs),
 }
@@ -210,6 +213,32 @@ pub struct TrainNervArgs {
 
 #[derive(Args)]
 pub struct TrainFfnArgs {
+    #[command(flatten)]
+    pub common: TrainImageArgs,
+    /// The coordinate encoding: `fourier` (random Fourier features, the paper's) or `nerf`.
+    #[arg(long, default_value = "fourier", value_parser = ["fourier", "nerf"])]
+    pub encoding: String,
+    /// `--encoding nerf`: the number of frequencies (default: the Nyquist rule of the official
+    /// code, ⌊log₂(longer side / 4)⌋).
+    #[arg(long, value_parser = count("--frequencies", 1, limits::FFN_LAYERS))]
+    pub frequencies: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct TrainSirenArgs {
+    #[command(flatten)]
+    pub common: TrainImageArgs,
+    /// w₀ of the hidden layers' sin(w₀·z).
+    #[arg(long, default_value_t = 30.0)]
+    pub w0: f64,
+    /// w₀ of the first layer.
+    #[arg(long, default_value_t = 30.0)]
+    pub w0_initial: f64,
+}
+
+/// What every image model's training takes.
+#[derive(Args)]
+pub struct TrainImageArgs {
     /// Input image (PNG or JPEG).
     #[arg(long)]
     pub image: PathBuf,
@@ -237,6 +266,8 @@ pub struct TrainFfnArgs {
 pub enum ImportCommand {
     /// Import an official FFN (Lightning .ckpt, .pth, or safetensors with the official names).
     Ffn(ImportFfnArgs),
+    /// Import an official SIREN (its `exp_config.yaml` says `model_name: siren`).
+    Siren(ImportFfnArgs),
     /// Import an official NeRV (`model_best.pth`, or safetensors with the official names).
     Nerv(ImportNervArgs),
 }
@@ -382,8 +413,8 @@ pub struct ReportArgs {
     pub max_frames: Option<usize>,
 }
 
-impl From<&TrainFfnArgs> for FfnTrainParams {
-    fn from(a: &TrainFfnArgs) -> Self {
+impl From<&TrainImageArgs> for FfnTrainParams {
+    fn from(a: &TrainImageArgs) -> Self {
         FfnTrainParams {
             iters: a.iters,
             lr: a.lr,
@@ -421,6 +452,7 @@ impl From<ImportFfnArgs> for FfnImport {
             checkpoint: a.checkpoint,
             config: a.config,
             size: a.size,
+            model_name: None,
         }
     }
 }

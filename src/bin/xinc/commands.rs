@@ -12,7 +12,7 @@ use xinc::data::synth::dataset::generate;
 use xinc::dataset::{run_task, BatchConfig, Stats};
 use xinc::demo::run_demo;
 use xinc::device_check::{check_device, DeviceCheckReport};
-use xinc::models::ffn::FfnConfig;
+use xinc::models::ffn::{FfnConfig, HiddenActivation, PosEncoding};
 use xinc::models::import::{import_ffn, import_nerv, FfnImport, NervImport};
 use xinc::models::ModelDir;
 use xinc::report::{write_report, ReportOptions};
@@ -23,17 +23,46 @@ use xinc::XincError;
 
 use crate::args::{
     BatchArgs, CheckDeviceArgs, DemoArgs, ImportFfnArgs, ImportNervArgs, InspectArgs, RenderArgs,
-    ReportArgs, StatsArgs, SynthArgs, TrainFfnArgs, TrainNervArgs,
+    ReportArgs, StatsArgs, SynthArgs, TrainFfnArgs, TrainImageArgs, TrainNervArgs, TrainSirenArgs,
 };
 use crate::parsers::ffn_flag;
 use crate::{fail, CliResult};
 
-pub fn train_cmd(a: TrainFfnArgs, device: &Device) -> CliResult {
+pub fn train_ffn_cmd(a: TrainFfnArgs, device: &Device) -> CliResult {
+    let [h, w] = a.common.size;
+    let encoding = match a.encoding.as_str() {
+        "nerf" => PosEncoding::Nerf {
+            num_frequencies: a
+                .frequencies
+                .unwrap_or_else(|| PosEncoding::nyquist_frequencies(h.max(w))),
+        },
+        _ => PosEncoding::Fourier,
+    };
+    let config = FfnConfig {
+        encoding,
+        ..FfnConfig::with_width(a.common.width, h, w)
+    };
+    train_image_model(config, &a.common, device)
+}
+
+pub fn train_siren_cmd(a: TrainSirenArgs, device: &Device) -> CliResult {
+    let [h, w] = a.common.size;
+    let config = FfnConfig {
+        activation: HiddenActivation::Sine {
+            w0: a.w0,
+            w0_initial: a.w0_initial,
+        },
+        ..FfnConfig::siren(a.common.width, h, w)
+    };
+    train_image_model(config, &a.common, device)
+}
+
+/// Trains the image model `config` as `a` says and saves it.
+fn train_image_model(config: FfnConfig, a: &TrainImageArgs, device: &Device) -> CliResult {
     let [h, w] = a.size;
-    let config = FfnConfig::with_width(a.width, h, w);
     config.check(&ffn_flag)?;
     let target = load_rgb_resized(&a.image, h, w)?;
-    let params = FfnTrainParams::from(&a);
+    let params = FfnTrainParams::from(a);
     let (model, report) = train_ffn(config, &target, &params, device)?;
     let record = report.record(&params, &a.image.display().to_string());
     ModelDir::new(&a.out).save_trained(&model, record)?;
@@ -48,13 +77,18 @@ pub fn train_nerv_cmd(a: TrainNervArgs, device: &Device) -> CliResult {
     Ok(())
 }
 
-pub fn import_cmd(a: ImportFfnArgs, device: &Device) -> CliResult {
+/// `xinc import ffn|siren`: `family` is the verb's model name, which the config must carry.
+pub fn import_cmd(a: ImportFfnArgs, family: &'static str, device: &Device) -> CliResult {
     let out = ModelDir::new(&a.out);
-    let job = FfnImport::from(a);
+    let job = FfnImport {
+        model_name: Some(family),
+        ..FfnImport::from(a)
+    };
     let model = import_ffn(&job, &out, device)?;
     let (shape, from) = (model.config().data_shape, job.checkpoint.display());
     println!(
-        "imported FFN {shape:?} from {from} -> {}",
+        "imported {} {shape:?} from {from} -> {}",
+        model.config().model_name(),
         out.path.display()
     );
     Ok(())

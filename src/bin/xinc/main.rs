@@ -15,7 +15,7 @@ use args::{Cli, Command, ImportCommand, TrainCommand};
 use canvas::canvas_cmd;
 use commands::{
     batch_cmd, check_device_cmd, demo_cmd, import_cmd, import_nerv_cmd, inspect_cmd, render_cmd,
-    report_cmd, stats_cmd, synth_cmd, train_cmd, train_nerv_cmd,
+    report_cmd, stats_cmd, synth_cmd, train_ffn_cmd, train_nerv_cmd, train_siren_cmd,
 };
 use output_guard::OutputGuard;
 
@@ -71,9 +71,11 @@ fn device(name: &str) -> CliResult<Device> {
 /// The handler of each subcommand.
 fn dispatch(command: Command, device: &Device) -> CliResult {
     match command {
-        Command::Train(TrainCommand::Ffn(a)) => train_cmd(a, device),
+        Command::Train(TrainCommand::Ffn(a)) => train_ffn_cmd(a, device),
+        Command::Train(TrainCommand::Siren(a)) => train_siren_cmd(a, device),
         Command::Train(TrainCommand::Nerv(a)) => train_nerv_cmd(a, device),
-        Command::Import(ImportCommand::Ffn(a)) => import_cmd(a, device),
+        Command::Import(ImportCommand::Ffn(a)) => import_cmd(a, "ffn", device),
+        Command::Import(ImportCommand::Siren(a)) => import_cmd(a, "siren", device),
         Command::Import(ImportCommand::Nerv(a)) => import_nerv_cmd(a, device),
         Command::Canvas(a) => canvas_cmd(a, device),
         Command::Render(a) => render_cmd(a, device),

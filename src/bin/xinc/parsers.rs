@@ -10,6 +10,9 @@ pub fn ffn_flag(field: &'static str) -> String {
     match field {
         "layer_size" | "fourier_mapping_size" => "--width".to_string(),
         "data_shape" => "--size".to_string(),
+        "num_frequencies" => "--frequencies".to_string(),
+        "w0" => "--w0".to_string(),
+        "w0_initial" => "--w0-initial".to_string(),
         other => other.to_string(),
     }
 }

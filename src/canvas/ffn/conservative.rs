@@ -13,11 +13,30 @@
 //! the CPU maps directly.
 
 use candle_core::{DType, Tensor, D};
+use candle_nn::Module;
 use rayon::prelude::*;
 
 use super::layer::FfnLayer;
 use crate::error::{Result, XincError};
-use crate::models::ffn::{Ffn, FfnActivations};
+use crate::models::ffn::{Ffn, FfnActivations, HiddenActivation};
+
+/// The rescale multipliers `m = a/z` of the units between Linear j and j + 1 (`[t, units]`):
+/// `1[a > 0]` for ReLU; `sin(w₀·z)/z` for SIREN's sine (w₀ where z = 0), so that `a = m·z`
+/// exactly and no constant is left (both activations vanish at 0).
+fn multipliers(model: &Ffn, acts: &FfnActivations, j: usize) -> Result<Tensor> {
+    let a = &acts.hidden[j - 1];
+    match model.config().activation {
+        HiddenActivation::Relu => Ok(a.gt(0.0)?.to_dtype(DType::F32)?),
+        act @ HiddenActivation::Sine { .. } => {
+            let w0 = act.w0(j - 1);
+            let z = model.layers()[j - 1].forward(acts.layer_input(j)?)?;
+            let small = z.abs()?.lt(1e-12)?;
+            let safe = small.where_cond(&z.ones_like()?, &z)?;
+            let limit = (z.zeros_like()? + w0)?;
+            Ok(small.where_cond(&limit, &(a / safe)?)?)
+        }
+    }
+}
 
 /// `(G_k, B_k)` for the pixels of `acts`: `[t, R, fan_in]` and `[t, R]`, where the R rows are
 /// the output channels, or one row for their sum (`summed`: the probe Σ_c y_c, back-propagated
@@ -45,7 +64,7 @@ fn linearised(
     let mut g = w.unsqueeze(0)?.repeat((t, 1, 1))?;
     let mut b = bl.unsqueeze(0)?.repeat((t, 1))?;
     for j in (k..l).rev() {
-        let m = acts.hidden[j - 1].gt(0.0)?.to_dtype(DType::F32)?;
+        let m = multipliers(model, acts, j)?;
         let gm = g.broadcast_mul(&m.unsqueeze(1)?)?;
         let lin = &layers[j - 1];
         let (fan_out, fan_in) = lin.weight().dims2()?;

@@ -511,6 +511,64 @@ mod tests {
             .is_err());
     }
 
+    /// The encodings and activations of the image families: the conservative maps of every layer
+    /// sum to the output (per channel and summed), and the official ones exist for every layer.
+    #[test]
+    fn nerf_ffn_and_siren_canvases_conserve_the_output() {
+        use crate::models::ffn::{HiddenActivation, PosEncoding};
+        let nerf = FfnConfig {
+            encoding: PosEncoding::Nerf { num_frequencies: 3 },
+            ..FfnConfig::with_width(12, 5, 7)
+        };
+        let siren = FfnConfig {
+            activation: HiddenActivation::Sine {
+                w0: 30.0,
+                w0_initial: 10.0,
+            },
+            ..FfnConfig::siren(12, 5, 7)
+        };
+        assert_eq!((nerf.encoding_dim(), siren.encoding_dim()), (14, 2));
+        for cfg in [nerf, siren] {
+            let t: HashMap<_, _> = cfg
+                .init_tensors(5, &Device::Cpu)
+                .unwrap()
+                .into_iter()
+                .collect();
+            let m = Ffn::from_tensors(cfg.clone(), t, "test", &Device::Cpu).unwrap();
+            let acts = m.forward_image(&Device::Cpu).unwrap();
+            let layers = FfnLayer::all(m.config(), Method::Conservative);
+            let canvas = ffn_canvas(
+                &m,
+                &acts,
+                &layers,
+                &CanvasOptions::from(Method::Conservative),
+            )
+            .unwrap();
+            let (y, p) = (&canvas.output, 35);
+            let scale = y.iter().fold(1f32, |a, v| a.max(v.abs()));
+            for maps in &canvas.layers {
+                let s = maps.summarise();
+                let per_channel = maps.neuron_shape.len() == 2;
+                for (o, v) in s.sum_neurons.iter().enumerate() {
+                    let want = if per_channel {
+                        y[o]
+                    } else {
+                        (0..3).map(|c| y[c * p + o]).sum()
+                    };
+                    assert!(
+                        (v - want).abs() <= 1e-5 * scale,
+                        "{} {} value {o}: {v} vs {want}",
+                        cfg.model_name(),
+                        maps.layer
+                    );
+                }
+            }
+            let official = FfnLayer::all(m.config(), Method::Official);
+            let canvas = ffn_canvas(&m, &acts, &official, &CanvasOptions::default()).unwrap();
+            assert_eq!(canvas.layers.len(), official.len());
+        }
+    }
+
     #[test]
     fn unit_pair_reductions_match_brute_force() {
         let m = small_model(false);

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use super::layer::FfnLayer;
 use crate::canvas::Method;
 use crate::error::{Result, XincError};
-use crate::models::ffn::{Ffn, FfnActivations};
+use crate::models::ffn::{Ffn, FfnActivations, HiddenActivation};
 use crate::tensor::{with_avx2, with_f32_slice};
 
 /// Pixels per parallel task.
@@ -33,7 +33,28 @@ pub(super) struct LayerRule {
     fan_in: usize,
     scales: Vec<Vec<f32>>,
     offsets: Vec<f32>,
-    relu: bool,
+    act: InnerAct,
+}
+
+/// The activation the official rule applies to an inner layer's aggregate: the model's own
+/// (ReLU as in the official code; SIREN's sin(w₀·z) is xinc's official-style extension), none on
+/// the last layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum InnerAct {
+    None,
+    Relu,
+    Sine(f32),
+}
+
+impl InnerAct {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            InnerAct::None => v,
+            InnerAct::Relu => v.max(0.0),
+            InnerAct::Sine(w0) => (w0 * v).sin(),
+        }
+    }
 }
 
 impl LayerRule {
@@ -69,7 +90,17 @@ impl LayerRule {
             fan_in,
             scales,
             offsets,
-            relu: matches!(layer, FfnLayer::Summed(k) if k < config.num_layers),
+            act: match (layer, config.activation) {
+                (FfnLayer::Summed(k), HiddenActivation::Relu) if k < config.num_layers => {
+                    InnerAct::Relu
+                }
+                (FfnLayer::Summed(k), a @ HiddenActivation::Sine { .. })
+                    if k < config.num_layers =>
+                {
+                    InnerAct::Sine(a.w0(k - 1) as f32)
+                }
+                _ => InnerAct::None,
+            },
         })
     }
 
@@ -135,14 +166,19 @@ impl LayerRule {
                 let xs = &xt[i * MICRO_RUN..i * MICRO_RUN + n];
                 let (scale, offset) = (self.scales[r][i], self.offsets[r]);
                 let dst = &mut seg[q0..q0 + n];
-                if self.relu {
-                    dst.iter_mut()
+                match self.act {
+                    InnerAct::Relu => dst
+                        .iter_mut()
                         .zip(xs)
-                        .for_each(|(d, &v)| *d = (v * scale + offset).max(0.0));
-                } else {
-                    dst.iter_mut()
+                        .for_each(|(d, &v)| *d = (v * scale + offset).max(0.0)),
+                    InnerAct::None => dst
+                        .iter_mut()
                         .zip(xs)
-                        .for_each(|(d, &v)| *d = v * scale + offset);
+                        .for_each(|(d, &v)| *d = v * scale + offset),
+                    act => dst
+                        .iter_mut()
+                        .zip(xs)
+                        .for_each(|(d, &v)| *d = act.apply(v * scale + offset)),
                 }
             }
         }
@@ -164,7 +200,11 @@ impl DeviceRule {
             .unsqueeze(1)?
             .broadcast_mul(&self.scales)?
             .broadcast_add(&self.offsets)?;
-        Ok(if rule.relu { m.relu()? } else { m })
+        Ok(match rule.act {
+            InnerAct::None => m,
+            InnerAct::Relu => m.relu()?,
+            InnerAct::Sine(w0) => m.affine(f64::from(w0), 0.0)?.sin()?,
+        })
     }
 }
 
