@@ -2,6 +2,7 @@
 
 pub mod ffn;
 mod fused;
+pub mod loss;
 pub mod nerv;
 
 /// The official FFN PSNR (`image_inr`): the prediction is clamped to [0, 1] and rounded to 8 bits

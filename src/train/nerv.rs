@@ -1,7 +1,8 @@
 //! NeRV training with the official schedule (`HNeRV/train_nerv_all.py`, spec E.2): Adam (betas
 //! 0.9/0.999, eps 1e-8), lr 1e-3 scaled per iteration by `cosine_0.1_1_0.1` (linear warm-up from
 //! 0.1× over the first 10% of training, then cosine to 0), batches of 2 frames shuffled each epoch
-//! (last incomplete batch dropped), L2 loss, PSNR evaluation every K epochs.
+//! (last incomplete batch dropped), the official `--loss` (L2, the paper's, unless the flags say
+//! otherwise: [`Loss`]), PSNR evaluation every K epochs.
 //!
 //! At every evaluation the full training state (weights, Adam moments, epoch, best PSNR) is written
 //! atomically to `train_state.safetensors`; `resume` continues from it, so a killed run loses at
@@ -19,6 +20,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::loss::Loss;
 use crate::data::frames::nerv_frames;
 use crate::error::{Result, XincError};
 use crate::models::limits;
@@ -43,6 +45,8 @@ pub struct NervTrainParams {
     /// Stop after this epoch although the schedule spans `epochs` (a job split in parts, e.g. by
     /// a cluster's time limit); with a state folder, a later run resumes from there.
     pub until_epoch: Option<usize>,
+    /// The official `--loss` (L2 for the paper's runs; the official default is Fusion6).
+    pub loss: Loss,
 }
 
 impl Default for NervTrainParams {
@@ -57,6 +61,7 @@ impl Default for NervTrainParams {
             seed: 1,
             progress: true,
             until_epoch: None,
+            loss: Loss::default(),
         }
     }
 }
@@ -169,6 +174,11 @@ pub fn train_nerv_folder(job: &NervFolderJob, device: &Device) -> Result<(Nerv, 
     // With the clip's frame count: HNeRV's widths depend on it (the embeddings of all frames
     // come out of the parameter budget).
     let config = NervConfig::from_official_args(&job.args, frames.len())?;
+    // The flags' `--loss`, when they carry one.
+    let params = &NervTrainParams {
+        loss: Loss::from_official_args(&job.args)?,
+        ..params.clone()
+    };
     let out = job.out.as_path();
     std::fs::create_dir_all(out).map_err(|e| XincError::io(out, e))?;
     let (model, report) = train_nerv(config, &frames, params, Some(out), job.resume, device)?;
@@ -254,7 +264,8 @@ pub fn train_nerv(
             .enumerate()
         {
             let u = (epoch as f64 + i as f64 / steps_per_epoch as f64) / params.epochs as f64;
-            loss_sum += state.step(&model, batch, &targets, params.lr_at(u), device)?;
+            let lr = params.lr_at(u);
+            loss_sum += state.step(&model, batch, &targets, (lr, &params.loss), device)?;
         }
         state.epoch = epoch + 1;
         bar.inc(1);
@@ -505,12 +516,12 @@ impl TrainState {
         model: &Nerv,
         batch: &[usize],
         targets: &[Tensor],
-        lr: f64,
+        (lr, loss): (f64, &Loss),
         device: &Device,
     ) -> Result<f32> {
         let target = Tensor::cat(&batch.iter().map(|&i| &targets[i]).collect::<Vec<_>>(), 0)?;
         let out = forward_batch(model, batch, &target, true, device)?.output;
-        let loss = (out - target)?.sqr()?.mean_all()?;
+        let loss = loss.forward(&out, &target)?;
         let grads = loss.backward()?;
         self.steps += 1;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
