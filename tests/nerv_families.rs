@@ -12,6 +12,7 @@ use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::ModelDir;
 use xinc::train::loss::Loss;
 use xinc::train::nerv::{train_nerv, NervTrainParams};
+use xinc::train::split::DataSplit;
 
 const FRAMES: usize = 4;
 
@@ -36,11 +37,15 @@ fn trained(args: &str, dir: &std::path::Path) -> (Nerv, Nerv) {
         eval_every: 10,
         progress: false,
         loss: Loss::from_official_args(args).unwrap(),
+        split: DataSplit::from_official_args(args).unwrap(),
         ..NervTrainParams::default()
     };
     let dev = Device::Cpu;
     let (model, report) = train_nerv(config, &frames, &params, None, false, &dev).unwrap();
     let first = report.history.first().unwrap().psnr;
+    // A held-out frame (`--data_split`) is evaluated apart.
+    let unseen = report.history.last().unwrap().unseen_psnr;
+    assert_eq!(unseen.is_some(), args.contains("--data_split"), "{args}");
     assert!(
         report.best_psnr > first + 0.2,
         "{args}: PSNR {first:.2} -> {:.2}",
@@ -88,7 +93,8 @@ fn every_nerv_variant_trains_reloads_and_conserves() {
     for variant in [
         "--conv_type convnext conv --act relu --norm bn --ks 0_2_2 --num_blks 1_2 --out_bias sigmoid \
          --loss Fusion6",
-        "--conv_type convnext pshuffel --act sin --norm none --ks 0_3_3 --out_bias 0.5",
+        "--conv_type convnext pshuffel --act sin --norm none --ks 0_3_3 --out_bias 0.5 \
+         --data_split 3_3_4",
         "--conv_type convnext pshuffel --act hardswish --norm bn --ks 0_1_1",
         "--conv_type convnext pshuffel --act softplus --norm none --ks 0_3_5",
     ] {

@@ -4,6 +4,7 @@ pub mod ffn;
 mod fused;
 pub mod loss;
 pub mod nerv;
+pub mod split;
 
 /// The official FFN PSNR (`image_inr`): the prediction is clamped to [0, 1] and rounded to 8 bits
 /// before the MSE against the ground truth, `−10·log10(MSE)`.

@@ -20,7 +20,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::loss::Loss;
+use super::loss::{psnr, Loss};
+use super::split::DataSplit;
 use crate::data::frames::nerv_frames;
 use crate::error::{Result, XincError};
 use crate::models::limits;
@@ -47,6 +48,8 @@ pub struct NervTrainParams {
     pub until_epoch: Option<usize>,
     /// The official `--loss` (L2 for the paper's runs; the official default is Fusion6).
     pub loss: Loss,
+    /// The official `--data_split`: the frames trained on; the others are evaluated as unseen.
+    pub split: DataSplit,
 }
 
 impl Default for NervTrainParams {
@@ -62,6 +65,7 @@ impl Default for NervTrainParams {
             progress: true,
             until_epoch: None,
             loss: Loss::default(),
+            split: DataSplit::default(),
         }
     }
 }
@@ -112,8 +116,10 @@ impl NervTrainParams {
 pub struct NervEval {
     pub epoch: usize,
     pub loss: f32,
-    /// Mean over frames of −10·log10(MSE + 1e-9) (official, unclamped).
+    /// Mean over the trained frames of −10·log10(MSE + 1e-9) (official, unclamped).
     pub psnr: f64,
+    /// The same over the held-out frames of `--data_split` (`None` when every frame is trained).
+    pub unseen_psnr: Option<f64>,
 }
 
 /// What a run reached.
@@ -177,6 +183,7 @@ pub fn train_nerv_folder(job: &NervFolderJob, device: &Device) -> Result<(Nerv, 
     // The flags' `--loss`, when they carry one.
     let params = &NervTrainParams {
         loss: Loss::from_official_args(&job.args)?,
+        split: DataSplit::from_official_args(&job.args)?,
         ..params.clone()
     };
     let out = job.out.as_path();
@@ -243,7 +250,8 @@ pub fn train_nerv(
         None => TrainState::fresh(&config, params.seed, device)?,
     };
     let model = state.model(&config, device)?;
-    let steps_per_epoch = frames.len() / params.batch_size;
+    let (seen, unseen) = params.split.apply(frames.len());
+    let steps_per_epoch = seen.len() / params.batch_size;
     let bar = progress_bar(params, state.epoch);
     let mut report = NervTrainReport {
         best_epoch: state.best_epoch,
@@ -259,10 +267,7 @@ pub fn train_nerv(
         .map_or(params.epochs, |e| e.min(params.epochs));
     for epoch in first_epoch..last_epoch {
         let mut loss_sum = 0.0f32;
-        for (i, batch) in epoch_batches(frames.len(), params, epoch)
-            .iter()
-            .enumerate()
-        {
+        for (i, batch) in epoch_batches(&seen, params, epoch).iter().enumerate() {
             let u = (epoch as f64 + i as f64 / steps_per_epoch as f64) / params.epochs as f64;
             let lr = params.lr_at(u);
             loss_sum += state.step(&model, batch, &targets, (lr, &params.loss), device)?;
@@ -277,13 +282,18 @@ pub fn train_nerv(
                     state.epoch
                 )));
             }
-            let psnr = evaluate(&model, &targets, device)?;
-            tracing::info!(epoch = state.epoch, loss, psnr, "nerv eval");
+            let psnr = evaluate(&model, &targets, &seen, device)?;
+            let unseen_psnr = match unseen.is_empty() {
+                true => None,
+                false => Some(evaluate(&model, &targets, &unseen, device)?),
+            };
+            tracing::info!(epoch = state.epoch, loss, psnr, ?unseen_psnr, "nerv eval");
             bar.set_message(format!("loss {loss:.6}  psnr {psnr:.2} dB"));
             report.history.push(NervEval {
                 epoch: state.epoch,
                 loss,
                 psnr,
+                unseen_psnr,
             });
             if psnr > state.best_psnr {
                 state.best_psnr = psnr;
@@ -325,9 +335,10 @@ fn check_inputs(config: &NervConfig, frames: &[Vec<f32>], params: &NervTrainPara
         )));
     }
     params.validate()?;
-    if frames.len() < params.batch_size {
+    let trained = params.split.apply(frames.len()).0.len();
+    if trained < params.batch_size {
         return Err(XincError::InvalidArgument(format!(
-            "batch size {} is more than the frame count {}",
+            "batch size {} is more than the {trained} trained frames (of {})",
             params.batch_size,
             frames.len()
         )));
@@ -335,10 +346,10 @@ fn check_inputs(config: &NervConfig, frames: &[Vec<f32>], params: &NervTrainPara
     Ok(())
 }
 
-/// The batches of epoch `epoch`: a shuffle that depends only on (seed, epoch), last partial
-/// batch dropped.
-fn epoch_batches(n: usize, params: &NervTrainParams, epoch: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..n).collect();
+/// The batches of epoch `epoch` over the trained frames `seen`: a shuffle that depends only on
+/// (seed, epoch), last partial batch dropped.
+fn epoch_batches(seen: &[usize], params: &NervTrainParams, epoch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = seen.to_vec();
     let mut rng =
         ChaCha8Rng::seed_from_u64(params.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     order.shuffle(&mut rng);
@@ -367,15 +378,14 @@ fn forward_batch(
     model.decode(embedding, t, train)
 }
 
-/// Mean over frames of the official PSNR (inference mode).
-fn evaluate(model: &Nerv, targets: &[Tensor], device: &Device) -> Result<f64> {
+/// Mean over `frames` of the official PSNR (inference mode).
+fn evaluate(model: &Nerv, targets: &[Tensor], frames: &[usize], device: &Device) -> Result<f64> {
     let mut total = 0.0;
-    for (i, target) in targets.iter().enumerate() {
-        let out = forward_batch(model, &[i], target, false, device)?.output;
-        let mse = (out - target)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
-        total += -10.0 * (mse + 1e-9).log10();
+    for &i in frames {
+        let out = forward_batch(model, &[i], &targets[i], false, device)?.output;
+        total += psnr(&out, &targets[i])?[0];
     }
-    Ok(total / targets.len() as f64)
+    Ok(total / frames.len().max(1) as f64)
 }
 
 fn snapshot(vars: &[(String, Var)]) -> Result<HashMap<String, Tensor>> {
@@ -603,7 +613,7 @@ impl TrainState {
             state.v[k] = take("v", &s.name);
             state.best.insert(s.name.clone(), take("best", &s.name));
         }
-        let steps_per_epoch = config.frames / params.batch_size.max(1);
+        let steps_per_epoch = params.split.apply(config.frames).0.len() / params.batch_size.max(1);
         (state.steps, state.epoch, state.best_epoch, state.best_psnr) =
             read_meta(path, &meta, steps_per_epoch, params.epochs)?;
         tracing::info!(epoch = state.epoch, "resuming NeRV training");
@@ -814,10 +824,17 @@ mod tests {
     #[test]
     fn batches_are_seeded_per_epoch_and_drop_the_last() {
         let p = NervTrainParams::default();
-        let a = epoch_batches(7, &p, 3);
+        let all: Vec<usize> = (0..7).collect();
+        let a = epoch_batches(&all, &p, 3);
         assert_eq!(a.len(), 3);
         assert!(a.iter().all(|b| b.len() == 2));
-        assert_eq!(a, epoch_batches(7, &p, 3));
-        assert_ne!(a, epoch_batches(7, &p, 4));
+        assert_eq!(a, epoch_batches(&all, &p, 3));
+        assert_ne!(a, epoch_batches(&all, &p, 4));
+        // Only the trained frames of a split are drawn.
+        let (seen, _) = DataSplit::from_official_args("--data_split 2_2_3")
+            .unwrap()
+            .apply(7);
+        let b = epoch_batches(&seen, &p, 0);
+        assert!(b.iter().flatten().all(|i| i % 3 != 2));
     }
 }
