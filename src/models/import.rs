@@ -397,6 +397,11 @@ pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
         serde_norway::from_str(&text).map_err(|e| XincError::config(path, e.to_string()))?;
     let yaml = YamlDoc { path, root: &root };
     let model_name = yaml.string("network.model_name")?;
+    // An FFN's encoding first: it decides which other fields matter.
+    let encoding_type = match model_name.as_str() {
+        "ffn" => Some(yaml.string("network.pos_encoding.type")?),
+        _ => None,
+    };
     let layer_size = yaml.usize("network.layer_size")?;
     let shape = yaml.usize_list("data.data_shape")?;
     let [height, width] = shape[..] else {
@@ -406,7 +411,10 @@ pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
         ));
     };
     let (encoding, activation) = match model_name.as_str() {
-        "ffn" => (yaml.ffn_encoding([height, width])?, yaml.ffn_activation()?),
+        "ffn" => (
+            yaml.ffn_encoding(encoding_type.as_deref().unwrap_or(""), [height, width])?,
+            yaml.ffn_activation()?,
+        ),
         // The official `siren` class takes the raw coordinates, whatever `pos_encoding` says.
         "siren" => (
             PosEncoding::None,
@@ -656,9 +664,9 @@ impl YamlDoc<'_> {
     /// An FFN's `network.pos_encoding`: `fourier`, or `nerf` with `num_frequencies` (null: the
     /// Nyquist rule for `network.sidelength`, which the official trainer sets to the image's
     /// longer side).
-    fn ffn_encoding(&self, [h, w]: [usize; 2]) -> Result<PosEncoding> {
+    fn ffn_encoding(&self, kind: &str, [h, w]: [usize; 2]) -> Result<PosEncoding> {
         let field = "network.pos_encoding.type";
-        match self.string(field)?.as_str() {
+        match kind {
             "fourier" => Ok(PosEncoding::Fourier),
             "nerf" => {
                 let side = self.usize_or("network.sidelength", h.max(w))?;

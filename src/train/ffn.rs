@@ -114,7 +114,7 @@ impl TrainReport {
     pub fn summary(&self, config: &FfnConfig, out: &Path) -> String {
         format!(
             "trained {} ({} params): best PSNR {:.2} dB at iteration {} in {:.1} s -> {}",
-            config.model_name(),
+            config.model_name().to_uppercase(),
             config.num_params(),
             self.best_psnr,
             self.best_iter,

@@ -343,8 +343,14 @@ mod tests {
     #[test]
     fn the_ssim_loss_has_gradients() {
         let dev = Device::Cpu;
-        let target = Tensor::rand(0f32, 1f32, (1, 3, 16, 16), &dev).unwrap();
-        let var = candle_core::Var::rand(0f32, 1f32, (1, 3, 16, 16), &dev).unwrap();
+        // Fixed, smooth inputs: the check is deterministic.
+        let wave = |phase: f32| -> Vec<f32> {
+            (0..768)
+                .map(|i| 0.5 + 0.4 * ((i as f32) * 0.37 + phase).sin())
+                .collect()
+        };
+        let target = Tensor::from_vec(wave(0.0), (1, 3, 16, 16), &dev).unwrap();
+        let var = candle_core::Var::from_vec(wave(0.9), (1, 3, 16, 16), &dev).unwrap();
         // Fusion1 (L2 and SSIM): smooth, so a central difference checks it.
         let loss = Loss::from_name("Fusion1").unwrap();
         let l = loss.forward(var.as_tensor(), &target).unwrap();
@@ -353,7 +359,7 @@ mod tests {
         // Finite difference along the gradient's own direction at one value.
         let gv = grad.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let k = 100;
-        let eps = 1e-3f32;
+        let eps = 1e-2f32;
         let mut x = var
             .as_tensor()
             .flatten_all()

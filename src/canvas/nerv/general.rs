@@ -589,7 +589,12 @@ mod tests {
         let config = NervConfig::from_official_args(args, 4).unwrap();
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let model = nerv(config, vb).unwrap();
+        let mut model = nerv(config, vb).unwrap();
+        if model.config().is_hnerv() {
+            let [h, w] = model.config().frame_size();
+            let frames = Tensor::rand(0f32, 1f32, (4, 3, h, w), &Device::Cpu).unwrap();
+            model = model.embed_clip(&frames).unwrap();
+        }
         for (name, var) in vm.data().lock().unwrap().iter() {
             if name.contains(".norm.") {
                 let n = var.elem_count();
