@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use xinc::models::ffn::{Ffn, HiddenActivation, PosEncoding};
-use xinc::models::import::{import_ffn, FfnImport};
+use xinc::models::import::{import_ffn_as, FfnImport};
 use xinc::models::ModelDir;
 
 fn case(name: &str) -> PathBuf {
@@ -42,9 +42,8 @@ fn import(name: &str, verb: &'static str, out: &Path) -> xinc::Result<Ffn> {
         checkpoint: dir.join("best_model.ckpt"),
         config: Some(dir.join("exp_config.yaml")),
         size: [32, 64],
-        model_name: Some(verb),
     };
-    import_ffn(&job, &ModelDir::new(out), &Device::Cpu)
+    import_ffn_as(&job, Some(verb), &ModelDir::new(out), &Device::Cpu)
 }
 
 fn check(name: &str, verb: &'static str) -> Ffn {

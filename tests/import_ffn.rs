@@ -170,7 +170,6 @@ fn imports_write_model_folders_that_record_the_checkpoint() {
         checkpoint: bundled.weights_path(),
         config: None,
         size: ffn.config().data_shape,
-        model_name: None,
     };
     let out = ModelDir::new(dir.path().join("ffn"));
     let imported = import_ffn(&job, &out, &dev).unwrap();

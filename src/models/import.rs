@@ -119,17 +119,26 @@ pub struct FfnImport {
     pub config: Option<PathBuf>,
     /// `[H, W]` of the image, when there is no `config`.
     pub size: [usize; 2],
-    /// The family the caller expects (`ffn` or `siren`, as `network.model_name`), or any.
-    pub model_name: Option<&'static str>,
 }
 
 /// Imports an official FFN into the model folder `out` (weights checked before they are read,
 /// the provenance recorded) and returns the model.
 pub fn import_ffn(job: &FfnImport, out: &ModelDir, device: &Device) -> Result<Ffn> {
+    import_ffn_as(job, None, out, device)
+}
+
+/// [`import_ffn`] of the family `model_name` (`ffn` or `siren`, as the config's
+/// `network.model_name`; `None`: any): another family is refused before anything is written.
+pub fn import_ffn_as(
+    job: &FfnImport,
+    model_name: Option<&str>,
+    out: &ModelDir,
+    device: &Device,
+) -> Result<Ffn> {
     let origin = job.checkpoint.display().to_string();
     let (config, tensors) =
         read_ffn_weights(&job.checkpoint, job.config.as_deref(), job.size, device)?;
-    if let Some(want) = job.model_name.filter(|&m| m != config.model_name()) {
+    if let Some(want) = model_name.filter(|&m| m != config.model_name()) {
         let what = job.config.as_deref().unwrap_or(&job.checkpoint).display();
         return Err(XincError::InvalidArgument(format!(
             "{what}: network.model_name is `{}`, but this is the import of a `{want}` (use \

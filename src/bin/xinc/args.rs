@@ -452,7 +452,6 @@ impl From<ImportFfnArgs> for FfnImport {
             checkpoint: a.checkpoint,
             config: a.config,
             size: a.size,
-            model_name: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use xinc::dataset::{run_task, BatchConfig, Stats};
 use xinc::demo::run_demo;
 use xinc::device_check::{check_device, DeviceCheckReport};
 use xinc::models::ffn::{FfnConfig, HiddenActivation, PosEncoding};
-use xinc::models::import::{import_ffn, import_nerv, FfnImport, NervImport};
+use xinc::models::import::{import_ffn_as, import_nerv, FfnImport, NervImport};
 use xinc::models::ModelDir;
 use xinc::report::{write_report, ReportOptions};
 use xinc::study::Study;
@@ -80,11 +80,8 @@ pub fn train_nerv_cmd(a: TrainNervArgs, device: &Device) -> CliResult {
 /// `xinc import ffn|siren`: `family` is the verb's model name, which the config must carry.
 pub fn import_cmd(a: ImportFfnArgs, family: &'static str, device: &Device) -> CliResult {
     let out = ModelDir::new(&a.out);
-    let job = FfnImport {
-        model_name: Some(family),
-        ..FfnImport::from(a)
-    };
-    let model = import_ffn(&job, &out, device)?;
+    let job = FfnImport::from(a);
+    let model = import_ffn_as(&job, Some(family), &out, device)?;
     let (shape, from) = (model.config().data_shape, job.checkpoint.display());
     println!(
         "imported {} {shape:?} from {from} -> {}",
