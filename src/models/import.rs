@@ -424,14 +424,24 @@ pub fn ffn_config_from_yaml(path: &Path) -> Result<FfnConfig> {
             yaml.ffn_encoding(encoding_type.as_deref().unwrap_or(""), [height, width])?,
             yaml.ffn_activation()?,
         ),
-        // The official `siren` class takes the raw coordinates, whatever `pos_encoding` says.
-        "siren" => (
-            PosEncoding::None,
-            HiddenActivation::Sine {
-                w0: yaml.f64("network.w0")?,
-                w0_initial: yaml.f64("network.w0_initial")?,
-            },
-        ),
+        // The official `siren` class takes the raw coordinates, whatever `pos_encoding` says,
+        // and hands every hidden layer the same `Sine(w0)` module: its `w0_initial` changes
+        // nothing (an official bug). The imported model computes what the official one does.
+        "siren" => {
+            let w0 = yaml.f64("network.w0")?;
+            let initial = yaml.f64("network.w0_initial")?;
+            if initial != w0 {
+                tracing::warn!(
+                    w0,
+                    w0_initial = initial,
+                    "the official SIREN ignores network.w0_initial: every layer uses w0"
+                );
+            }
+            (
+                PosEncoding::None,
+                HiddenActivation::Sine { w0, w0_initial: w0 },
+            )
+        }
         other => {
             return Err(XincError::config(
                 path,
@@ -734,6 +744,28 @@ mod tests {
             "positional_encoding.B"
         );
         assert_eq!(strip_prefixes("net.2.linear.bias"), "net.2.linear.bias");
+    }
+
+    #[test]
+    fn an_official_siren_uses_w0_in_every_layer() {
+        // The official class gives every hidden layer Sine(w0): w0_initial changes nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exp_config.yaml");
+        std::fs::write(
+            &path,
+            "network:\n  model_name: siren\n  layer_size: 8\n  num_layers: 3\n  dim_in: 2\n  \
+             w0: 30.0\n  w0_initial: 20.0\n  final_act: null\ndata:\n  data_shape: [4, 6]\n",
+        )
+        .unwrap();
+        let cfg = ffn_config_from_yaml(&path).unwrap();
+        assert_eq!(
+            cfg.activation,
+            HiddenActivation::Sine {
+                w0: 30.0,
+                w0_initial: 30.0
+            }
+        );
+        assert_eq!(cfg.encoding, PosEncoding::None);
     }
 
     #[test]
