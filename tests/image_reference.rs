@@ -3,12 +3,18 @@
 //! (`scripts/reference/image_families.py`, fixtures in `tests/fixtures/reference/image_families/`),
 //! are imported from their `best_model.ckpt` and `exp_config.yaml` (the config's `model_name` and
 //! `pos_encoding` decide the family), and xinc's forward pass reproduces the official encoding,
-//! hidden layers and output to 1e-5, and the official PSNR to 1e-4 dB.
+//! hidden layers and output to 1e-5, and the official PSNR to 1e-4 dB. The FFN's official maps
+//! (`get_mlp_mappings`, the official analysis) of every layer match xinc's `--method official`
+//! maps to 1e-4 relative.
+
+mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use xinc::canvas::ffn::{ffn_canvas, FfnLayer};
+use xinc::canvas::CanvasOptions;
 use xinc::models::ffn::{Ffn, HiddenActivation, PosEncoding};
 use xinc::models::import::{import_ffn_as, FfnImport};
 use xinc::models::ModelDir;
@@ -17,23 +23,6 @@ fn case(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/reference/image_families")
         .join(name)
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-/// Within `tol` of the larger of 1 and the reference's largest magnitude.
-fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor, tol: f32) {
-    assert_eq!(ours.dims(), theirs.dims(), "{what}: shapes");
-    let (a, b) = (values(ours), values(theirs));
-    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    assert!(worst <= tol * scale, "{what}: largest difference {worst:e}");
 }
 
 fn import(name: &str, verb: &'static str, out: &Path) -> xinc::Result<Ffn> {
@@ -53,14 +42,14 @@ fn check(name: &str, verb: &'static str) -> Ffn {
     let reference: HashMap<String, Tensor> =
         xinc::io::load_safetensors(&case(name).join("reference.safetensors"), &dev).unwrap();
     let acts = model.forward_image(&dev).unwrap();
-    assert_close(
+    common::assert_close(
         &format!("{name} coords"),
         &acts.coords,
         &reference["coords"],
         1e-6,
     );
     let keep = reference["encoding"].dim(0).unwrap();
-    assert_close(
+    common::assert_close(
         &format!("{name} encoding"),
         &acts.features.narrow(0, 0, keep).unwrap(),
         &reference["encoding"],
@@ -68,14 +57,14 @@ fn check(name: &str, verb: &'static str) -> Ffn {
     );
     for (i, h) in acts.hidden.iter().enumerate() {
         let ours = h.narrow(0, 0, keep).unwrap();
-        assert_close(
+        common::assert_close(
             &format!("{name} layer {i}"),
             &ours,
             &reference[&format!("layer.{i}")],
             1e-5,
         );
     }
-    assert_close(
+    common::assert_close(
         &format!("{name} output"),
         &acts.output,
         &reference["output"],
@@ -83,7 +72,7 @@ fn check(name: &str, verb: &'static str) -> Ffn {
     );
     // The official PSNR (prediction clamped and rounded to 8 bits) against the image it learned.
     let image = xinc::data::image::load_rgb_resized(&case(name).join("image.png"), 32, 64).unwrap();
-    let psnr = xinc::train::psnr_quantised(&values(&acts.output), &image.data);
+    let psnr = xinc::train::psnr_quantised(&common::flat(&acts.output), &image.data);
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(case(name).join("metrics.json")).unwrap())
             .unwrap();
@@ -100,6 +89,41 @@ fn nerf_ffn_matches_the_official_forward_pass_and_psnr() {
         model.config().encoding,
         PosEncoding::Nerf { num_frequencies: 4 }
     );
+}
+
+#[test]
+fn nerf_ffn_official_maps_match_the_official_analysis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = import("ffn_nerf", "ffn", tmp.path()).unwrap();
+    let acts = model.forward_image(&Device::Cpu).unwrap();
+    let layers = [
+        FfnLayer::Summed(1),
+        FfnLayer::Summed(2),
+        FfnLayer::Summed(3),
+        FfnLayer::PerChannel(3),
+    ];
+    let canvas = ffn_canvas(&model, &acts, &layers, &CanvasOptions::default()).unwrap();
+    let official: HashMap<String, Tensor> = xinc::io::load_safetensors(
+        &case("ffn_nerf").join("official_maps.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for layer in &layers {
+        let name = layer.to_string();
+        let theirs = &official[&name];
+        let keep = theirs.dim(theirs.rank() - 1).unwrap();
+        let map = canvas.layer(&name).unwrap();
+        // Ours: [maps…, 32·64]; the official file keeps the first `keep` pixels of each map.
+        let ours = map.to_tensor(&Device::Cpu).unwrap();
+        let ours = ours
+            .reshape((map.num_maps(), 32 * 64))
+            .unwrap()
+            .narrow(1, 0, keep)
+            .unwrap()
+            .reshape(theirs.dims())
+            .unwrap();
+        common::assert_close(&format!("ffn_nerf official {name}"), &ours, theirs, 1e-4);
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Parity with the official HNeRV losses and metrics (`hnerv_utils.loss_fn`, `psnr_fn_single`,
 //! `msssim_fn_single` over `pytorch_msssim`): every `--loss` per frame and batch-averaged, the
 //! PSNR and the MS-SSIM of two 176×192 frame pairs (`scripts/reference/losses.py`, fixtures in
-//! `tests/fixtures/reference/losses/`), to 1e-4 relative (losses, MS-SSIM) and 1e-4 dB (PSNR).
+//! `tests/fixtures/reference/losses/`), to 2e-5 relative (losses, MS-SSIM) and 1e-4 dB (PSNR).
+//! Measured: SSIM terms and MS-SSIM within 5e-6 (the window taps rounded as PyTorch rounds
+//! them); the L1 and L2 means within 1.1e-5, the order of their f32 sums.
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +29,7 @@ fn frames(name: &str) -> Tensor {
 
 fn close(what: &str, ours: f64, theirs: f64) {
     assert!(
-        (ours - theirs).abs() <= 1e-4 * theirs.abs().max(1e-3),
+        (ours - theirs).abs() <= 2e-5 * theirs.abs().max(1e-3),
         "{what}: {ours} vs official {theirs}"
     );
 }

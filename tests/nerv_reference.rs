@@ -4,6 +4,8 @@
 //! and flags, and xinc's forward pass reproduces the official embedding, every decoder activation
 //! and the output to 1e-5, and the official per-frame PSNR to 1e-4 dB.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -16,26 +18,6 @@ const FRAMES: usize = 4;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/nerv_families")
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-/// Within `tol` of the larger of 1 and the tensor's largest magnitude.
-fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor, tol: f32) {
-    assert_eq!(ours.dims(), theirs.dims(), "{what}: shapes");
-    let (a, b) = (values(ours), values(theirs));
-    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        worst <= tol * scale,
-        "{what}: largest difference {worst:e} > {tol:e} × {scale}"
-    );
 }
 
 /// Imports case `name` through the library's importer (the CLI's `xinc import nerv`).
@@ -78,7 +60,7 @@ fn trained_families_match_the_official_forward_pass_and_psnr() {
         let acts = model.forward(&t, &dev).unwrap();
         // The embedding: NeRV's positional encoding, or HNeRV's encoder on the frames (read
         // from the PNGs by xinc's loader).
-        assert_close(
+        common::assert_close(
             &format!("{name} embedding"),
             &acts.embedding,
             &reference["embed_input"],
@@ -90,9 +72,9 @@ fn trained_families_match_the_official_forward_pass_and_psnr() {
                 break;
             };
             let ours = acts.decoder[j + 1].narrow(0, 1, 1).unwrap();
-            assert_close(&format!("{name} embed_list.{j}"), &ours, theirs, 1e-5);
+            common::assert_close(&format!("{name} embed_list.{j}"), &ours, theirs, 1e-5);
         }
-        assert_close(
+        common::assert_close(
             &format!("{name} output"),
             &acts.output,
             &reference["output"],
@@ -123,6 +105,6 @@ fn every_activation_matches_the_official_layers() {
         let tmp = tempfile::tempdir().unwrap();
         let (model, reference, _) = import(&name, tmp.path());
         let out = model.forward_frame(1, &Device::Cpu).unwrap().output;
-        assert_close(&name, &out, &reference["output"], 1e-5);
+        common::assert_close(&name, &out, &reference["output"], 1e-5);
     }
 }

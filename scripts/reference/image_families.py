@@ -5,11 +5,15 @@
 for 300 seeded full-batch Adam steps (lr 9e-4, MSE: the official trainer's recipe) on a 32×64
 frame, then written as the official trainer writes them: `best_model.ckpt` (a Lightning-style
 dictionary whose `state_dict` keys carry the `model.` prefix) and `exp_config.yaml`, with the
-forward pass and the official PSNR.
+forward pass and the official PSNR. For the FFN, also the official contribution maps
+(`model_all_analysis.ffn` + `get_mlp_mappings.ComputeMLPContributions`, as the official analysis
+runs them) of the first KEEP pixels, in `official_maps.safetensors`; `--maps-only` recomputes them
+from the stored checkpoint.
 
 Usage (torch on the CPU):
 
-    python3 -m venv venv && venv/bin/pip install torch numpy safetensors pillow easydict pyyaml
+    python3 -m venv venv && venv/bin/pip install torch numpy safetensors pillow easydict pyyaml \
+        torchvision einops lightning
     venv/bin/python scripts/reference/image_families.py --official /tmp/xinc-official \
         --image data/cityscapes_vps/val/img_all/frankfurt_000000_001736_leftImg8bit.png \
         --out tests/fixtures/reference/image_families
@@ -88,6 +92,24 @@ def hidden(model, x):
     return enc, acts
 
 
+def official_maps(official, cfg, state, x):
+    """The official maps of the FFN with weights `state` over the grid `x`, first KEEP pixels:
+    `layer{k}` [N, KEEP] (k = 1, 2, 3) and `layer3_rgb` [N, 3, KEEP]."""
+    sys.path.insert(0, str(Path(official) / "image_inr"))
+    import get_mlp_mappings
+    import model_all_analysis
+    model = model_all_analysis.ffn(cfg)
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        maps = get_mlp_mappings.ComputeMLPContributions(
+            model, out["intermediate_results"], (H, W)).compute_all_layer_mappings()
+    c1, c2, c3, _, _, c3_rgb = maps
+    flat = lambda m: m.reshape(m.shape[0], -1, H * W)[..., :KEEP].squeeze(1).contiguous()
+    return {"layer1": flat(c1), "layer2": flat(c2), "layer3": flat(c3), "layer3_rgb": flat(c3_rgb)}
+
+
 def yaml_text(cfg):
     net = {k: v for k, v in cfg.network.items()}
     net["pos_encoding"] = dict(cfg.network.pos_encoding)
@@ -100,8 +122,17 @@ def main():
     p.add_argument("--official", required=True)
     p.add_argument("--image", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--maps-only", action="store_true",
+                   help="only recompute official_maps.safetensors from the stored FFN checkpoint")
     args = p.parse_args()
     torch.set_num_threads(2)
+    if args.maps_only:
+        d = Path(args.out) / "ffn_nerf"
+        ckpt = torch.load(d / "best_model.ckpt", weights_only=True)
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+        save_file(official_maps(args.official, config("ffn", "nerf"), state, coordinates()),
+                  str(d / "official_maps.safetensors"))
+        return
     img = Image.open(args.image).convert("RGB").resize((W, H), Image.BILINEAR)
     for name in ["ffn_nerf", "siren"]:
         d = Path(args.out) / name
@@ -130,6 +161,9 @@ def main():
         torch.save({"epoch": STEPS, "global_step": STEPS, "state_dict": state},
                    d / "best_model.ckpt")
         (d / "exp_config.yaml").write_text(yaml_text(cfg))
+        if name == "ffn_nerf":
+            save_file(official_maps(args.official, cfg, model.state_dict(), x),
+                      str(d / "official_maps.safetensors"))
         meta = {"psnr": psnr(out, gt), "final_loss": loss.item(), "steps": STEPS, "lr": LR,
                 "seed": 1, "torch": torch.__version__,
                 "params": sum(p.numel() for p in model.parameters())}

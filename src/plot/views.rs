@@ -31,7 +31,7 @@ impl FrameCanvas {
             format!("{} frame {}", self.video(), self.frame()),
             format!("{} output", self.model()),
         ];
-        let fig = rgb_grid_figure(&[self.target(), self.output()], h, w, &titles, 2)?;
+        let fig = rgb_grid_figure(&[self.target(), self.reconstruction()], h, w, &titles, 2)?;
         Ok(fig.with_title(&format!(
             "{} {}, frame {}: {:.2} dB",
             self.model(),

@@ -66,6 +66,8 @@ struct Inner {
     parts: FrameParts,
     size: (usize, usize),
     output: Vec<f32>,
+    /// The output after the model's final map (NeRV: OutImg), planar `[3, H, W]`.
+    reconstruction: Vec<f32>,
     /// The layers computed so far.
     layers: Mutex<Vec<Arc<dyn NeuronMaps>>>,
     /// The partitions of the frame, official and corrected.
@@ -75,14 +77,19 @@ struct Inner {
 
 impl FrameCanvas {
     pub(crate) fn new(parts: FrameParts) -> Result<Self> {
-        let (size, output) = match &parts.activations {
+        let (size, output, reconstruction) = match &parts.activations {
             Activations::Ffn(m) => {
                 let (ffn, acts) = m.as_ref();
                 let cfg = ffn.config();
                 let planar = acts.output.t()?.contiguous()?.flatten_all()?;
-                ((cfg.height(), cfg.width()), planar.to_vec1::<f32>()?)
+                let output = planar.to_vec1::<f32>()?;
+                ((cfg.height(), cfg.width()), output.clone(), output)
             }
-            Activations::Nerv(data) => ((data.height, data.width), data.output.to_vec()),
+            Activations::Nerv(data) => (
+                (data.height, data.width),
+                data.output.to_vec(),
+                data.reconstruction.to_vec(),
+            ),
         };
         if parts.target.len() != output.len() {
             return Err(XincError::InvalidArgument(format!(
@@ -98,6 +105,7 @@ impl FrameCanvas {
                 parts,
                 size,
                 output,
+                reconstruction,
                 layers: Mutex::new(Vec::new()),
                 partitions: [OnceLock::new(), OnceLock::new()],
                 gabor: OnceLock::new(),
@@ -138,14 +146,21 @@ impl FrameCanvas {
     }
 
     /// The model's output, planar `[3, H, W]`, before clamping: what the maps of a conserving
-    /// layer sum to.
+    /// layer sum to. For a NeRV that is the head's output, before OutImg (see
+    /// [`FrameCanvas::reconstruction`]).
     pub fn output(&self) -> &[f32] {
         &self.inner.output
     }
 
-    /// The PSNR of the output (clamped to [0, 1]) against the target, in dB.
+    /// The model's picture of the frame, planar `[3, H, W]`: the FFN's output, the NeRV's head
+    /// output after OutImg (`tanh·0.5 + 0.5`, sigmoid or an offset).
+    pub fn reconstruction(&self) -> &[f32] {
+        &self.inner.reconstruction
+    }
+
+    /// The PSNR of the reconstruction (clamped to [0, 1]) against the target, in dB.
     pub fn psnr(&self) -> f64 {
-        let (t, o) = (self.target(), self.output());
+        let (t, o) = (self.target(), self.reconstruction());
         let se: f64 = t
             .iter()
             .zip(o)

@@ -422,6 +422,12 @@ mod tests {
         let err = head.conservation_error().unwrap();
         assert!(err < 1e-4, "{err}");
         assert_eq!(head.label(), "NeRV head");
+        // The picture is the head output after OutImg (tanh·0.5 + 0.5 for the bundled model),
+        // and the PSNR is of that picture: the bundled NeRV's 30 dB, not that of the raw head.
+        for (o, r) in frame.output().iter().zip(frame.reconstruction()) {
+            assert!((o.tanh() * 0.5 + 0.5 - r).abs() < 1e-6, "{o} → {r}");
+        }
+        assert!(frame.psnr() > 28.0, "{}", frame.psnr());
         let err = study
             .frame(Model::Ffn, 1, &Default::default())
             .err()

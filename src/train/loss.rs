@@ -7,11 +7,13 @@
 //! an 11-tap Gaussian window with σ = 1.5 applied separably without padding (a side shorter than
 //! the window is not smoothed), K₁ = 0.01, K₂ = 0.03; MS-SSIM over 5 scales with weights
 //! `[0.0448, 0.2856, 0.3001, 0.2363, 0.1333]`, 2×2 average pooling (odd sides padded with zeros
-//! that count) between scales, the contrast terms and the last SSIM clipped at 0. The filters and
-//! the pooling are matrix products, so gradients flow through everything.
+//! that count) between scales, the contrast terms and the last SSIM clipped at 0. The blur is a
+//! custom operation with its own gradient on the CPU ([`super::blur`]), the pooling a matrix
+//! product, so gradients flow through everything.
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::blur::correlate_valid;
 use crate::error::{Result, XincError};
 
 /// Window size and σ of the Gaussian, and the SSIM constants (data range 1).
@@ -138,55 +140,36 @@ impl Loss {
     }
 }
 
-/// The normalised 11-tap Gaussian, in f32 as `pytorch_msssim` builds it.
+/// The normalised 11-tap Gaussian as `pytorch_msssim` builds it in f32: each tap the f32 of
+/// exp(−c²/2σ²), their sum rounded once to f32 (PyTorch's rounding: SSIM to 1e-5 of it).
 fn gaussian() -> Vec<f32> {
+    let two_var = 2.0 * SIGMA * SIGMA;
     let g: Vec<f32> = (0..WIN)
         .map(|i| {
             let c = i as f32 - (WIN / 2) as f32;
-            (-(c * c) / (2.0 * SIGMA * SIGMA)).exp()
+            f64::from(-(c * c) / two_var).exp() as f32
         })
         .collect();
-    let sum: f32 = g.iter().sum();
+    let sum = g.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
     g.iter().map(|v| v / sum).collect()
 }
 
-/// The `[n, n − 10]` matrix of a valid 1-D Gaussian filter along an axis of length n (the
-/// identity when n < 11: that axis is not smoothed).
-fn filter_matrix(n: usize, device: &Device) -> Result<Tensor> {
-    if n < WIN {
-        return Ok(Tensor::eye(n, DType::F32, device)?);
-    }
-    let (g, m) = (gaussian(), n - WIN + 1);
-    let mut a = vec![0f32; n * m];
-    for j in 0..m {
-        for (t, &w) in g.iter().enumerate() {
-            a[(j + t) * m + j] = w;
+/// The separable Gaussian filter of `x` (`[N, C, H, W]`) along H and W, without padding; a side
+/// shorter than the window is not smoothed.
+fn blur(x: &Tensor) -> Result<Tensor> {
+    let g = gaussian();
+    let mut out = x.clone();
+    for axis in [2, 3] {
+        if out.dim(axis)? >= WIN {
+            out = correlate_valid(&out, &g, axis)?;
         }
     }
-    Ok(Tensor::from_vec(a, (n, m), device)?)
-}
-
-/// The separable Gaussian filter of `x` (`[N, C, H, W]`) along H and W.
-fn blur(x: &Tensor, fh: &Tensor, fw: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let (h2, w2) = (fh.dim(1)?, fw.dim(1)?);
-    let rows = x.reshape((n * c * h, w))?.matmul(fw)?; // along W
-    let cols = rows
-        .reshape((n * c, h, w2))?
-        .transpose(1, 2)?
-        .contiguous()?; // [nc, w2, h]
-    let out = cols.reshape((n * c * w2, h))?.matmul(fh)?; // along H
-    Ok(out
-        .reshape((n * c, w2, h2))?
-        .transpose(1, 2)?
-        .reshape((n, c, h2, w2))?)
+    Ok(out)
 }
 
 /// SSIM and the contrast-structure term per frame and channel, `([N, C], [N, C])`.
 fn ssim_terms(x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (_, _, h, w) = x.dims4()?;
-    let (fh, fw) = (filter_matrix(h, x.device())?, filter_matrix(w, x.device())?);
-    let f = |t: &Tensor| blur(t, &fh, &fw);
+    let f = blur;
     let (mu1, mu2) = (f(x)?, f(y)?);
     let (mu1_sq, mu2_sq, mu12) = (mu1.sqr()?, mu2.sqr()?, (&mu1 * &mu2)?);
     let s1 = (f(&x.sqr()?)? - &mu1_sq)?;
@@ -323,13 +306,13 @@ mod tests {
         assert_eq!(p, vec![vec![0.5, 0.0, 0.0], vec![0.0, 0.5, 0.5]]);
         let g = gaussian();
         assert!((g.iter().sum::<f32>() - 1.0).abs() < 1e-6 && g[5] > g[4]);
-        // A constant plane stays constant under the valid filter.
+        // A constant plane stays constant under the valid filter; a side under 11 is kept.
         let x = (Tensor::ones((1, 1, 12, 13), DType::F32, &Device::Cpu).unwrap() * 0.25).unwrap();
-        let (fh, fw) = (
-            filter_matrix(12, &Device::Cpu).unwrap(),
-            filter_matrix(13, &Device::Cpu).unwrap(),
+        assert_eq!(
+            blur(&x.narrow(2, 0, 10).unwrap()).unwrap().dims(),
+            &[1, 1, 10, 3]
         );
-        let b = blur(&x, &fh, &fw).unwrap();
+        let b = blur(&x).unwrap();
         assert_eq!(b.dims(), &[1, 1, 2, 3]);
         assert!(b
             .flatten_all()

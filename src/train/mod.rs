@@ -1,9 +1,11 @@
 //! Training of INRs with candle, and the official quality metrics.
 
+mod blur;
 pub mod ffn;
 mod fused;
 pub mod loss;
 pub mod nerv;
+mod py_random;
 pub mod split;
 
 /// The official FFN PSNR (`image_inr`): the prediction is clamped to [0, 1] and rounded to 8 bits

@@ -2,7 +2,8 @@
 //! 0.9/0.999, eps 1e-8), lr 1e-3 scaled per iteration by `cosine_0.1_1_0.1` (linear warm-up from
 //! 0.1× over the first 10% of training, then cosine to 0), batches of 2 frames shuffled each epoch
 //! (last incomplete batch dropped), the official `--loss` (L2, the paper's, unless the flags say
-//! otherwise: [`Loss`]), PSNR evaluation every K epochs.
+//! otherwise: [`Loss`]), PSNR evaluation every K epochs, with the official MS-SSIM where the
+//! frames are large enough (more than 160 pixels a side, as `pytorch_msssim` requires).
 //!
 //! At every evaluation the full training state (weights, Adam moments, epoch, best PSNR) is written
 //! atomically to `train_state.safetensors`; `resume` continues from it, so a killed run loses at
@@ -20,7 +21,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::loss::{psnr, Loss};
+use super::loss::{ms_ssim, psnr, Loss, MS_SSIM_MIN_SIDE};
 use super::split::DataSplit;
 use crate::data::frames::nerv_frames;
 use crate::error::{Result, XincError};
@@ -118,7 +119,10 @@ pub struct NervEval {
     pub loss: f32,
     /// Mean over the trained frames of −10·log10(MSE + 1e-9) (official, unclamped).
     pub psnr: f64,
-    /// The same over the held-out frames of `--data_split` (`None` when every frame is trained).
+    /// Mean over the trained frames of the official MS-SSIM (`None` for frames with a side of
+    /// 160 pixels or fewer, which MS-SSIM cannot measure).
+    pub ms_ssim: Option<f64>,
+    /// The PSNR over the held-out frames of `--data_split` (`None` when every frame is trained).
     pub unseen_psnr: Option<f64>,
 }
 
@@ -209,10 +213,19 @@ impl NervTrainReport {
         }
     }
 
-    /// One line saying what the run of `config` reached and where the model went.
+    /// One line saying what the run of `config` reached and where the model went: the best
+    /// epoch's PSNR, and its MS-SSIM and held-out PSNR where they were measured.
     pub fn summary(&self, config: &NervConfig, out: &Path) -> String {
+        let best = self.history.iter().find(|e| e.epoch == self.best_epoch);
+        let mut extra = String::new();
+        if let Some(ms) = best.and_then(|e| e.ms_ssim) {
+            extra += &format!(", MS-SSIM {ms:.4}");
+        }
+        if let Some(p) = best.and_then(|e| e.unseen_psnr) {
+            extra += &format!(", held-out frames {p:.2} dB");
+        }
         format!(
-            "trained NeRV ({} params, {} frames): best PSNR {:.2} dB at epoch {} ({:.2} s/epoch, {:.1} s) -> {}",
+            "trained NeRV ({} params, {} frames): best PSNR {:.2} dB at epoch {}{extra} ({:.2} s/epoch, {:.1} s) -> {}",
             config.num_params(),
             config.frames,
             self.best_psnr,
@@ -282,17 +295,25 @@ pub fn train_nerv(
                     state.epoch
                 )));
             }
-            let psnr = evaluate(&model, &targets, &seen, device)?;
+            let (psnr, ms_ssim) = evaluate(&model, &targets, &seen, device)?;
             let unseen_psnr = match unseen.is_empty() {
                 true => None,
-                false => Some(evaluate(&model, &targets, &unseen, device)?),
+                false => Some(evaluate(&model, &targets, &unseen, device)?.0),
             };
-            tracing::info!(epoch = state.epoch, loss, psnr, ?unseen_psnr, "nerv eval");
+            tracing::info!(
+                epoch = state.epoch,
+                loss,
+                psnr,
+                ?ms_ssim,
+                ?unseen_psnr,
+                "nerv eval"
+            );
             bar.set_message(format!("loss {loss:.6}  psnr {psnr:.2} dB"));
             report.history.push(NervEval {
                 epoch: state.epoch,
                 loss,
                 psnr,
+                ms_ssim,
                 unseen_psnr,
             });
             if psnr > state.best_psnr {
@@ -335,6 +356,12 @@ fn check_inputs(config: &NervConfig, frames: &[Vec<f32>], params: &NervTrainPara
         )));
     }
     params.validate()?;
+    if params.loss.needs_ms_ssim() && h.min(w) < MS_SSIM_MIN_SIDE {
+        return Err(XincError::InvalidArgument(format!(
+            "--loss {}: MS-SSIM needs frames larger than 160 pixels on each side, these are {h}x{w}",
+            params.loss.name()
+        )));
+    }
     let trained = params.split.apply(frames.len()).0.len();
     if trained < params.batch_size {
         return Err(XincError::InvalidArgument(format!(
@@ -379,13 +406,26 @@ fn forward_batch(
 }
 
 /// Mean over `frames` of the official PSNR (inference mode).
-fn evaluate(model: &Nerv, targets: &[Tensor], frames: &[usize], device: &Device) -> Result<f64> {
-    let mut total = 0.0;
+/// Means over `frames` of the official PSNR and MS-SSIM (`None` when the frames are too small).
+fn evaluate(
+    model: &Nerv,
+    targets: &[Tensor],
+    frames: &[usize],
+    device: &Device,
+) -> Result<(f64, Option<f64>)> {
+    let [h, w] = model.config().frame_size();
+    let measurable = h.min(w) >= MS_SSIM_MIN_SIDE;
+    let (mut total, mut total_ms) = (0.0, 0.0);
     for &i in frames {
         let out = forward_batch(model, &[i], &targets[i], false, device)?.output;
         total += psnr(&out, &targets[i])?[0];
+        if measurable {
+            let v = ms_ssim(&out, &targets[i])?.to_dtype(DType::F64)?;
+            total_ms += v.to_vec1::<f64>()?[0];
+        }
     }
-    Ok(total / frames.len().max(1) as f64)
+    let n = frames.len().max(1) as f64;
+    Ok((total / n, measurable.then_some(total_ms / n)))
 }
 
 fn snapshot(vars: &[(String, Var)]) -> Result<HashMap<String, Tensor>> {
@@ -819,6 +859,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lr = NaN is not a finite number"), "{err}");
+    }
+
+    /// Two frames of `config`'s size: smooth stripes that differ per frame.
+    fn stripes(config: &NervConfig) -> Vec<Vec<f32>> {
+        let [h, w] = config.frame_size();
+        (0..config.frames)
+            .map(|t| {
+                (0..3 * h * w)
+                    .map(|i| {
+                        0.5 + 0.3 * ((i % w) as f32 * 0.1 + (i / w) as f32 * 0.05 + t as f32).sin()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn evaluation_measures_ms_ssim_where_frames_are_large_enough() {
+        let args =
+            "--embed pe_1.25_4 --fc_hw 11_11 --dec_strds 2 2 2 2 --modelsize 0.005 --lower_width 2";
+        let config = NervConfig::from_official_args(args, 2).unwrap();
+        assert_eq!(config.frame_size(), [176, 176]);
+        let frames = stripes(&config);
+        let params = NervTrainParams {
+            epochs: 1,
+            eval_every: 1,
+            progress: false,
+            ..NervTrainParams::default()
+        };
+        let (model, report) =
+            train_nerv(config.clone(), &frames, &params, None, false, &Device::Cpu).unwrap();
+        // One evaluation, of the weights that are kept: its MS-SSIM is the mean of the frames'.
+        let got = report.history[0]
+            .ms_ssim
+            .expect("176-pixel frames are measured");
+        let mut want = 0.0;
+        for (i, f) in frames.iter().enumerate() {
+            let target = Tensor::from_slice(f, (1, 3, 176, 176), &Device::Cpu).unwrap();
+            let out = forward_batch(&model, &[i], &target, false, &Device::Cpu)
+                .unwrap()
+                .output;
+            want += ms_ssim(&out, &target).unwrap().to_vec1::<f32>().unwrap()[0] as f64 / 2.0;
+        }
+        assert!(
+            got > 0.0 && got <= 1.0 && (got - want).abs() < 1e-6,
+            "{got} vs {want}"
+        );
+        assert!(report
+            .summary(&config, Path::new("m"))
+            .contains(&format!("MS-SSIM {got:.4}")));
+
+        // Frames of 160 pixels or fewer: no MS-SSIM, and an MS-SSIM loss is refused up front.
+        let small = NervConfig::from_official_args(&args.replace("11_11", "10_10"), 2).unwrap();
+        let frames = stripes(&small);
+        let (_, report) =
+            train_nerv(small.clone(), &frames, &params, None, false, &Device::Cpu).unwrap();
+        assert_eq!(report.history[0].ms_ssim, None);
+        let fusion10 = NervTrainParams {
+            loss: Loss::from_name("Fusion10").unwrap(),
+            ..params
+        };
+        let err = train_nerv(small, &frames, &fusion10, None, false, &Device::Cpu)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("--loss Fusion10: MS-SSIM needs frames larger than 160 pixels"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! The official seen/unseen frame split (`--data_split A_B_C`, `hnerv_utils.data_split`): of
 //! every C consecutive frames, the first A are trained on and the last C − B are held out
 //! (frames A..B of each group are in neither set). `1_1_1`, the default, trains on every frame.
-//! The official `--shuffle_data` (a Python `random.Random` shuffle first) is not reproduced.
+//! With `--shuffle_data` the frame indices are first shuffled as the official code shuffles them,
+//! `random.Random(0).shuffle` ([`crate::train::py_random`], bit for bit), and the groups are taken
+//! along the shuffled order. A frame keeps its own index t either way.
 
 use crate::error::{Result, XincError};
+use crate::train::py_random::PyRandom;
 
-/// A `--data_split A_B_C`.
+/// A `--data_split A_B_C`, with or without `--shuffle_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DataSplit {
     pub valid_train: usize,
     pub total_train: usize,
     pub total: usize,
+    /// Shuffle the frame indices first (`--shuffle_data`).
+    pub shuffle: bool,
 }
 
 impl Default for DataSplit {
@@ -20,24 +25,25 @@ impl Default for DataSplit {
             valid_train: 1,
             total_train: 1,
             total: 1,
+            shuffle: false,
         }
     }
 }
 
 impl DataSplit {
-    /// The split of an official flag string (`--data_split A_B_C`), `1_1_1` when it has none;
-    /// `--shuffle_data` is refused.
+    /// The seed of the official shuffle (`hnerv_utils.data_split(…, rand_num=0)`).
+    pub const SHUFFLE_SEED: u64 = 0;
+
+    /// The split of an official flag string (`--data_split A_B_C`, `--shuffle_data`), `1_1_1`
+    /// unshuffled when it has neither.
     pub fn from_official_args(args: &str) -> Result<Self> {
         let bad = |m: String| XincError::InvalidArgument(format!("--data_split: {m}"));
         let mut tokens = args.split_whitespace();
         let mut split = DataSplit::default();
+        let mut shuffle = false;
         while let Some(t) = tokens.next() {
             match t {
-                "--shuffle_data" => {
-                    return Err(bad(
-                        "--shuffle_data (Python's random shuffle) is not supported".into(),
-                    ))
-                }
+                "--shuffle_data" => shuffle = true,
                 "--data_split" => {
                     let v = tokens
                         .next()
@@ -56,24 +62,30 @@ impl DataSplit {
                         valid_train: a,
                         total_train: b,
                         total: c,
+                        shuffle: false,
                     };
                 }
                 _ => {}
             }
         }
-        Ok(split)
+        Ok(DataSplit { shuffle, ..split })
     }
 
-    /// `(trained, held out)` frame indices of a clip of `n` frames.
+    /// `(trained, held out)` frame indices of a clip of `n` frames, in the order of the walk
+    /// (the shuffled order when shuffled).
     pub fn apply(&self, n: usize) -> (Vec<usize>, Vec<usize>) {
+        let mut order: Vec<usize> = (0..n).collect();
+        if self.shuffle {
+            PyRandom::new(Self::SHUFFLE_SEED).shuffle(&mut order);
+        }
         let mut seen = Vec::new();
         let mut unseen = Vec::new();
-        for i in 0..n {
-            let r = i % self.total;
+        for (position, frame) in order.into_iter().enumerate() {
+            let r = position % self.total;
             if r < self.valid_train {
-                seen.push(i);
+                seen.push(frame);
             } else if r >= self.total_train {
-                unseen.push(i);
+                unseen.push(frame);
             }
         }
         (seen, unseen)
@@ -98,9 +110,19 @@ mod tests {
             "--data_split 2_1_3",
             "--data_split 1_2",
             "--data_split 0_1_1",
-            "--shuffle_data",
         ] {
             assert!(DataSplit::from_official_args(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_shuffled_split_as_the_official_code() {
+        // Python: l = list(range(10)); random.Random(0).shuffle(l) gives
+        // [7, 8, 1, 5, 3, 4, 2, 0, 9, 6]; with 3_4_5 positions 0-2 and 5-7 train, 4 and 9 validate.
+        let s = DataSplit::from_official_args("--shuffle_data --data_split 3_4_5").unwrap();
+        assert!(s.shuffle);
+        let (seen, unseen) = s.apply(10);
+        assert_eq!(seen, [7, 8, 1, 4, 2, 0]);
+        assert_eq!(unseen, [3, 6]);
     }
 }

@@ -1,4 +1,5 @@
-//! Shared test helpers: locating the golden reference outputs of the official code.
+//! Shared test helpers: locating the golden reference outputs of the official code, comparing
+//! tensors with them.
 
 #![allow(dead_code)]
 
@@ -68,4 +69,17 @@ pub fn grid(data: &[f32], height: usize, width: usize, step: usize) -> Vec<f32> 
                 .flat_map(move |h| (0..width).step_by(step).map(move |w| m[h * width + w]))
         })
         .collect()
+}
+
+/// Asserts `ours` within `tol` × the larger of 1 and the reference's largest magnitude of
+/// `theirs`, element by element.
+pub fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor, tol: f32) {
+    assert_eq!(ours.dims(), theirs.dims(), "{what}: shapes");
+    let (a, b) = (flat(ours), flat(theirs));
+    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let worst = max_abs_diff(&a, &b);
+    assert!(
+        worst <= tol * scale,
+        "{what}: largest difference {worst:e} > {tol:e} × {scale}"
+    );
 }

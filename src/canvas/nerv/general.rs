@@ -92,13 +92,19 @@ impl ConvNoBias {
         })
     }
 
-    /// The bias per conv output channel as the block's output places it, `[1, C, H, W]`.
+    /// The bias per conv output channel as the block's output of `(h, w)` pixels places it,
+    /// `[1, C, h, w]` (PixelShuffle: the conv's channels moved onto the shuffled grid).
     fn place_bias(&self, bias: &Tensor, (h, w): (usize, usize)) -> Result<Tensor> {
         let k = bias.dim(0)?;
-        let planes = bias.reshape((1, k, 1, 1))?.broadcast_as((1, k, h, w))?;
+        let plane = |h: usize, w: usize| -> Result<Tensor> {
+            Ok(bias
+                .reshape((1, k, 1, 1))?
+                .broadcast_as((1, k, h, w))?
+                .contiguous()?)
+        };
         Ok(match self {
-            ConvNoBias::Pshuffel(_, s) => candle_nn::ops::pixel_shuffle(&planes.contiguous()?, *s)?,
-            _ => planes.contiguous()?,
+            ConvNoBias::Pshuffel(_, s) => candle_nn::ops::pixel_shuffle(&plane(h / s, w / s)?, *s)?,
+            _ => plane(h, w)?,
         })
     }
 
@@ -324,19 +330,8 @@ impl GeneralNerv {
         let b = self.block(index)?;
         let mut x = b.mult.zeros_like()?;
         for b in &self.blocks[index..] {
-            let (h, w) = (b.input.dim(2)?, b.input.dim(3)?);
             let z = b.conv.forward(&x)?;
-            let placed = match &b.conv {
-                ConvNoBias::Pshuffel(..) => b.conv.place_bias(&b.bias, (h, w))?,
-                _ => {
-                    let (zh, zw) = (z.dim(2)?, z.dim(3)?);
-                    let k = b.bias.dim(0)?;
-                    b.bias
-                        .reshape((1, k, 1, 1))?
-                        .broadcast_as((1, k, zh, zw))?
-                        .contiguous()?
-                }
-            };
+            let placed = b.conv.place_bias(&b.bias, (z.dim(2)?, z.dim(3)?))?;
             x = ((z + placed)?.broadcast_mul(&b.mult)? + &b.konst)?;
         }
         Ok(self

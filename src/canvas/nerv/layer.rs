@@ -301,6 +301,8 @@ pub struct NervFrameData {
     pub(super) general: Option<Arc<GeneralNerv>>,
     /// The head output before OutImg, `[3, H, W]`: what the head maps sum to.
     pub output: Arc<[f32]>,
+    /// The reconstruction after OutImg, `[3, H, W]`: what the frame is compared with.
+    pub reconstruction: Arc<[f32]>,
     pub height: usize,
     pub width: usize,
 }
@@ -367,6 +369,7 @@ impl NervFrameData {
             layers: layers.into(),
             general,
             output: output.into(),
+            reconstruction: plane(&acts.output)?.0.into(),
             height,
             width,
         })

@@ -56,11 +56,7 @@ impl Activation {
 
     /// The official name.
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, a)| *a == self)
-            .map(|(n, _)| *n)
-            .expect("every activation is listed")
+        official_name(&Self::ALL, self)
     }
 
     /// Applies the activation (differentiable: candle ops only).
@@ -89,7 +85,7 @@ impl Activation {
             Activation::Leaky => leaky(z, 0.01),
             Activation::Leaky01 => leaky(z, 0.1),
             Activation::Relu6 => z.clamp(0.0, 6.0),
-            Activation::Gelu => 0.5 * z * (1.0 + libm_erf(z / std::f64::consts::SQRT_2)),
+            Activation::Gelu => 0.5 * z * (1.0 + super::gelu::erf(z / std::f64::consts::SQRT_2)),
             Activation::Sin => z.sin(),
             Activation::Swish => z / (1.0 + (-z).exp()),
             Activation::Softplus if z > 20.0 => z,
@@ -107,8 +103,13 @@ fn leaky(z: f64, slope: f64) -> f64 {
     }
 }
 
-fn libm_erf(x: f64) -> f64 {
-    super::gelu::erf(x)
+/// The official name of `value` in its `ALL` table (every value is listed).
+fn official_name<T: Copy + PartialEq>(table: &[(&'static str, T)], value: T) -> &'static str {
+    table
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map(|(n, _)| *n)
+        .expect("every value is listed in its table")
 }
 
 /// The norm after every conv (`--norm`).
@@ -128,11 +129,7 @@ impl Norm {
         [("none", Norm::None), ("bn", Norm::Bn), ("in", Norm::In)];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, n)| *n == self)
-            .map(|(n, _)| *n)
-            .expect("every norm is listed")
+        official_name(&Self::ALL, self)
     }
 }
 
@@ -153,11 +150,7 @@ impl BlockType {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, b)| *b == self)
-            .map(|(n, _)| *n)
-            .expect("every block type is listed")
+        official_name(&Self::ALL, self)
     }
 
     /// The conv's kernel size for the decoder kernel size `k` and stride `s`.
