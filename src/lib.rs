@@ -7,7 +7,9 @@
 //!
 //! The crate is layered so that data flows one way:
 //! [`data`] → [`models`] → [`canvas`] → [`analysis`] → [`study`] → [`findings`] → [`plot`] →
-//! [`report`], with [`io`] (file formats) below the models and [`train`] beside the canvas. A
+//! [`report`], with [`io`] (file formats) below the models, [`train`] beside the canvas and
+//! [`compress`] (the official quantisation and Huffman bit count) on the models and `train`'s
+//! metrics. A
 //! lower layer never imports a higher one. [`findings`] runs the analyses of a study (tables,
 //! headline numbers, claim verdicts, no figures); the report renders them. [`dataset`] sits on
 //! the findings: batch jobs per video and queries across a dataset. [`device_check`] sits on
@@ -20,6 +22,7 @@
 
 pub mod analysis;
 pub mod canvas;
+pub mod compress;
 pub mod data;
 pub mod dataset;
 pub mod demo;

@@ -296,6 +296,38 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
         "{out}"
     );
     assert!(model.join("train_state.safetensors").exists());
+    // The run ends as the official script's does: the quantised, Huffman-coded model.
+    assert!(
+        out.contains("bits per pixel") && model.join("compression.json").exists(),
+        "{out}"
+    );
+    let figures = |bits: &str| -> serde_json::Value {
+        let out = ok(&[
+            "compress",
+            "--model",
+            s(&model),
+            "--clip",
+            s(&root),
+            "--model-bits",
+            bits,
+            "--json",
+        ]);
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let (eight, four) = (figures("8"), figures("4"));
+    let number = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert!(number(&four, "bits_per_param") < number(&eight, "bits_per_param"));
+    assert!(number(&eight, "bits_per_pixel") > 0.0 && number(&eight, "quant_psnr") > 0.0);
+    assert_eq!(
+        eight["quant_msssim"],
+        serde_json::Value::Null,
+        "32x64 frames"
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("compression.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["model_bits"], 4);
+    err_with(2, &["compress", "--model", s(&model), "--model-bits", "9"]);
     let summary = dir.path().join("s.safetensors");
     ok(&[
         "canvas",

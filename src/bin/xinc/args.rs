@@ -41,6 +41,10 @@ pub enum Command {
     Canvas(CanvasArgs),
     /// Write a model's reconstruction as PNG.
     Render(RenderArgs),
+    /// Quantise a NeRV or HNeRV and Huffman-code it as the official training script does: bits
+    /// per parameter and per pixel, the quantised PSNR and MS-SSIM, written to
+    /// MODEL/compression.json.
+    Compress(CompressArgs),
     /// The main job: train an FFN on the first frame of the bundled clip (or a given image) and
     /// write its canvas and a grid of maps.
     Demo(DemoArgs),
@@ -80,9 +84,36 @@ impl Command {
             Command::Report(a) => Some(&a.out),
             Command::Synth(a) => Some(&a.out),
             Command::CheckDevice(a) => Some(&a.out),
+            // Writes one file into the model folder, atomically and last.
+            Command::Compress(_) => None,
             Command::Batch(_) | Command::Stats(_) | Command::Inspect(_) => None,
         }
     }
+}
+
+#[derive(Args)]
+pub struct CompressArgs {
+    /// The model folder (a NeRV or HNeRV); the figures go to its `compression.json`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The clip the model represents: a Cityscapes-VPS or VIPSeg root, or a folder of frames.
+    #[arg(long, default_value = "data/cityscapes_vps")]
+    pub clip: PathBuf,
+    /// Video id within a dataset root (default: the first).
+    #[arg(long)]
+    pub video: Option<String>,
+    /// Centre crop HxW applied to folder frames before resizing, as in training.
+    #[arg(long, value_parser = parse_size)]
+    pub crop: Option<[usize; 2]>,
+    /// Bits per weight (official `--quant_model_bit`).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub model_bits: u8,
+    /// Bits per decoder-input value (official `--quant_embed_bit`).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub embed_bits: u8,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

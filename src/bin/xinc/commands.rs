@@ -1,11 +1,14 @@
 //! The handlers of the subcommands (all but `canvas`): each turns its arguments into the
 //! library's options, calls the library and prints a line or a table.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
 use image::codecs::png::CompressionType;
+use xinc::compress::{compress_nerv, CompressOptions, Compression};
 use xinc::data::clip::{open_clip, ClipOptions};
+use xinc::data::frames::nerv_frames;
 use xinc::data::image::{load_rgb_resized, write_png};
 use xinc::data::panoptic::Clip;
 use xinc::data::synth::dataset::generate;
@@ -14,6 +17,7 @@ use xinc::demo::run_demo;
 use xinc::device_check::{check_device, DeviceCheckReport};
 use xinc::models::ffn::{FfnConfig, HiddenActivation, PosEncoding};
 use xinc::models::import::{import_ffn_as, import_nerv, FfnImport, NervImport};
+use xinc::models::nerv::Nerv;
 use xinc::models::ModelDir;
 use xinc::report::{write_report, ReportOptions};
 use xinc::study::Study;
@@ -22,8 +26,9 @@ use xinc::train::nerv::{train_nerv_folder, NervFolderJob};
 use xinc::XincError;
 
 use crate::args::{
-    BatchArgs, CheckDeviceArgs, DemoArgs, ImportFfnArgs, ImportNervArgs, InspectArgs, RenderArgs,
-    ReportArgs, StatsArgs, SynthArgs, TrainFfnArgs, TrainImageArgs, TrainNervArgs, TrainSirenArgs,
+    BatchArgs, CheckDeviceArgs, CompressArgs, DemoArgs, ImportFfnArgs, ImportNervArgs, InspectArgs,
+    RenderArgs, ReportArgs, StatsArgs, SynthArgs, TrainFfnArgs, TrainImageArgs, TrainNervArgs,
+    TrainSirenArgs,
 };
 use crate::parsers::ffn_flag;
 use crate::{fail, CliResult};
@@ -74,6 +79,44 @@ pub fn train_nerv_cmd(a: TrainNervArgs, device: &Device) -> CliResult {
     let job = NervFolderJob::from(a);
     let (model, report) = train_nerv_folder(&job, device)?;
     println!("{}", report.summary(model.config(), &job.out));
+    // As the official script ends a run: the quantised, Huffman-coded model.
+    let clip = (job.clip.as_path(), job.video.clone(), job.crop);
+    let (figures, path) =
+        compress_into(&model, clip, &CompressOptions::default(), &job.out, device)?;
+    println!("{} -> {}", figures.summary(), path.display());
+    Ok(())
+}
+
+/// The compression figures of `model` on its clip (root, video, crop), written to `dir`.
+fn compress_into(
+    model: &Nerv,
+    (clip, video, crop): (&Path, Option<String>, Option<[usize; 2]>),
+    opts: &CompressOptions,
+    dir: &Path,
+    device: &Device,
+) -> CliResult<(Compression, PathBuf)> {
+    let frames = nerv_frames(clip, model.config().frame_size(), video, crop)?;
+    let (_, figures) = compress_nerv(model, &frames, opts, device)?;
+    let path = figures.save(dir)?;
+    Ok((figures, path))
+}
+
+pub fn compress_cmd(a: CompressArgs, device: &Device) -> CliResult {
+    let (model, _) = ModelDir::new(&a.model).load_nerv(device)?;
+    let opts = CompressOptions {
+        model_bits: a.model_bits,
+        embed_bits: a.embed_bits,
+    };
+    let clip = (a.clip.as_path(), a.video.clone(), a.crop);
+    let (figures, path) = compress_into(&model, clip, &opts, &a.model, device)?;
+    match a.json {
+        true => {
+            let text = serde_json::to_string(&figures)
+                .map_err(|e| XincError::InvalidArgument(e.to_string()))?;
+            println!("{text}");
+        }
+        false => println!("{} -> {}", figures.summary(), path.display()),
+    }
     Ok(())
 }
 
