@@ -8,6 +8,7 @@
 //! Shared here: the [`Fidelity`] switch between the official code's conventions and the corrected
 //! ones, correlation and normalisation helpers, seeded k-means, and atomic Parquet output.
 
+pub mod ablation;
 pub mod distributed;
 pub mod groups;
 pub mod intensity;

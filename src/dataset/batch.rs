@@ -255,6 +255,8 @@ pub fn run_task(
         motion_frames: config.motion_frames.clone(),
         max_frames: config.max_frames,
         compare_methods: false,
+        // A batch task explains a NeRV: the ablation covers FFN units only so far.
+        ablation: false,
     };
     let tables = findings(&study, &opts)?.tables;
     timed("analyses", start);

@@ -70,6 +70,9 @@ pub struct FindingsOptions {
     /// Also run every analysis under the other method and compare the paper's conclusions
     /// under both ([`Findings::comparison`], tables `claims_by_method` and `method_comparison`).
     pub compare_methods: bool,
+    /// Remove every FFN unit in turn and measure which canvas predicts what it does (table
+    /// `ablation`, [`crate::analysis::ablation`]; it reads both canvases, whatever `method`).
+    pub ablation: bool,
 }
 
 impl Default for FindingsOptions {
@@ -81,6 +84,7 @@ impl Default for FindingsOptions {
             motion_frames: vec![1, 10],
             max_frames: None,
             compare_methods: false,
+            ablation: true,
         }
     }
 }
@@ -200,6 +204,12 @@ pub fn findings(study: &Study, opts: &FindingsOptions) -> Result<Findings> {
     let groups = run.timed("neuron groups", |r| {
         groups::groups(r, &analysed, &firsts, opts)
     })?;
+    if opts.ablation && study.ffn.is_some() {
+        run.timed("ablation of every FFN unit against both canvases", |r| {
+            r.add_table("ablation", study.ffn_ablation()?);
+            Ok(())
+        })?;
+    }
     drop(analysed);
     let mut headlines = Headlines {
         video: study.clip.video.clone(),
@@ -242,6 +252,7 @@ fn compare_other_method(
     let other_opts = FindingsOptions {
         method: other,
         compare_methods: false,
+        ablation: false,
         ..opts.clone()
     };
     let theirs = run.timed(&format!("every analysis under the {other} canvas"), |_| {

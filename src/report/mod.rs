@@ -10,6 +10,7 @@
 //! numbers under both. Files: the page and its sections (`page.rs`), one section per finding
 //! family (`sections.rs`), the claims (`claims.rs`) and the method comparison (`compare.rs`).
 
+mod ablation;
 mod claims;
 mod compare;
 mod page;
@@ -141,6 +142,7 @@ mod tests {
             "intensity",
             "object_shares",
             "motion",
+            "ablation",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }

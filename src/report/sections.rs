@@ -1,8 +1,8 @@
 //! The sections of the page, one function per finding family, each drawn from the [`Findings`]
 //! alone: their tables and figures, nothing recomputed.
 
-use super::compare;
 use super::page::Section;
+use super::{ablation, compare};
 use crate::analysis::objects::{area_summary_frame, AreaNeurons};
 use crate::error::Result;
 use crate::findings::{Findings, LayerFinding};
@@ -16,6 +16,7 @@ pub(super) fn sections(f: &Findings) -> Result<Vec<Section>> {
         out.push(motion(f)?);
     }
     out.push(groups(f)?);
+    out.extend(ablation::section(f)?);
     if f.comparison.is_some() {
         out.push(compare::section(f));
     }

@@ -29,9 +29,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Device;
+use polars::prelude::DataFrame;
 
+use crate::analysis::ablation::{ablate_ffn_layer, agreement_table, Agreement};
 use crate::analysis::motion::{frame_flow, motion_vs_flow, MotionResult, DEFAULT_TOP_PERCENTS};
 use crate::canvas::ffn::{ffn_canvas, FfnLayer};
+use crate::canvas::maps::InMemoryMaps;
 use crate::canvas::nerv::{NervFrameData, NervLayer};
 use crate::canvas::{CanvasOptions, ContributionMap, Method};
 use crate::data::clip::{open_clip, ClipOptions};
@@ -252,6 +255,32 @@ impl Study {
             .map(FfnLayer::Summed)
             .collect();
         Ok(ffn_canvas(ffn, &acts, &layers, &method.into())?.layers)
+    }
+
+    /// Which canvas predicts what a neuron does: every unit of every FFN layer removed in turn
+    /// on the clip's first frame ([`ablate_ffn_layer`]), compared with the maps of both methods
+    /// ([`Agreement`]). One row per layer and method ([`agreement_table`]).
+    pub fn ffn_ablation(&self) -> Result<DataFrame> {
+        let ffn = self.ffn()?;
+        self.check_ffn_size(ffn)?;
+        let acts = ffn.forward_image(&self.device)?;
+        let target = self.clip.frame_ffn(0)?;
+        let methods = [Method::Official, Method::Conservative];
+        let canvases = methods
+            .iter()
+            .map(|&m| self.ffn_canvas_by(m))
+            .collect::<Result<Vec<_>>>()?;
+        let ablations = (1..=ffn.config().num_layers)
+            .map(|k| ablate_ffn_layer(ffn, &acts, k, &target.data))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rows = Vec::new();
+        for (k, ablation) in ablations.iter().enumerate() {
+            for (method, canvas) in methods.iter().zip(&canvases) {
+                let maps = InMemoryMaps::new(Arc::clone(&canvas[k]));
+                rows.push((ablation, *method, Agreement::of(&maps, ablation)?));
+            }
+        }
+        agreement_table(&self.ffn.as_ref().expect("checked").name, &rows)
     }
 
     fn check_ffn_size(&self, ffn: &Ffn) -> Result<()> {

@@ -524,6 +524,7 @@ impl From<&ReportArgs> for FindingsOptions {
             motion_frames: a.motion_frames.clone(),
             max_frames: a.max_frames,
             compare_methods: !a.no_compare,
+            ablation: true,
         }
     }
 }
