@@ -328,6 +328,56 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
             .unwrap();
     assert_eq!(written["model_bits"], 4);
     err_with(2, &["compress", "--model", s(&model), "--model-bits", "9"]);
+    // Pruning the head by each ranking: 4 rankings (both canvases, weight norm, random) × 2
+    // fractions, and pruning half of the kernels codes fewer bits.
+    let table_path = dir.path().join("prune.parquet");
+    ok(&[
+        "prune",
+        "--model",
+        s(&model),
+        "--data",
+        s(&root),
+        "--layer",
+        "head",
+        "--fractions",
+        "0,0.5",
+        "--out",
+        s(&table_path),
+    ]);
+    let table = xinc::analysis::read_parquet(&table_path).unwrap();
+    assert_eq!(table.height(), 8);
+    let bpp: Vec<f64> = table
+        .column("bits_per_pixel")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert!(bpp[1] < bpp[0], "{bpp:?}");
+    err_with(
+        2,
+        &[
+            "prune",
+            "--model",
+            s(&model),
+            "--fractions",
+            "1.5",
+            "--out",
+            s(&table_path),
+        ],
+    );
+    let msg = err(&[
+        "prune",
+        "--model",
+        s(&model),
+        "--data",
+        s(&root),
+        "--layer",
+        "block9",
+        "--out",
+        s(&table_path),
+    ]);
+    assert!(msg.contains("block9"), "{msg}");
     let summary = dir.path().join("s.safetensors");
     ok(&[
         "canvas",

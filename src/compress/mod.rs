@@ -18,9 +18,14 @@
 //! it too (its scale is 0: the value becomes 0) and counts one value and two overhead entries per
 //! batch norm. xinc does not store the counter and adds that count.
 //!
-//! Data flow: models and frames in, numbers out; nothing here reads a canvas.
+//! [`prune`] zeroes a layer's lowest-scored kernels and traces the rate–distortion curve of the
+//! pruned, quantised model.
+//!
+//! Data flow: models, frames (and, for pruning, per-kernel scores) in, numbers out; nothing here
+//! reads a canvas: [`crate::study::Study::nerv_pruning`] brings the canvases' scores.
 
 pub mod huffman;
+pub mod prune;
 pub mod quant;
 
 use std::collections::HashMap;

@@ -30,13 +30,17 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use polars::prelude::DataFrame;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::analysis::ablation::{ablate_ffn_layer, agreement_table, Agreement};
 use crate::analysis::motion::{frame_flow, motion_vs_flow, MotionResult, DEFAULT_TOP_PERCENTS};
 use crate::canvas::ffn::{ffn_canvas, FfnLayer};
 use crate::canvas::maps::InMemoryMaps;
-use crate::canvas::nerv::{NervFrameData, NervLayer};
+use crate::canvas::nerv::{nerv_canvas_summary, NervFrameData, NervLayer};
 use crate::canvas::{CanvasOptions, ContributionMap, Method};
+use crate::compress::prune::{kernel_norms, rate_distortion};
+use crate::compress::CompressOptions;
 use crate::data::clip::{open_clip, ClipOptions};
 use crate::data::optical_flow::FarnebackParams;
 use crate::data::panoptic::{Clip, PanopticFrame};
@@ -281,6 +285,55 @@ impl Study {
             }
         }
         agreement_table(&self.ffn.as_ref().expect("checked").name, &rows)
+    }
+
+    /// Contribution-guided pruning of the NeRV's `layer` (`head` or `block{n}`): its kernels
+    /// ranked by total |contribution| on frame 0 under each canvas (where the method defines
+    /// the layer), by weight norm and at random (`seed`), pruned at each fraction, quantised and
+    /// coded as the official pipeline does ([`crate::compress::prune::rate_distortion`]).
+    pub fn nerv_pruning(
+        &self,
+        layer: &str,
+        fractions: &[f64],
+        seed: u64,
+        opts: &CompressOptions,
+    ) -> Result<DataFrame> {
+        let nerv = self.nerv()?;
+        let frame = self.nerv_frame(0)?;
+        let target: NervLayer = layer.parse()?;
+        let mut rankings = Vec::new();
+        for method in [Method::Official, Method::Conservative] {
+            if frame.check(target, method).is_err() {
+                continue;
+            }
+            let summary = nerv_canvas_summary(
+                &frame,
+                &[target],
+                &self.device,
+                &CanvasOptions::from(method),
+            )?;
+            let scores = summary.layers[0].abssum_hw.clone();
+            rankings.push((format!("contribution ({method})"), scores));
+        }
+        rankings.push(("weight norm".into(), kernel_norms(nerv, layer)?));
+        let n = rankings.last().map_or(0, |r| r.1.len());
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rankings.push((
+            "random".into(),
+            (0..n).map(|_| rng.random::<f32>()).collect(),
+        ));
+        let frames = (0..nerv.config().frames)
+            .map(|f| self.nerv_target(f))
+            .collect::<Result<Vec<_>>>()?;
+        rate_distortion(
+            nerv,
+            &frames,
+            layer,
+            &rankings,
+            fractions,
+            opts,
+            &self.device,
+        )
     }
 
     fn check_ffn_size(&self, ffn: &Ffn) -> Result<()> {

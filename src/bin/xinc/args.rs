@@ -16,7 +16,7 @@ use xinc::models::nerv::NervConfig;
 use xinc::train::ffn::FfnTrainParams;
 use xinc::train::nerv::{NervFolderJob, NervTrainParams};
 
-use crate::parsers::{count, learning_rate, parse_range, parse_size};
+use crate::parsers::{count, fraction, learning_rate, parse_range, parse_size};
 
 /// Explain implicit neural representations: per-neuron contribution maps (XINC).
 #[derive(Parser)]
@@ -45,6 +45,9 @@ pub enum Command {
     /// per parameter and per pixel, the quantised PSNR and MS-SSIM, written to
     /// MODEL/compression.json.
     Compress(CompressArgs),
+    /// Prune the lowest-ranked kernels of one NeRV layer (by each canvas's contribution, by
+    /// weight norm, at random), quantise and code each pruned model: the rate–distortion table.
+    Prune(PruneArgs),
     /// The main job: train an FFN on the first frame of the bundled clip (or a given image) and
     /// write its canvas and a grid of maps.
     Demo(DemoArgs),
@@ -86,6 +89,7 @@ impl Command {
             Command::CheckDevice(a) => Some(&a.out),
             // Writes one file into the model folder, atomically and last.
             Command::Compress(_) => None,
+            Command::Prune(a) => Some(&a.out),
             Command::Batch(_) | Command::Stats(_) | Command::Inspect(_) => None,
         }
     }
@@ -114,6 +118,36 @@ pub struct CompressArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// The model folder (a NeRV or HNeRV).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The dataset root of the clip the model represents.
+    #[arg(long, default_value = "data/cityscapes_vps")]
+    pub data: PathBuf,
+    /// Video id within the dataset (default: the first).
+    #[arg(long)]
+    pub video: Option<String>,
+    /// The layer whose kernels are pruned: `head` or `block<n>`.
+    #[arg(long, default_value = "head")]
+    pub layer: String,
+    /// Fractions of the layer's kernels to prune.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+          value_parser = fraction)]
+    pub fractions: Vec<f64>,
+    /// Seed of the random ranking.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub model_bits: u8,
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub embed_bits: u8,
+    /// The table, as Parquet.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use image::codecs::png::CompressionType;
+use xinc::analysis::write_parquet;
 use xinc::compress::{compress_nerv, CompressOptions, Compression};
 use xinc::data::clip::{open_clip, ClipOptions};
 use xinc::data::frames::nerv_frames;
@@ -27,8 +28,8 @@ use xinc::XincError;
 
 use crate::args::{
     BatchArgs, CheckDeviceArgs, CompressArgs, DemoArgs, ImportFfnArgs, ImportNervArgs, InspectArgs,
-    RenderArgs, ReportArgs, StatsArgs, SynthArgs, TrainFfnArgs, TrainImageArgs, TrainNervArgs,
-    TrainSirenArgs,
+    PruneArgs, RenderArgs, ReportArgs, StatsArgs, SynthArgs, TrainFfnArgs, TrainImageArgs,
+    TrainNervArgs, TrainSirenArgs,
 };
 use crate::parsers::ffn_flag;
 use crate::{fail, CliResult};
@@ -146,6 +147,23 @@ pub fn import_nerv_cmd(a: ImportNervArgs, device: &Device) -> CliResult {
         job.checkpoint.display(),
         out.path.display()
     );
+    Ok(())
+}
+
+pub fn prune_cmd(a: PruneArgs, device: &Device) -> CliResult {
+    let study = Study::open(
+        &a.data,
+        std::slice::from_ref(&a.model),
+        a.video.as_deref(),
+        device,
+    )?;
+    let opts = CompressOptions {
+        model_bits: a.model_bits,
+        embed_bits: a.embed_bits,
+    };
+    let mut table = study.nerv_pruning(&a.layer, &a.fractions, a.seed, &opts)?;
+    write_parquet(&mut table, &a.out)?;
+    println!("{table}\n-> {}", a.out.display());
     Ok(())
 }
 

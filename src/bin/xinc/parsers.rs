@@ -61,6 +61,18 @@ pub fn learning_rate(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// A fraction in [0, 1] (a finite number).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{v} is not a fraction in [0, 1]"));
+    }
+    Ok(v)
+}
+
 /// `HxW`, each side from 1 to [`limits::IMAGE_SIDE`].
 pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let (h, w) = s
