@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use polars::prelude::*;
 
-use super::{compress_nerv, CompressOptions};
+use super::{compress_nerv, CompressOptions, Compression};
 use crate::error::{Result, XincError};
 use crate::models::nerv::{BlockType, Nerv};
 
@@ -125,10 +125,18 @@ pub fn rate_distortion(
     device: &Device,
 ) -> Result<DataFrame> {
     let mut cols: (Vec<String>, Vec<f64>, Vec<u32>, [Vec<f64>; 4]) = Default::default();
+    // Nothing pruned is the same model under every ranking: compressed once.
+    let mut unpruned: Option<Compression> = None;
     for (ranking, scores) in rankings {
         for &fraction in fractions {
             let (pruned, count) = prune(model, layer, scores, fraction)?;
-            let (_, c) = compress_nerv(&pruned, frames, opts, device)?;
+            let c = match (count, &unpruned) {
+                (0, Some(c)) => c.clone(),
+                _ => compress_nerv(&pruned, frames, opts, device)?.1,
+            };
+            if count == 0 && unpruned.is_none() {
+                unpruned = Some(c.clone());
+            }
             tracing::info!(
                 layer,
                 ranking,
