@@ -5,7 +5,7 @@
 (--no-figures: a notebook that shows none is fine, as run-notebooks.sh's warm-up.)
 
 Fails (exit 1) on an `error` output, on stderr that reports a Rust compile error or a panic, on a
-code cell that never ran, on a notebook without any plotly figure, and when the first figure's
+cell that wrote to stderr and showed nothing (an error returned by `?`), on a code cell that never ran, on a notebook without any plotly figure, and when the first figure's
 HTML does not carry plotly.js (the later ones rely on it: in the HTML export and in frontends
 that render `text/html`, they would stay blank). Prints what it counted, and the three slowest
 cells with their seconds (nbclient's timing metadata: from the kernel's start of the cell to its
@@ -40,7 +40,15 @@ def check(path, want_figures=True):
             continue
         if cell.get("execution_count") is None:
             problems.append(f"cell {i} did not run")
-        for out in cell.get("outputs", []):
+        outputs = cell.get("outputs", [])
+        kinds = {o["output_type"] for o in outputs}
+        stderr = "".join(
+            "".join(o["text"]) for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"
+        ).strip()
+        if stderr and not kinds & {"execute_result", "display_data"}:
+            # evcxr prints an error that `?` returns to stderr and shows nothing else.
+            problems.append(f"cell {i} failed: {stderr[:500]}")
+        for out in outputs:
             kind = out["output_type"]
             if kind == "error":
                 problems.append(f"cell {i}: {out.get('ename')}: {out.get('evalue')}")

@@ -48,6 +48,9 @@ pub use polars;
 /// methods), the analyses' result types and table helpers, the figure builders, the models and
 /// their training, and the polars names a query over the tables uses.
 pub mod prelude {
+    pub use crate::analysis::ablation::{
+        agreement_table, object_agreement_table, AblationBudget, LayerAblation,
+    };
     pub use crate::analysis::distributed::{Distributed, DistributedTables, PAPER_TARGETS};
     pub use crate::analysis::groups::{GroupOptions, NeuronGroups, NeuronVectors};
     pub use crate::analysis::intensity::Intensity;
@@ -70,10 +73,13 @@ pub mod prelude {
     pub use crate::plot::figure::Figure;
     pub use crate::plot::figures::{
         box_plots, line_series, map_grid_figure_with, map_panels_figure, neuron_group_scatter,
-        object_share_heatmap, rgb_grid_figure, sorted_curves, BoxGroup, LineStyle, MapGridConfig,
+        object_share_heatmap, rgb_grid_figure, sorted_curves, xy_curves, BoxGroup, LineStyle,
+        MapGridConfig,
     };
     pub use crate::plot::table::display_frame;
-    pub use crate::plot::views::partitions_figure;
+    pub use crate::plot::views::{
+        ablation_figure, partitions_figure, pruning_quality_figure, rate_distortion_figure,
+    };
     pub use crate::study::{object_shares_over, FrameCanvas, Layer, LayerGroups, Model, Study};
     pub use crate::train::ffn::{train_ffn, FfnTrainParams, TrainReport};
     pub use crate::train::nerv::{train_nerv, NervTrainParams, NervTrainReport};

@@ -97,6 +97,21 @@ fn batch_tasks_are_idempotent_and_queryable() {
         );
     }
 
+    // The causal tests per video: the ablation of the head and the last block (both canvases),
+    // and the pruning of the head.
+    let named = |name: &str, layer: &str| {
+        first
+            .iter()
+            .filter(|p| p.file_name().unwrap() == name)
+            .filter(|p| p.to_string_lossy().contains(&format!("/layer={layer}/")))
+            .count()
+    };
+    for layer in ["head", "block3"] {
+        assert_eq!(named("ablation.parquet", layer), 3, "{layer}");
+        assert_eq!(named("ablation_neurons.parquet", layer), 3, "{layer}");
+    }
+    assert_eq!(named("pruning.parquet", "head"), 3);
+
     // A second run skips every task and writes nothing.
     for i in 0..3 {
         assert!(run_task(&manifest, i, &out, &config, &dev).unwrap().skipped);

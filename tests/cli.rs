@@ -345,7 +345,10 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
         s(&table_path),
     ]);
     let table = xinc::analysis::read_parquet(&table_path).unwrap();
-    assert_eq!(table.height(), 8);
+    // Both canvases give the head the same maps: one contribution ranking, weight norm, random.
+    assert_eq!(table.height(), 6);
+    let rankings = table.column("ranking").unwrap().str().unwrap().clone();
+    assert_eq!(rankings.get(0), Some("contribution (both canvases)"));
     let bpp: Vec<f64> = table
         .column("bits_per_pixel")
         .unwrap()
@@ -378,6 +381,48 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
         s(&table_path),
     ]);
     assert!(msg.contains("block9"), "{msg}");
+
+    // Ablation: a sample of block 2's kernels, against both canvases.
+    let ablation = dir.path().join("ablation");
+    let ablate = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["ablate", "--model", s(&model), "--data", s(&root)]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(["--out".to_string(), s(&ablation).to_string()]);
+        args
+    };
+    let args = ablate(&["--layer", "block2", "--max-kernels", "10", "--batch", "4"]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let agreement = xinc::analysis::read_parquet(&ablation.join("agreement.parquet")).unwrap();
+    assert_eq!(agreement.height(), 2); // official and conservative
+    let neurons = xinc::analysis::read_parquet(&ablation.join("neurons.parquet")).unwrap();
+    assert_eq!(neurons.height(), 10);
+    assert!(ablation.join("objects.parquet").exists());
+    let state = dir.path().join("ablation.ablation-state.json");
+    assert!(!state.exists(), "the checkpoint outlives a finished job");
+    // A checkpoint of another job is refused, and the failed command leaves no output.
+    std::fs::remove_dir_all(&ablation).unwrap();
+    std::fs::write(&state, r#"{"key":"another job","removals":[]}"#).unwrap();
+    let args = ablate(&["--layer", "block2", "--max-kernels", "10"]);
+    let msg = err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(msg.contains("another job"), "{msg}");
+    assert!(!ablation.exists());
+    std::fs::remove_file(&state).unwrap();
+    for (flag, value) in [
+        ("--batch", "0"),
+        ("--budget-s", "-1"),
+        ("--max-kernels", "0"),
+    ] {
+        let args = ablate(&["--layer", "head", flag, value]);
+        err_with(2, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let args = ablate(&["--layer", "block9"]);
+    let msg = err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(msg.contains("block9"), "{msg}");
+    assert!(!ablation.exists());
+
     let summary = dir.path().join("s.safetensors");
     ok(&[
         "canvas",

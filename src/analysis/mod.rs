@@ -237,6 +237,22 @@ pub fn stack_tables(name: &str, parts: Vec<DataFrame>) -> Result<DataFrame> {
     Ok(df)
 }
 
+/// Column `name` of `df`, found by comparing names, not by polars' hashed schema. A notebook's
+/// DataFrame may have cached its schema in another evcxr cell, whose own copy of polars hashes
+/// names with another seed (each cell is a separate library, with its own statics): there,
+/// `DataFrame::column` does not find a column that exists.
+pub(crate) fn named_column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
+    df.columns()
+        .iter()
+        .find(|c| c.name().as_str() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = df.columns().iter().map(|c| c.name().as_str()).collect();
+            XincError::InvalidArgument(format!(
+                "the table has no column `{name}` (it has {names:?})"
+            ))
+        })
+}
+
 /// A polars error as an [`XincError`], naming what was being built.
 pub(crate) fn table_error(what: &str, e: PolarsError) -> XincError {
     XincError::InvalidArgument(format!("building the {what} table: {e}"))

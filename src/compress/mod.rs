@@ -126,23 +126,6 @@ impl Compression {
     }
 }
 
-/// The decoder inputs of all frames, `[T, d, h, w]`: the positional encodings of a NeRV, the
-/// stored content embeddings of an HNeRV.
-pub fn decoder_inputs(model: &Nerv, device: &Device) -> Result<Tensor> {
-    match model.embeddings() {
-        Some(e) => Ok(e.to_device(device)?),
-        None if model.config().is_hnerv() => Err(XincError::InvalidArgument(
-            "this HNeRV has no content embeddings of its frames: give it the clip".into(),
-        )),
-        None => {
-            let t: Vec<f64> = (0..model.config().frames)
-                .map(|i| model.config().time_of(i))
-                .collect();
-            model.embed(&t, device)
-        }
-    }
-}
-
 /// Quantises `model` and its decoder `inputs` as `quant_model` and `evaluate` do.
 pub fn quantise_nerv(
     model: &Nerv,
@@ -212,6 +195,9 @@ impl QuantisedNerv {
     }
 }
 
+/// Frames decoded at once by [`compress_nerv`].
+const DECODE_BATCH: usize = 6;
+
 /// The official compression figures of `model` on `frames` (`[3, H, W]` each, the clip it
 /// represents), and the quantised model.
 pub fn compress_nerv(
@@ -229,27 +215,35 @@ pub fn compress_nerv(
             frames.len()
         )));
     }
-    let inputs = decoder_inputs(model, device)?;
+    let inputs = model.decoder_inputs(device)?;
     let quantised = quantise_nerv(model, &inputs, opts, device)?;
     let (total_bits, values, overhead_entries) = quantised.bits();
     let full = total_bits as f64 + 16.0 * overhead_entries as f64;
     let mut before = Vec::new();
     let mut after = Vec::new();
     let mut msssim = Vec::new();
-    for (i, f) in frames.iter().enumerate() {
-        let target = Tensor::from_slice(f, (1, 3, h, w), device)?;
-        let t = vec![config.time_of(i)];
+    // Frames in batches: fewer, larger convolutions.
+    let all: Vec<usize> = (0..frames.len()).collect();
+    for batch in all.chunks(DECODE_BATCH) {
+        let (start, n) = (batch[0], batch.len());
+        let data: Vec<f32> = batch
+            .iter()
+            .flat_map(|&i| frames[i].iter().copied())
+            .collect();
+        let target = Tensor::from_vec(data, (n, 3, h, w), device)?;
+        let t: Vec<f64> = batch.iter().map(|&i| config.time_of(i)).collect();
         let ours = model
-            .decode(inputs.narrow(0, i, 1)?, t.clone(), false)?
+            .decode(inputs.narrow(0, start, n)?, t.clone(), false)?
             .output;
         let theirs = quantised
             .model
-            .decode(quantised.restored_inputs.narrow(0, i, 1)?, t, false)?
+            .decode(quantised.restored_inputs.narrow(0, start, n)?, t, false)?
             .output;
-        before.push(psnr(&ours, &target)?[0]);
-        after.push(psnr(&theirs, &target)?[0]);
+        before.extend(psnr(&ours, &target)?);
+        after.extend(psnr(&theirs, &target)?);
         if h.min(w) >= MS_SSIM_MIN_SIDE {
-            msssim.push(f64::from(ms_ssim(&theirs, &target)?.to_vec1::<f32>()?[0]));
+            let values = ms_ssim(&theirs, &target)?.to_vec1::<f32>()?;
+            msssim.extend(values.into_iter().map(f64::from));
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;

@@ -6,7 +6,9 @@
 //! from the caller: a canvas's total |contribution| per kernel, the kernel's weight norm
 //! ([`kernel_norms`]), or a seeded random order. Then the pruned model is quantised and
 //! Huffman-coded as the official pipeline does ([`super::compress_nerv`]): zeroed weights become
-//! frequent symbols, so the bits fall with the fraction. No fine-tuning.
+//! frequent symbols, so the bits fall with the fraction. Optionally each pruned model is first
+//! fine-tuned a few epochs with its zeroed kernels held at zero
+//! ([`crate::train::nerv::finetune_nerv`]).
 
 use std::collections::HashMap;
 
@@ -15,24 +17,19 @@ use polars::prelude::*;
 
 use super::{compress_nerv, CompressOptions, Compression};
 use crate::error::{Result, XincError};
-use crate::models::nerv::{BlockType, Nerv};
+use crate::models::nerv::{BlockType, KernelLayer, Nerv};
+use crate::train::nerv::{finetune_nerv, NervTrainParams};
 
 /// The official name of the conv weight whose kernels are `layer`'s neurons, and whether its
 /// layout is `[Cin, K, kh, kw]` (a transposed conv) rather than `[K, Cin, kh, kw]`.
 fn kernel_weight(model: &Nerv, layer: &str) -> Result<(String, bool)> {
-    if layer == "head" {
-        return Ok(("head_layer.weight".into(), false));
-    }
-    let blocks = model.blocks().len();
-    let n: usize = layer
-        .strip_prefix("block")
-        .and_then(|n| n.parse().ok())
-        .filter(|n| (1..=blocks).contains(n))
-        .ok_or_else(|| {
-            XincError::InvalidArgument(format!(
-                "`{layer}` is not a prunable NeRV layer (head or block1..block{blocks})"
-            ))
-        })?;
+    let n = match layer.parse::<KernelLayer>()? {
+        KernelLayer::Head => return Ok(("head_layer.weight".into(), false)),
+        block @ KernelLayer::Block(n) => {
+            model.kernel_shape(block)?; // the block exists
+            n
+        }
+    };
     let kind = model.config().block;
     Ok((
         format!("{}.weight", kind.conv_prefix(n)),
@@ -112,16 +109,16 @@ pub fn prune(model: &Nerv, layer: &str, scores: &[f32], fraction: f64) -> Result
 }
 
 /// The rate–distortion points of pruning `layer` by each ranking `(name, scores)` at each
-/// fraction, quantised and coded with `opts`: columns `layer`, `ranking`, `fraction`,
-/// `pruned`, `bits_per_pixel`, `bits_per_param_with_overhead`, `psnr` (pruned, before
-/// quantisation) and `quant_psnr`.
+/// fraction, fine-tuned with `finetune` when given, then quantised and coded with `opts`:
+/// columns `layer`, `ranking`, `fraction`, `pruned`, `finetune_epochs`, `bits_per_pixel`,
+/// `bits_per_param_with_overhead`, `psnr` (pruned, before quantisation) and `quant_psnr`.
 pub fn rate_distortion(
     model: &Nerv,
     frames: &[Vec<f32>],
     layer: &str,
     rankings: &[(String, Vec<f32>)],
     fractions: &[f64],
-    opts: &CompressOptions,
+    (opts, finetune): (&CompressOptions, Option<&NervTrainParams>),
     device: &Device,
 ) -> Result<DataFrame> {
     let mut cols: (Vec<String>, Vec<f64>, Vec<u32>, [Vec<f64>; 4]) = Default::default();
@@ -129,7 +126,10 @@ pub fn rate_distortion(
     let mut unpruned: Option<Compression> = None;
     for (ranking, scores) in rankings {
         for &fraction in fractions {
-            let (pruned, count) = prune(model, layer, scores, fraction)?;
+            let (mut pruned, count) = prune(model, layer, scores, fraction)?;
+            if let (Some(params), true) = (finetune, count > 0) {
+                pruned = finetune_pruned(&pruned, layer, frames, params, device)?;
+            }
             let c = match (count, &unpruned) {
                 (0, Some(c)) => c.clone(),
                 _ => compress_nerv(&pruned, frames, opts, device)?.1,
@@ -159,11 +159,18 @@ pub fn rate_distortion(
         }
     }
     let [bpp, bpparam, psnr, qpsnr] = cols.3;
+    let epochs = finetune.map_or(0, |p| p.epochs) as u32;
+    let tuned: Vec<u32> = cols
+        .2
+        .iter()
+        .map(|&c| if c > 0 { epochs } else { 0 })
+        .collect();
     df!(
         "layer" => vec![layer.to_string(); cols.0.len()],
         "ranking" => cols.0,
         "fraction" => cols.1,
         "pruned" => cols.2,
+        "finetune_epochs" => tuned,
         "bits_per_pixel" => bpp,
         "bits_per_param_with_overhead" => bpparam,
         "psnr" => psnr,
@@ -172,25 +179,28 @@ pub fn rate_distortion(
     .map_err(|e| XincError::InvalidArgument(format!("the pruning table: {e}")))
 }
 
+/// `pruned` fine-tuned with its zeroed kernels of `layer` held at zero.
+fn finetune_pruned(
+    pruned: &Nerv,
+    layer: &str,
+    frames: &[Vec<f32>],
+    params: &NervTrainParams,
+    device: &Device,
+) -> Result<Nerv> {
+    let (name, w, dims, _) = kernels(pruned, layer)?;
+    let mask: Vec<f32> = w.iter().map(|&v| f32::from(u8::from(v != 0.0))).collect();
+    let masks = HashMap::from([(name, Tensor::from_vec(mask, dims, device)?)]);
+    let (tuned, report) = finetune_nerv(pruned, frames, params, masks, device)?;
+    tracing::info!(layer, psnr = report.best_psnr, "fine-tuned");
+    Ok(tuned)
+}
+
 #[cfg(test)]
 mod tests {
-    use candle_core::DType;
-    use candle_nn::{VarBuilder, VarMap};
-
     use super::*;
-    use crate::models::nerv::{nerv, NervConfig};
 
     /// A random NeRV of 4 frames of 24×36, and frames to compress it against.
     fn tiny() -> (Nerv, Vec<Vec<f32>>) {
-        let args = "--embed pe_1.25_4 --fc_hw 2_3 --dec_strds 3 2 2 --ks 0_3_3 --reduce 1.2 \
-                    --modelsize 0.001 --lower_width 3";
-        let config = NervConfig::from_official_args(args, 4).unwrap();
-        let vm = VarMap::new();
-        let model = nerv(
-            config,
-            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
         let frames = (0..4)
             .map(|t| {
                 (0..3 * 24 * 36)
@@ -198,7 +208,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        (model, frames)
+        (crate::models::nerv::tiny_nerv(""), frames)
     }
 
     #[test]
@@ -238,7 +248,7 @@ mod tests {
             "block3",
             &[("weight norm".into(), norms)],
             &[0.0, 0.5, 0.9],
-            &CompressOptions::default(),
+            (&CompressOptions::default(), None),
             &Device::Cpu,
         )
         .unwrap();
@@ -255,5 +265,53 @@ mod tests {
         let (_, whole) =
             compress_nerv(&model, &frames, &CompressOptions::default(), &Device::Cpu).unwrap();
         assert_eq!(bpp[0], whole.bits_per_pixel);
+    }
+
+    #[test]
+    fn fine_tuning_keeps_the_pruned_kernels_at_zero() {
+        let (model, frames) = tiny();
+        let norms = kernel_norms(&model, "block2").unwrap();
+        let (pruned, count) = prune(&model, "block2", &norms, 0.5).unwrap();
+        assert!(count > 0);
+        let params = NervTrainParams {
+            epochs: 3,
+            eval_every: 1,
+            progress: false,
+            ..Default::default()
+        };
+        let tuned = finetune_pruned(&pruned, "block2", &frames, &params, &Device::Cpu).unwrap();
+        let (_, before, dims, transposed) = kernels(&pruned, "block2").unwrap();
+        let (_, after, ..) = kernels(&tuned, "block2").unwrap();
+        let (cin, kout) = shape(&dims, transposed);
+        let mut moved = 0;
+        for n in 0..cin * kout {
+            let (at, len) = kernel_offset(&dims, transposed, n / kout, n % kout);
+            let was_zero = before[at..at + len].iter().all(|&v| v == 0.0);
+            if was_zero {
+                assert!(after[at..at + len].iter().all(|&v| v == 0.0), "kernel {n}");
+            } else if after[at..at + len] != before[at..at + len] {
+                moved += 1;
+            }
+        }
+        assert!(moved > 0, "fine-tuning changed no kept kernel");
+        // The table says which rows were fine-tuned.
+        let table = rate_distortion(
+            &model,
+            &frames,
+            "block2",
+            &[("weight norm".into(), norms)],
+            &[0.0, 0.5],
+            (&CompressOptions::default(), Some(&params)),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let epochs: Vec<u32> = table
+            .column("finetune_epochs")
+            .unwrap()
+            .u32()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        assert_eq!(epochs, [0, 3]);
     }
 }

@@ -55,6 +55,11 @@ pub struct BatchConfig {
     pub motion_frames: Vec<usize>,
     /// Analyse at most this many annotated frames per video, evenly spaced (default: all).
     pub max_frames: Option<usize>,
+    /// Kernels of the NeRV's last block removed in the ablation (tables `ablation`,
+    /// `ablation_objects`; the head's kernels are all removed); 0 turns the ablation off.
+    pub ablation_kernels: usize,
+    /// Fractions of the NeRV head pruned and coded (table `pruning`); empty: no pruning.
+    pub pruning: Vec<f64>,
     pub nerv: NervJob,
 }
 
@@ -83,6 +88,8 @@ impl Default for BatchConfig {
             groups: 6,
             motion_frames: vec![1, 10],
             max_frames: None,
+            ablation_kernels: FindingsOptions::default().ablation_kernels,
+            pruning: FindingsOptions::default().pruning,
             nerv: NervJob::default(),
         }
     }
@@ -111,6 +118,18 @@ impl BatchConfig {
         config
             .method()
             .map_err(|e| XincError::config(path, e.to_string()))?;
+        if let Some(f) = config.pruning.iter().find(|f| !(0.0..=1.0).contains(*f)) {
+            return Err(XincError::config(
+                path,
+                format!("pruning: {f} is not a fraction in [0, 1]"),
+            ));
+        }
+        if config.pruning.len() > 101 {
+            return Err(XincError::config(
+                path,
+                String::from("pruning: more than 101 fractions"),
+            ));
+        }
         if let Some(name) = &config.dataset {
             if let Some(why) = component_problem(name) {
                 return Err(XincError::config(
@@ -255,8 +274,9 @@ pub fn run_task(
         motion_frames: config.motion_frames.clone(),
         max_frames: config.max_frames,
         compare_methods: false,
-        // A batch task explains a NeRV: the ablation covers FFN units only so far.
-        ablation: false,
+        ablation: config.ablation_kernels > 0,
+        ablation_kernels: config.ablation_kernels,
+        pruning: config.pruning.clone(),
     };
     let tables = findings(&study, &opts)?.tables;
     timed("analyses", start);

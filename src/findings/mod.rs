@@ -12,10 +12,12 @@
 //! paper; the per-neuron table also covers every other block on the first analysed frame).
 //!
 //! Files: this module holds the options, the [`Findings`] and the driver; one file per finding
-//! family ([`neurons`], [`objects`], [`partitions`], [`motion`], [`groups`]); the headline numbers
+//! family ([`neurons`], [`objects`], [`partitions`], [`motion`], [`groups`], and the causal
+//! tests, [`cause`]: ablation against both canvases, pruning of the NeRV head); the headline numbers
 //! ([`headlines`]), the claim verdicts ([`claims`]), the comparison of both canvas methods
 //! ([`compare`]) and how a number is quoted ([`numbers`]).
 
+pub mod cause;
 pub mod claims;
 pub mod compare;
 pub mod groups;
@@ -70,9 +72,17 @@ pub struct FindingsOptions {
     /// Also run every analysis under the other method and compare the paper's conclusions
     /// under both ([`Findings::comparison`], tables `claims_by_method` and `method_comparison`).
     pub compare_methods: bool,
-    /// Remove every FFN unit in turn and measure which canvas predicts what it does (table
-    /// `ablation`, [`crate::analysis::ablation`]; it reads both canvases, whatever `method`).
+    /// Remove neurons and measure which canvas predicts what they do (tables `ablation` and
+    /// `ablation_objects`, [`crate::analysis::ablation`]; it reads both canvases, whatever
+    /// `method`): every FFN unit, every NeRV head kernel, and a sample of the NeRV's last block.
     pub ablation: bool,
+    /// The kernels of the NeRV's last block removed in the ablation: a seeded uniform sample
+    /// of this many (`xinc ablate` runs a whole layer as a budgeted job).
+    pub ablation_kernels: usize,
+    /// Prune these fractions of the NeRV head by contribution, weight norm and at random, then
+    /// quantise and code each pruned model (table `pruning`, [`crate::compress::prune`]); empty:
+    /// no pruning.
+    pub pruning: Vec<f64>,
 }
 
 impl Default for FindingsOptions {
@@ -85,6 +95,8 @@ impl Default for FindingsOptions {
             max_frames: None,
             compare_methods: false,
             ablation: true,
+            ablation_kernels: 256,
+            pruning: cause::PRUNING_FRACTIONS.to_vec(),
         }
     }
 }
@@ -204,10 +216,14 @@ pub fn findings(study: &Study, opts: &FindingsOptions) -> Result<Findings> {
     let groups = run.timed("neuron groups", |r| {
         groups::groups(r, &analysed, &firsts, opts)
     })?;
-    if opts.ablation && study.ffn.is_some() {
-        run.timed("ablation of every FFN unit against both canvases", |r| {
-            r.add_table("ablation", study.ffn_ablation()?);
-            Ok(())
+    if opts.ablation {
+        run.timed("ablation against both canvases", |r| {
+            cause::ablation(r, study, opts)
+        })?;
+    }
+    if !opts.pruning.is_empty() && study.nerv.is_some() {
+        run.timed("contribution-guided pruning of the NeRV head", |r| {
+            cause::pruning(r, study, opts)
         })?;
     }
     drop(analysed);
@@ -253,6 +269,7 @@ fn compare_other_method(
         method: other,
         compare_methods: false,
         ablation: false,
+        pruning: Vec::new(),
         ..opts.clone()
     };
     let theirs = run.timed(&format!("every analysis under the {other} canvas"), |_| {

@@ -55,6 +55,13 @@ impl FileLimit {
         max_bytes: 512 * MIB,
         env: "XINC_MAX_FLOW_MIB",
     };
+    /// The checkpoint of an ablation job (`*.ablation-state.json`): every removal so far, a few
+    /// hundred bytes to a few KB each.
+    pub const ABLATION_STATE: FileLimit = FileLimit {
+        what: "checkpoint of an ablation job",
+        max_bytes: 1024 * MIB,
+        env: "XINC_MAX_ABLATION_STATE_MIB",
+    };
     /// A weights file read whole (safetensors) or a checkpoint archive.
     pub const WEIGHTS: FileLimit = FileLimit {
         what: "weights file",

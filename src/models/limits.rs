@@ -111,6 +111,13 @@ pub const NERV_CHANNELS: Limit = Limit {
     why: "fixed: NeRV channels of a layer; the paper's model has 37",
 };
 
+/// Kernels of one NeRV layer (`--max-kernels`, `--ablation-kernels`): Cin·Cout, at most
+/// [`NERV_CHANNELS`]² in principle; the paper's block 1 has about 18,000.
+pub const KERNELS: Limit = Limit {
+    max: 100_000_000,
+    why: "fixed: kernels of a NeRV layer; the paper's block 1 has about 18000",
+};
+
 /// Frames of a clip (`--frames`, `--frame`, `--max-frames`, `--motion-frames`, a NeRV's
 /// `frames`): an hour of video at 25 fps is 90,000; the paper's clips have 30 to a few hundred.
 pub const FRAMES: Limit = Limit {

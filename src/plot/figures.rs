@@ -43,7 +43,7 @@ use super::{magma, map_grid};
 use crate::analysis::groups::{NeuronGroups, NeuronVectors};
 use crate::analysis::objects::ObjectShares;
 use crate::analysis::stats::neuron_rows;
-use crate::analysis::table_error;
+use crate::analysis::{named_column, table_error};
 use crate::canvas::maps::{neuron_label, NeuronMaps};
 use crate::error::{Result, XincError};
 
@@ -709,18 +709,15 @@ impl BoxGroup {
     ) -> Result<Vec<BoxGroup>> {
         let bad = |e| table_error("box groups", e);
         let text = |c: &str| -> Result<Vec<String>> {
-            let col = df
-                .column(c)
-                .and_then(|c| c.cast(&DataType::String))
-                .map_err(bad)?;
+            let col = named_column(df, c)?.cast(&DataType::String).map_err(bad)?;
             let strings = col.str().map_err(bad)?;
             Ok((0..strings.len())
                 .map(|i| strings.get(i).unwrap_or("").to_string())
                 .collect())
         };
         let (names, categories) = (text(name)?, text(category)?);
-        let values = (df.column(value))
-            .and_then(|c| c.cast(&DataType::Float64))
+        let values = named_column(df, value)?
+            .cast(&DataType::Float64)
             .map_err(bad)?;
         let values = values.f64().map_err(bad)?;
         let mut groups: Vec<BoxGroup> = Vec::new();
@@ -907,6 +904,29 @@ pub fn line_series<S: AsRef<str>, V: AsRef<[f64]>>(
             style,
         ));
     }
+    Ok(line_figure(traces, title, style))
+}
+
+/// Curves with their own x values, one per `(name, x, y)` (e.g. a rate–distortion curve per
+/// ranking: bits per pixel against PSNR), each drawn in the order given.
+pub fn xy_curves<S: AsRef<str>>(
+    curves: &[(S, Vec<f64>, Vec<f64>)],
+    title: &str,
+    style: &LineStyle,
+) -> Result<Figure> {
+    if curves.is_empty() {
+        return Err(invalid("xy_curves: no curves".into()));
+    }
+    if let Some((name, x, y)) = curves.iter().find(|(_, x, y)| x.len() != y.len()) {
+        return Err(invalid(format!(
+            "xy_curves: curve {:?} has {} x and {} y values",
+            name.as_ref(),
+            x.len(),
+            y.len()
+        )));
+    }
+    let traces =
+        (curves.iter()).map(|(name, x, y)| line_trace(name.as_ref(), x.clone(), y.clone(), style));
     Ok(line_figure(traces, title, style))
 }
 

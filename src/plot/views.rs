@@ -1,13 +1,15 @@
 //! How a study's values look in a notebook: [`FrameCanvas::figure`] (the target beside the
 //! model's output), [`Layer::figure`] (the maps of the strongest neurons), the neuron groups'
 //! figures, the partitions of a frame, and an `evcxr_display` for each of these and for the
-//! analyses' results (their tables), so that a cell ending in one of them shows it.
+//! analyses' results (their tables), so that a cell ending in one of them shows it; the
+//! causal tests' figures (ablation, rate–distortion).
 
 use polars::prelude::DataFrame;
 
 use crate::analysis::distributed::Distributed;
 use crate::analysis::intensity::Intensity;
 use crate::analysis::motion::MotionResult;
+use crate::analysis::named_column;
 use crate::analysis::objects::AreaNeurons;
 use crate::analysis::partitions::{summary_frame, FramePartitions, PartitionVariances};
 use crate::error::{Result, XincError};
@@ -15,8 +17,8 @@ use crate::study::{FrameCanvas, Layer, LayerGroups};
 
 use super::figure::Figure;
 use super::figures::{
-    map_grid_figure_with, neuron_group_scatter, rgb_grid_figure, strongest_maps_figure,
-    MapGridConfig,
+    map_grid_figure_with, neuron_group_scatter, rgb_grid_figure, scatter_groups,
+    strongest_maps_figure, xy_curves, LineStyle, MapGridConfig, ScatterData,
 };
 use super::table::display_frame;
 
@@ -188,5 +190,148 @@ impl MotionResult {
     /// Shows the agreement of the contribution change with the flow.
     pub fn evcxr_display(&self) {
         display_table(&self.layer, self.to_frame());
+    }
+}
+
+/// The rate–distortion curves of a pruning table ([`crate::compress::prune::rate_distortion`]):
+/// per ranking, the quantised PSNR against bits per pixel, in the table's order of fractions.
+pub fn rate_distortion_figure(pruning: &DataFrame) -> Result<Figure> {
+    pruning_curves(
+        pruning,
+        ("bits_per_pixel", "bits per pixel"),
+        "Pruning: quantised PSNR against bits per pixel, per ranking",
+    )
+}
+
+/// The same table's quantised PSNR against the fraction of the layer pruned, per ranking.
+pub fn pruning_quality_figure(pruning: &DataFrame) -> Result<Figure> {
+    pruning_curves(
+        pruning,
+        ("fraction", "fraction of the layer's kernels pruned"),
+        "Pruning: quantised PSNR against the fraction pruned, per ranking",
+    )
+}
+
+/// One curve per ranking of `pruning`: `x.0` (a column, with axis label `x.1`) against the
+/// quantised PSNR.
+fn pruning_curves(pruning: &DataFrame, x: (&str, &str), title: &str) -> Result<Figure> {
+    let err = |e| crate::analysis::table_error("pruning", e);
+    let rankings = named_column(pruning, "ranking")?.str().map_err(err)?;
+    let number = |name: &str| -> Result<Vec<f64>> {
+        let c = named_column(pruning, name)?.f64().map_err(err)?;
+        Ok((0..c.len()).map(|i| c.get(i).unwrap_or(f64::NAN)).collect())
+    };
+    let (xs, psnr) = (number(x.0)?, number("quant_psnr")?);
+    let mut curves: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    for i in 0..pruning.height() {
+        let name = rankings.get(i).unwrap_or("?");
+        let at = match curves.iter().position(|c| c.0 == name) {
+            Some(at) => at,
+            None => {
+                curves.push((name.to_string(), Vec::new(), Vec::new()));
+                curves.len() - 1
+            }
+        };
+        curves[at].1.push(xs[i]);
+        curves[at].2.push(psnr[i]);
+    }
+    let style = LineStyle {
+        x_label: x.1.into(),
+        y_label: "quantised PSNR (dB)".into(),
+        log_y: false,
+    };
+    xy_curves(&curves, title, &style)
+}
+
+/// One layer's removals ([`crate::analysis::ablation::LayerAblation::neurons_table`], possibly filtered to one layer):
+/// each neuron's PSNR drop against the rank of its Σ|map| under each canvas (0: the smallest
+/// map, 1: the largest), one colour per canvas. A canvas that predicts the ablation puts the
+/// large drops on the right.
+pub fn ablation_figure(neurons: &DataFrame) -> Result<Figure> {
+    let err = |e| crate::analysis::table_error("ablated neurons", e);
+    let number = |name: &str| -> Result<Vec<f64>> {
+        let c = named_column(neurons, name)?.f64().map_err(err)?;
+        Ok((0..c.len()).map(|i| c.get(i).unwrap_or(f64::NAN)).collect())
+    };
+    let text = |name: &str| -> Result<String> {
+        let c = named_column(neurons, name)?.str().map_err(err)?;
+        Ok(c.get(0).unwrap_or_default().to_string())
+    };
+    let drops = number("psnr_drop")?;
+    let n = drops.len();
+    let methods: Vec<String> = (neurons.get_column_names().iter())
+        .filter_map(|c| c.strip_prefix("total_").map(str::to_string))
+        .collect();
+    let (mut x, mut y, mut group) = (Vec::new(), Vec::new(), Vec::new());
+    for (m, method) in methods.iter().enumerate() {
+        let ranks = crate::analysis::ranks(&number(&format!("total_{method}"))?);
+        for (rank, drop) in ranks.into_iter().zip(&drops) {
+            x.push((rank - 1.0) / (n.max(2) - 1) as f64);
+            y.push(*drop);
+            group.push(m);
+        }
+    }
+    let names: Vec<String> = methods.iter().map(|m| format!("{m} canvas")).collect();
+    let title = format!(
+        "{} {}: the PSNR drop of each removal against the rank of its map",
+        text("model")?,
+        text("layer")?
+    );
+    scatter_groups(
+        &ScatterData {
+            x: &x,
+            y: &y,
+            group: &group,
+            group_names: &names,
+            x_label: "rank of Σ|map| (0 smallest, 1 largest)",
+            y_label: "PSNR drop (dB)",
+            ..Default::default()
+        },
+        &title,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+    use crate::compress::prune::{kernel_norms, rate_distortion};
+    use crate::compress::CompressOptions;
+
+    #[test]
+    fn a_pruning_table_draws_both_curves_per_ranking() {
+        let model = crate::models::nerv::tiny_nerv("");
+        let frames: Vec<Vec<f32>> = (0..4)
+            .map(|t| {
+                (0..3 * 24 * 36)
+                    .map(|i| ((i + t) % 5) as f32 / 5.0)
+                    .collect()
+            })
+            .collect();
+        let norms = kernel_norms(&model, "head").unwrap();
+        let random: Vec<f32> = (0..norms.len()).map(|i| (i * 7 % 5) as f32).collect();
+        let table = rate_distortion(
+            &model,
+            &frames,
+            "head",
+            &[("weight norm".into(), norms), ("random".into(), random)],
+            &[0.0, 0.5],
+            (&CompressOptions::default(), None),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for figure in [
+            rate_distortion_figure(&table).unwrap(),
+            pruning_quality_figure(&table).unwrap(),
+        ] {
+            let json = figure.to_json();
+            assert_eq!(
+                json.matches("\"name\":\"weight norm\"").count(),
+                1,
+                "{json}"
+            );
+            assert_eq!(json.matches("\"name\":\"random\"").count(), 1);
+        }
     }
 }

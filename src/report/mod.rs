@@ -128,6 +128,8 @@ mod tests {
                 max_frames: Some(2),
                 motion_frames: vec![1],
                 compare_methods: false,
+                ablation_kernels: 24,
+                pruning: vec![0.0, 0.5],
                 ..FindingsOptions::default()
             },
         };
@@ -143,6 +145,9 @@ mod tests {
             "object_shares",
             "motion",
             "ablation",
+            "ablation_neurons",
+            "ablation_objects",
+            "pruning",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }

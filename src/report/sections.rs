@@ -17,6 +17,7 @@ pub(super) fn sections(f: &Findings) -> Result<Vec<Section>> {
     }
     out.push(groups(f)?);
     out.extend(ablation::section(f)?);
+    out.extend(ablation::pruning_section(f)?);
     if f.comparison.is_some() {
         out.push(compare::section(f));
     }

@@ -8,7 +8,9 @@
 //! - [`Study::frame`] explains one frame by one model under a [`CanvasOptions`]: a
 //!   [`FrameCanvas`], owned and cheap to clone, whose [`FrameCanvas::layer`] is a [`Layer`]
 //!   with the analyses as methods; [`Study::motion`] compares the NeRV's canvas of a frame with
-//!   the previous one.
+//!   the previous one;
+//! - the causal tests: [`Study::ffn_ablation`] and [`Study::nerv_ablation`] (`ablation.rs`),
+//!   [`Study::nerv_pruning`].
 //!
 //! ```no_run
 //! use xinc::prelude::*;
@@ -19,6 +21,7 @@
 //! # Ok::<(), xinc::XincError>(())
 //! ```
 
+mod ablation;
 mod frame;
 mod layer;
 
@@ -33,10 +36,8 @@ use polars::prelude::DataFrame;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::analysis::ablation::{ablate_ffn_layer, agreement_table, Agreement};
 use crate::analysis::motion::{frame_flow, motion_vs_flow, MotionResult, DEFAULT_TOP_PERCENTS};
 use crate::canvas::ffn::{ffn_canvas, FfnLayer};
-use crate::canvas::maps::InMemoryMaps;
 use crate::canvas::nerv::{nerv_canvas_summary, NervFrameData, NervLayer};
 use crate::canvas::{CanvasOptions, ContributionMap, Method};
 use crate::compress::prune::{kernel_norms, rate_distortion};
@@ -48,6 +49,7 @@ use crate::error::{Result, XincError};
 use crate::models::ffn::Ffn;
 use crate::models::nerv::Nerv;
 use crate::models::{Architecture, ModelDir};
+use crate::train::nerv::NervTrainParams;
 use frame::{Activations, FrameParts};
 
 /// The bundled sample clip, relative to the repository root.
@@ -261,42 +263,17 @@ impl Study {
         Ok(ffn_canvas(ffn, &acts, &layers, &method.into())?.layers)
     }
 
-    /// Which canvas predicts what a neuron does: every unit of every FFN layer removed in turn
-    /// on the clip's first frame ([`ablate_ffn_layer`]), compared with the maps of both methods
-    /// ([`Agreement`]). One row per layer and method ([`agreement_table`]).
-    pub fn ffn_ablation(&self) -> Result<DataFrame> {
-        let ffn = self.ffn()?;
-        self.check_ffn_size(ffn)?;
-        let acts = ffn.forward_image(&self.device)?;
-        let target = self.clip.frame_ffn(0)?;
-        let methods = [Method::Official, Method::Conservative];
-        let canvases = methods
-            .iter()
-            .map(|&m| self.ffn_canvas_by(m))
-            .collect::<Result<Vec<_>>>()?;
-        let ablations = (1..=ffn.config().num_layers)
-            .map(|k| ablate_ffn_layer(ffn, &acts, k, &target.data))
-            .collect::<Result<Vec<_>>>()?;
-        let mut rows = Vec::new();
-        for (k, ablation) in ablations.iter().enumerate() {
-            for (method, canvas) in methods.iter().zip(&canvases) {
-                let maps = InMemoryMaps::new(Arc::clone(&canvas[k]));
-                rows.push((ablation, *method, Agreement::of(&maps, ablation)?));
-            }
-        }
-        agreement_table(&self.ffn.as_ref().expect("checked").name, &rows)
-    }
-
     /// Contribution-guided pruning of the NeRV's `layer` (`head` or `block{n}`): its kernels
     /// ranked by total |contribution| on frame 0 under each canvas (where the method defines
-    /// the layer), by weight norm and at random (`seed`), pruned at each fraction, quantised and
-    /// coded as the official pipeline does ([`crate::compress::prune::rate_distortion`]).
+    /// the layer), by weight norm and at random (`seed`), pruned at each fraction, fine-tuned
+    /// with `finetune` when given, quantised and coded as the official pipeline does
+    /// ([`crate::compress::prune::rate_distortion`]).
     pub fn nerv_pruning(
         &self,
         layer: &str,
         fractions: &[f64],
         seed: u64,
-        opts: &CompressOptions,
+        (opts, finetune): (&CompressOptions, Option<&NervTrainParams>),
     ) -> Result<DataFrame> {
         let nerv = self.nerv()?;
         let frame = self.nerv_frame(0)?;
@@ -313,7 +290,11 @@ impl Study {
                 &CanvasOptions::from(method),
             )?;
             let scores = summary.layers[0].abssum_hw.clone();
-            rankings.push((format!("contribution ({method})"), scores));
+            match rankings.iter_mut().find(|(_, s)| *s == scores) {
+                // The head: both canvases have the same maps, so one ranking.
+                Some((name, _)) => *name = "contribution (both canvases)".into(),
+                None => rankings.push((format!("contribution ({method})"), scores)),
+            }
         }
         rankings.push(("weight norm".into(), kernel_norms(nerv, layer)?));
         let n = rankings.last().map_or(0, |r| r.1.len());
@@ -331,12 +312,12 @@ impl Study {
             layer,
             &rankings,
             fractions,
-            opts,
+            (opts, finetune),
             &self.device,
         )
     }
 
-    fn check_ffn_size(&self, ffn: &Ffn) -> Result<()> {
+    pub(crate) fn check_ffn_size(&self, ffn: &Ffn) -> Result<()> {
         let (h, w) = (ffn.config().height(), ffn.config().width());
         if [h, w] != self.clip.size {
             return Err(XincError::InvalidArgument(format!(

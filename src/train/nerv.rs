@@ -249,21 +249,64 @@ pub fn train_nerv(
     device: &Device,
 ) -> Result<(Nerv, NervTrainReport)> {
     check_inputs(&config, frames, params)?;
-    let start = Instant::now();
-    let [h, w] = config.frame_size();
-    let targets: Vec<Tensor> = frames
-        .iter()
-        .map(|f| Tensor::from_slice(f, (1, 3, h, w), device))
-        .collect::<candle_core::Result<_>>()?;
-    let mut state = match state_dir
+    let targets = frame_tensors(&config, frames, device)?;
+    let state = match state_dir
         .map(TrainState::path)
         .filter(|p| resume && p.exists())
     {
         Some(path) => TrainState::load(&path, &config, params, device)?,
         None => TrainState::fresh(&config, params.seed, device)?,
     };
+    run_epochs(config, state, targets, params, state_dir, device)
+}
+
+/// Fine-tunes `model` on its clip's `frames` for `params.epochs` epochs (the official schedule
+/// over them), keeping the weights that `masks` (by official name, 0 or 1 per weight) zero at
+/// zero after every step: the fine-tuning of a pruned model. Returns the best evaluated weights.
+pub fn finetune_nerv(
+    model: &Nerv,
+    frames: &[Vec<f32>],
+    params: &NervTrainParams,
+    masks: HashMap<String, Tensor>,
+    device: &Device,
+) -> Result<(Nerv, NervTrainReport)> {
+    let config = model.config().clone();
+    check_inputs(&config, frames, params)?;
+    let targets = frame_tensors(&config, frames, device)?;
+    let weights: HashMap<String, Tensor> = model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_device(device)?)))
+        .collect::<Result<_>>()?;
+    let mut state = TrainState::from_weights(&config, weights)?;
+    for (name, mask) in masks {
+        if !state
+            .vars
+            .iter()
+            .any(|(n, v)| *n == name && v.dims() == mask.dims())
+        {
+            return Err(XincError::InvalidArgument(format!(
+                "fine-tuning: the mask `{name}` {:?} fits no weight of the model",
+                mask.dims()
+            )));
+        }
+        state.masks.insert(name, mask.to_device(device)?);
+    }
+    run_epochs(config, state, targets, params, None, device)
+}
+
+/// The training loop from `state` on: epochs, evaluations, the state saved to `state_dir`.
+fn run_epochs(
+    config: NervConfig,
+    mut state: TrainState,
+    targets: Vec<Tensor>,
+    params: &NervTrainParams,
+    state_dir: Option<&Path>,
+    device: &Device,
+) -> Result<(Nerv, NervTrainReport)> {
+    let start = Instant::now();
     let model = state.model(&config, device)?;
-    let (seen, unseen) = params.split.apply(frames.len());
+    let (seen, unseen) = params.split.apply(targets.len());
     let steps_per_epoch = seen.len() / params.batch_size;
     let bar = progress_bar(params, state.epoch);
     let mut report = NervTrainReport {
@@ -337,6 +380,15 @@ pub fn train_nerv(
         best = best.embed_clip(&Tensor::cat(&targets, 0)?)?;
     }
     Ok((best, report))
+}
+
+/// The clip's frames as `[1, 3, H, W]` tensors on `device`.
+fn frame_tensors(config: &NervConfig, frames: &[Vec<f32>], device: &Device) -> Result<Vec<Tensor>> {
+    let [h, w] = config.frame_size();
+    Ok(frames
+        .iter()
+        .map(|f| Tensor::from_slice(f, (1, 3, h, w), device))
+        .collect::<candle_core::Result<_>>()?)
 }
 
 fn check_inputs(config: &NervConfig, frames: &[Vec<f32>], params: &NervTrainParams) -> Result<()> {
@@ -484,6 +536,8 @@ struct TrainState {
     best_epoch: usize,
     best_psnr: f64,
     best: HashMap<String, Tensor>,
+    /// Weights kept at zero where the mask is 0 (fine-tuning a pruned model); not saved.
+    masks: HashMap<String, Tensor>,
 }
 
 impl TrainState {
@@ -544,6 +598,7 @@ impl TrainState {
             best_epoch: 0,
             best_psnr: f64::NEG_INFINITY,
             best,
+            masks: HashMap::new(),
         })
     }
 
@@ -577,7 +632,7 @@ impl TrainState {
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         let bc1 = 1.0 - b1.powi(self.steps as i32);
         let bc2 = 1.0 - b2.powi(self.steps as i32);
-        for (k, (_, var)) in self.vars.iter().enumerate() {
+        for (k, (name, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
@@ -587,7 +642,11 @@ impl TrainState {
             self.v[k] = ((&self.v[k] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
             let denom = ((self.v[k].sqrt()? / bc2.sqrt())? + eps)?;
             let update = ((&self.m[k] / denom)? * (lr / bc1))?;
-            var.set(&(var.as_tensor() - update)?.detach())?;
+            let mut next = (var.as_tensor() - update)?;
+            if let Some(mask) = self.masks.get(name) {
+                next = (next * mask)?;
+            }
+            var.set(&next.detach())?;
         }
         Ok(loss.to_scalar::<f32>()?)
     }

@@ -171,7 +171,60 @@ pub fn cases() -> Vec<Case> {
     cases.extend(yaml_cases());
     cases.extend(training_state_cases());
     cases.extend(second_input_cases());
+    cases.extend(ablation_state_cases());
     cases
+}
+
+/// `xinc ablate` of the bundled NeRV's head, with `make` writing its checkpoint beside `out`:
+/// the checkpoint is refused, naming the file, and left as it was.
+fn ablation_state_case(
+    name: &str,
+    expect: &[&str],
+    make: impl Fn(&Path) + Send + Sync + 'static,
+) -> Case {
+    let model = repo().join("checkpoints/nerv_cityscapes_vps_0005");
+    let data = repo().join("data/cityscapes_vps");
+    let args = [
+        "ablate".to_string(),
+        "--model".into(),
+        model.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--layer".into(),
+        "head".into(),
+        "--out".into(),
+        "{out}".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Case::new(name, &args, expect, move |w| {
+        make(&w.join("out.ablation-state.json"))
+    })
+}
+
+fn ablation_state_cases() -> Vec<Case> {
+    let file = "out.ablation-state.json";
+    vec![
+        ablation_state_case(
+            "ablation checkpoint: not JSON",
+            &[file, "not an ablation checkpoint"],
+            |p| std::fs::write(p, "\u{0}garbage").unwrap(),
+        ),
+        ablation_state_case(
+            "ablation checkpoint: a removal of a wrong shape",
+            &[file, "not an ablation checkpoint"],
+            |p| std::fs::write(p, r#"{"key":"k","removals":[{"neuron":-3}]}"#).unwrap(),
+        ),
+        ablation_state_case(
+            "ablation checkpoint: another job's",
+            &[file, "another job"],
+            |p| std::fs::write(p, r#"{"key":"model x","removals":[]}"#).unwrap(),
+        ),
+        ablation_state_case(
+            "ablation checkpoint: a named pipe",
+            &[file, "a named pipe"],
+            mkfifo,
+        ),
+    ]
 }
 
 /// Every numeric flag with an upper limit: huge, zero, negative, NaN, infinite, overflowing.

@@ -16,7 +16,7 @@ use xinc::models::nerv::NervConfig;
 use xinc::train::ffn::FfnTrainParams;
 use xinc::train::nerv::{NervFolderJob, NervTrainParams};
 
-use crate::parsers::{count, fraction, learning_rate, parse_range, parse_size};
+use crate::parsers::{count, fraction, learning_rate, parse_range, parse_size, seconds};
 
 /// Explain implicit neural representations: per-neuron contribution maps (XINC).
 #[derive(Parser)]
@@ -48,6 +48,10 @@ pub enum Command {
     /// Prune the lowest-ranked kernels of one NeRV layer (by each canvas's contribution, by
     /// weight norm, at random), quantise and code each pruned model: the rate–distortion table.
     Prune(PruneArgs),
+    /// Remove NeRV kernels of one layer one at a time (batched partial forward passes, on
+    /// `--device`) and measure which canvas predicts what each does: per kernel, per object and
+    /// per layer. A budgeted job: a seeded uniform sample when cut short; a killed run resumes.
+    Ablate(AblateArgs),
     /// The main job: train an FFN on the first frame of the bundled clip (or a given image) and
     /// write its canvas and a grid of maps.
     Demo(DemoArgs),
@@ -90,6 +94,7 @@ impl Command {
             // Writes one file into the model folder, atomically and last.
             Command::Compress(_) => None,
             Command::Prune(a) => Some(&a.out),
+            Command::Ablate(a) => Some(&a.out),
             Command::Batch(_) | Command::Stats(_) | Command::Inspect(_) => None,
         }
     }
@@ -120,8 +125,9 @@ pub struct CompressArgs {
     pub json: bool,
 }
 
+/// A NeRV model folder and the clip it represents (`xinc prune`, `xinc ablate`).
 #[derive(Args)]
-pub struct PruneArgs {
+pub struct NervStudyArgs {
     /// The model folder (a NeRV or HNeRV).
     #[arg(long)]
     pub model: PathBuf,
@@ -131,6 +137,12 @@ pub struct PruneArgs {
     /// Video id within the dataset (default: the first).
     #[arg(long)]
     pub video: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub study: NervStudyArgs,
     /// The layer whose kernels are pruned: `head` or `block<n>`.
     #[arg(long, default_value = "head")]
     pub layer: String,
@@ -145,7 +157,42 @@ pub struct PruneArgs {
     pub model_bits: u8,
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub embed_bits: u8,
+    /// Fine-tune each pruned model this many epochs (pruned kernels held at zero; the official
+    /// schedule and loss) before it is coded; 0: none.
+    #[arg(long, default_value_t = 0, value_parser = count("--finetune-epochs", 0, limits::STEPS))]
+    pub finetune_epochs: usize,
+    /// The fine-tuning learning rate.
+    #[arg(long, default_value_t = 1e-4, value_parser = learning_rate)]
+    pub finetune_lr: f64,
     /// The table, as Parquet.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct AblateArgs {
+    #[command(flatten)]
+    pub study: NervStudyArgs,
+    /// The layer whose kernels are removed: `head` or `block<n>`.
+    #[arg(long, default_value = "head")]
+    pub layer: String,
+    /// The frame whose output is measured (its objects, when it is annotated).
+    #[arg(long, default_value_t = 0, value_parser = count("--frame", 0, limits::FRAMES))]
+    pub frame: usize,
+    /// Remove at most this many kernels, a seeded uniform sample (default: all).
+    #[arg(long, value_parser = count("--max-kernels", 1, limits::KERNELS))]
+    pub max_kernels: Option<usize>,
+    /// Stop after this many seconds (the kernels done so far are a uniform sample).
+    #[arg(long, value_parser = seconds)]
+    pub budget_s: Option<f64>,
+    /// Kernels per batched forward pass.
+    #[arg(long, default_value_t = 16, value_parser = count("--batch", 1, limits::KERNELS))]
+    pub batch: usize,
+    /// Seed of the removal order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The output folder: agreement.parquet, neurons.parquet, objects.parquet. A checkpoint
+    /// `OUT.ablation-state.json` beside it lets a killed run resume.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -476,6 +523,18 @@ pub struct ReportArgs {
     /// Analyse at most this many of the NeRV's annotated frames, evenly spaced (default: all).
     #[arg(long, value_parser = count("--max-frames", 1, limits::FRAMES))]
     pub max_frames: Option<usize>,
+    /// Kernels of the NeRV's last block removed in the ablation section, a seeded uniform
+    /// sample (the head's and the FFN's are all removed); 0 skips the ablation.
+    #[arg(long, default_value_t = 256, value_parser = count("--ablation-kernels", 0, limits::KERNELS))]
+    pub ablation_kernels: usize,
+    /// Fractions of the NeRV head pruned (by contribution, weight norm, at random) and coded
+    /// for the rate–distortion section.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.1,0.3,0.5,0.7,0.9",
+          value_parser = fraction)]
+    pub pruning_fractions: Vec<f64>,
+    /// Skip the pruning section.
+    #[arg(long)]
+    pub no_pruning: bool,
 }
 
 impl From<&TrainImageArgs> for FfnTrainParams {
@@ -558,7 +617,12 @@ impl From<&ReportArgs> for FindingsOptions {
             motion_frames: a.motion_frames.clone(),
             max_frames: a.max_frames,
             compare_methods: !a.no_compare,
-            ablation: true,
+            ablation: a.ablation_kernels > 0,
+            ablation_kernels: a.ablation_kernels,
+            pruning: match a.no_pruning {
+                true => Vec::new(),
+                false => a.pruning_fractions.clone(),
+            },
         }
     }
 }

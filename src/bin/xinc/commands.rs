@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use image::codecs::png::CompressionType;
+use xinc::analysis::ablation::{agreement_table, AblationBudget, Checkpoint};
 use xinc::analysis::write_parquet;
 use xinc::compress::{compress_nerv, CompressOptions, Compression};
 use xinc::data::clip::{open_clip, ClipOptions};
@@ -23,13 +24,13 @@ use xinc::models::ModelDir;
 use xinc::report::{write_report, ReportOptions};
 use xinc::study::Study;
 use xinc::train::ffn::{train_ffn, FfnTrainParams};
-use xinc::train::nerv::{train_nerv_folder, NervFolderJob};
+use xinc::train::nerv::{train_nerv_folder, NervFolderJob, NervTrainParams};
 use xinc::XincError;
 
 use crate::args::{
-    BatchArgs, CheckDeviceArgs, CompressArgs, DemoArgs, ImportFfnArgs, ImportNervArgs, InspectArgs,
-    PruneArgs, RenderArgs, ReportArgs, StatsArgs, SynthArgs, TrainFfnArgs, TrainImageArgs,
-    TrainNervArgs, TrainSirenArgs,
+    AblateArgs, BatchArgs, CheckDeviceArgs, CompressArgs, DemoArgs, ImportFfnArgs, ImportNervArgs,
+    InspectArgs, NervStudyArgs, PruneArgs, RenderArgs, ReportArgs, StatsArgs, SynthArgs,
+    TrainFfnArgs, TrainImageArgs, TrainNervArgs, TrainSirenArgs,
 };
 use crate::parsers::ffn_flag;
 use crate::{fail, CliResult};
@@ -150,20 +151,70 @@ pub fn import_nerv_cmd(a: ImportNervArgs, device: &Device) -> CliResult {
     Ok(())
 }
 
-pub fn prune_cmd(a: PruneArgs, device: &Device) -> CliResult {
-    let study = Study::open(
+/// The study of `xinc prune` and `xinc ablate`: one NeRV and its clip.
+fn open_nerv_study(a: &NervStudyArgs, device: &Device) -> CliResult<Study> {
+    Ok(Study::open(
         &a.data,
         std::slice::from_ref(&a.model),
         a.video.as_deref(),
         device,
-    )?;
+    )?)
+}
+
+pub fn prune_cmd(a: PruneArgs, device: &Device) -> CliResult {
+    let study = open_nerv_study(&a.study, device)?;
     let opts = CompressOptions {
         model_bits: a.model_bits,
         embed_bits: a.embed_bits,
     };
-    let mut table = study.nerv_pruning(&a.layer, &a.fractions, a.seed, &opts)?;
+    let finetune = NervTrainParams {
+        epochs: a.finetune_epochs,
+        eval_every: a.finetune_epochs.max(1),
+        lr: a.finetune_lr,
+        progress: false,
+        ..Default::default()
+    };
+    let finetune = (a.finetune_epochs > 0).then_some(&finetune);
+    let mut table = study.nerv_pruning(&a.layer, &a.fractions, a.seed, (&opts, finetune))?;
     write_parquet(&mut table, &a.out)?;
     println!("{table}\n-> {}", a.out.display());
+    Ok(())
+}
+
+pub fn ablate_cmd(a: AblateArgs, device: &Device) -> CliResult {
+    let study = open_nerv_study(&a.study, device)?;
+    let budget = AblationBudget {
+        max_neurons: a.max_kernels,
+        seconds: a.budget_s,
+        batch: a.batch,
+        seed: a.seed,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    budget.check()?;
+    let key = format!(
+        "model {}, clip {} video {}, layer {}, frame {}, seed {}",
+        a.study.model.display(),
+        a.study.data.display(),
+        study.clip.video,
+        a.layer,
+        a.frame,
+        a.seed
+    );
+    let checkpoint = Checkpoint::beside(&a.out, key);
+    let layer = study.nerv_ablation(&a.layer, a.frame, &budget, Some(&checkpoint))?;
+    let mut agreement = agreement_table(std::slice::from_ref(&layer))?;
+    write_parquet(&mut agreement, &a.out.join("agreement.parquet"))?;
+    write_parquet(&mut layer.neurons_table()?, &a.out.join("neurons.parquet"))?;
+    write_parquet(&mut layer.objects_table()?, &a.out.join("objects.parquet"))?;
+    checkpoint.remove()?;
+    println!(
+        "{} of {} kernels of {} removed (PSNR {:.2} dB)\n{agreement}\n-> {}",
+        layer.removals.len(),
+        layer.neurons,
+        layer.layer,
+        layer.psnr,
+        a.out.display()
+    );
     Ok(())
 }
 

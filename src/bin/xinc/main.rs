@@ -14,9 +14,9 @@ use xinc::XincError;
 use args::{Cli, Command, ImportCommand, TrainCommand};
 use canvas::canvas_cmd;
 use commands::{
-    batch_cmd, check_device_cmd, compress_cmd, demo_cmd, import_cmd, import_nerv_cmd, inspect_cmd,
-    prune_cmd, render_cmd, report_cmd, stats_cmd, synth_cmd, train_ffn_cmd, train_nerv_cmd,
-    train_siren_cmd,
+    ablate_cmd, batch_cmd, check_device_cmd, compress_cmd, demo_cmd, import_cmd, import_nerv_cmd,
+    inspect_cmd, prune_cmd, render_cmd, report_cmd, stats_cmd, synth_cmd, train_ffn_cmd,
+    train_nerv_cmd, train_siren_cmd,
 };
 use output_guard::OutputGuard;
 
@@ -82,6 +82,7 @@ fn dispatch(command: Command, device: &Device) -> CliResult {
         Command::Render(a) => render_cmd(a, device),
         Command::Compress(a) => compress_cmd(a, device),
         Command::Prune(a) => prune_cmd(a, device),
+        Command::Ablate(a) => ablate_cmd(a, device),
         Command::Demo(a) => demo_cmd(a, device),
         Command::Report(a) => report_cmd(a, device),
         Command::CheckDevice(a) => check_device_cmd(a, device),

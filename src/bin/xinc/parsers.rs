@@ -73,6 +73,18 @@ pub fn fraction(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// A duration in seconds: positive and finite, at most 30 days.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 30.0 * 86_400.0) {
+        return Err(format!("{s} is not a duration in (0, 2592000] seconds"));
+    }
+    Ok(v)
+}
+
 /// `HxW`, each side from 1 to [`limits::IMAGE_SIDE`].
 pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let (h, w) = s

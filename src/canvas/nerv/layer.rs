@@ -491,20 +491,9 @@ impl NervFrameData {
     /// Frame 1 of a random NeRV with PixelShuffle factors 3, 2, 2 (output 24×36): small enough
     /// for brute-force checks.
     pub(crate) fn tiny() -> NervFrameData {
-        use crate::models::nerv::{nerv, NervConfig};
-        use candle_core::{DType, Device};
-        use candle_nn::{VarBuilder, VarMap};
-
-        let args = "--embed pe_1.25_4 --fc_hw 2_3 --dec_strds 3 2 2 --ks 0_3_3 --reduce 1.2 \
-                    --modelsize 0.001 --lower_width 3";
-        let config = NervConfig::from_official_args(args, 4).unwrap();
-        let vm = VarMap::new();
-        let model = nerv(
-            config,
-            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        NervFrameData::new(&model, &model.forward_frame(1, &Device::Cpu).unwrap()).unwrap()
+        let model = crate::models::nerv::tiny_nerv("");
+        let frame = model.forward_frame(1, &candle_core::Device::Cpu).unwrap();
+        NervFrameData::new(&model, &frame).unwrap()
     }
 }
 

@@ -66,7 +66,7 @@ impl Activation {
             Activation::Leaky => candle_nn::ops::leaky_relu(x, 0.01),
             Activation::Leaky01 => candle_nn::ops::leaky_relu(x, 0.1),
             Activation::Relu6 => x.clamp(0f32, 6f32),
-            Activation::Gelu => x.gelu_erf(),
+            Activation::Gelu => super::gelu::gelu(x),
             Activation::Sin => x.sin(),
             Activation::Swish => x.silu(),
             Activation::Softplus => {
@@ -420,6 +420,11 @@ impl NervBlock {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let z = self.norm.forward_t(&self.conv_forward(x)?, train)?;
         self.act.apply(&z)
+    }
+
+    /// The block after its conv, in inference mode: norm and activation of the conv output `z`.
+    pub fn finish(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        self.act.apply(&self.norm.forward_t(z, false)?)
     }
 
     /// The conv's weight and bias with their state-dict names.

@@ -16,6 +16,7 @@
 //! [`NervConfig`] is the architecture ([`config`]), built from the official flags ([`flags`]) or
 //! from `config.json`.
 
+mod ablate;
 mod config;
 pub mod encoder;
 mod flags;
@@ -28,6 +29,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
+pub use ablate::KernelLayer;
 pub use config::{NervConfig, OutBias};
 pub use encoder::{ConvNextEncoder, EncoderConfig};
 pub use layers::{Activation, BlockConv, BlockType, NervBlock, Norm, NormLayer};
@@ -271,6 +273,21 @@ impl Nerv {
         self.decode(embedding, t.to_vec(), false)
     }
 
+    /// The decoder's input of every frame of the clip (the official `embed_list[0]`): the
+    /// positional encodings of a NeRV, or an HNeRV's stored content embeddings, `[T, …]`.
+    pub fn decoder_inputs(&self, device: &Device) -> Result<Tensor> {
+        match &self.embeddings {
+            Some(e) => Ok(e.to_device(device)?),
+            None if self.config.is_hnerv() => Err(no_embeddings()),
+            None => {
+                let t: Vec<f64> = (0..self.config.frames)
+                    .map(|i| self.config.time_of(i))
+                    .collect();
+                self.embed(&t, device)
+            }
+        }
+    }
+
     /// The decoder on `embedding` (`[N, d, h, w]`), in training (`train`: batch norms use the
     /// batch statistics and update their running ones) or inference mode.
     pub fn decode(&self, embedding: Tensor, t: Vec<f64>, train: bool) -> Result<NervActivations> {
@@ -328,6 +345,24 @@ impl Nerv {
             OutBias::Offset(b) => (x + b)?,
         })
     }
+}
+
+/// A random paper-form NeRV of 4 frames of 24×36 (PixelShuffle factors 3, 2, 2), with the
+/// official flags `extra` added: small enough for brute-force checks.
+#[cfg(test)]
+pub(crate) fn tiny_nerv(extra: &str) -> Nerv {
+    use candle_nn::VarMap;
+    let args = format!(
+        "--embed pe_1.25_4 --fc_hw 2_3 --dec_strds 3 2 2 --ks 0_3_3 --reduce 1.2 \
+         --modelsize 0.001 --lower_width 3 {extra}"
+    );
+    let config = NervConfig::from_official_args(&args, 4).expect("valid flags");
+    let vm = VarMap::new();
+    nerv(
+        config,
+        VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu),
+    )
+    .expect("a tiny NeRV")
 }
 
 fn no_embeddings() -> XincError {
