@@ -1,6 +1,7 @@
 //! The causal tests of the findings (issue 21): the ablation of both models against both
 //! canvases (table `ablation`: one row per layer and canvas; `ablation_objects`: per layer,
-//! canvas and object; `ablation_neurons`: per removed neuron) and the contribution-guided pruning of the NeRV head (table `pruning`).
+//! canvas and object; `ablation_neurons`: per removed neuron), and the contribution-guided
+//! pruning of the NeRV head (table `pruning`).
 
 use super::{FindingsOptions, Run};
 use crate::analysis::ablation::{agreement_table, object_agreement_table, AblationBudget};
@@ -12,7 +13,7 @@ use crate::study::Study;
 pub const PRUNING_FRACTIONS: [f64; 6] = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9];
 
 /// Every FFN unit, every NeRV head kernel and a seeded sample of `opts.ablation_kernels`
-/// kernels of the NeRV's last block, removed on frame 0.
+/// kernels of the NeRV's last block (none when it is 0), removed on frame 0.
 pub(super) fn ablation(run: &mut Run, study: &Study, opts: &FindingsOptions) -> Result<()> {
     let mut layers = Vec::new();
     if study.ffn.is_some() {
@@ -20,7 +21,11 @@ pub(super) fn ablation(run: &mut Run, study: &Study, opts: &FindingsOptions) -> 
     }
     if let Some(nerv) = &study.nerv {
         let last = format!("block{}", nerv.model.blocks().len());
-        for (layer, max) in [("head", None), (last.as_str(), Some(opts.ablation_kernels))] {
+        let mut targets = vec![("head", None)];
+        if opts.ablation_kernels > 0 {
+            targets.push((last.as_str(), Some(opts.ablation_kernels)));
+        }
+        for (layer, max) in targets {
             let budget = AblationBudget {
                 max_neurons: max,
                 seed: opts.seed,

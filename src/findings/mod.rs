@@ -77,7 +77,7 @@ pub struct FindingsOptions {
     /// `method`): every FFN unit, every NeRV head kernel, and a sample of the NeRV's last block.
     pub ablation: bool,
     /// The kernels of the NeRV's last block removed in the ablation: a seeded uniform sample
-    /// of this many (`xinc ablate` runs a whole layer as a budgeted job).
+    /// of this many; 0: the head only (`xinc ablate` runs a whole layer as a budgeted job).
     pub ablation_kernels: usize,
     /// Prune these fractions of the NeRV head by contribution, weight norm and at random, then
     /// quantise and code each pruned model (table `pruning`, [`crate::compress::prune`]); empty:

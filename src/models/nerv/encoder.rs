@@ -84,7 +84,7 @@ impl Module for Block {
         let y = self.norm.forward(&y)?;
         let y = self
             .pwconv2
-            .forward(&super::gelu::gelu(&self.pwconv1.forward(&y)?)?)?;
+            .forward(&self.pwconv1.forward(&y)?.gelu_erf()?)?;
         let y = y.broadcast_mul(&self.gamma)?.permute((0, 3, 1, 2))?;
         x + y
     }

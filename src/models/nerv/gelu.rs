@@ -2,11 +2,7 @@
 //! (the reference), and [`gelu_slice`], a slice in f32 that the compiler vectorises (AVX2 when
 //! the CPU has it, chosen at run time; the same operations in the same order either way, so the
 //! results are bit-identical across machines). The canvas spends most of its time in GELU:
-//! block 1 of the paper's NeRV takes 190 million GELUs per frame. [`gelu`] is the same
-//! function as a candle op with its derivative, for the model itself.
-
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
+//! block 1 of the paper's NeRV takes 190 million GELUs per frame.
 
 /// The exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, evaluated in f64 and rounded once to f32
 /// (within one f32 rounding of the true value, so within 1e-7 of PyTorch's `nn.GELU()` for the
@@ -169,14 +165,9 @@ fn gelu_slice_portable(v: &mut [f32]) {
 
 /// One f32 GELU with the approximation of [`gelu_slice`] (branch-free, so loops vectorise).
 #[inline(always)]
-pub(crate) fn gelu_f32(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// erf in f32: Eigen/XLA's rational approximation (see [`gelu_slice`]), branch-free.
-#[inline(always)]
 #[allow(clippy::excessive_precision)]
-fn erf_f32(z: f32) -> f32 {
+pub(crate) fn gelu_f32(x: f32) -> f32 {
+    let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let z = z.clamp(-4.0, 4.0);
     let z2 = z * z;
     let mut p = z2 * -2.72614225801306e-10 + 2.77068142495902e-08;
@@ -189,82 +180,7 @@ fn erf_f32(z: f32) -> f32 {
     q = z2 * q + -1.68282697438203e-03;
     q = z2 * q + -7.37332916720468e-03;
     q = z2 * q + -1.42647390514189e-02;
-    z * p / q
-}
-
-/// The derivative of [`gelu_f32`]'s GELU, `Φ(x) + x·φ(x)`, with the same erf.
-#[inline(always)]
-fn gelu_grad_f32(x: f32) -> f32 {
-    const INV_SQRT_2PI: f32 = 0.398_942_28;
-    0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-        + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
-}
-
-/// Values per rayon task of the GELU op.
-const CHUNK: usize = 1 << 15;
-
-/// The exact GELU as a candle op. On the CPU in f32: [`gelu_slice`] over rayon chunks, and its
-/// derivative for autograd (the model's forward pass and training); elsewhere (CUDA, other
-/// dtypes) candle's `gelu_erf`. candle's CPU `gelu_erf` evaluates erf in f64 one value at a
-/// time, which made GELU most of a NeRV forward pass.
-pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1(GeluOp { grad: false })
-    } else {
-        x.gelu_erf()
-    }
-}
-
-#[derive(Clone, Copy)]
-struct GeluOp {
-    /// The derivative instead of the function.
-    grad: bool,
-}
-
-impl CustomOp1 for GeluOp {
-    fn name(&self) -> &'static str {
-        match self.grad {
-            true => "gelu-erf-grad",
-            false => "gelu-erf",
-        }
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(v) = storage else {
-            candle_core::bail!("{}: only f32 is supported", self.name());
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("{}: the input must be contiguous", self.name());
-        };
-        let mut out = v[start..end].to_vec();
-        let grad = self.grad;
-        out.par_chunks_mut(CHUNK).for_each(|c| match grad {
-            true => gelu_grad_slice(c),
-            false => gelu_slice(c),
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        if self.grad {
-            candle_core::bail!("gelu-erf-grad: no second derivative");
-        }
-        let slope = arg.contiguous()?.apply_op1_no_bwd(&GeluOp { grad: true })?;
-        Ok(Some(grad.mul(&slope)?))
-    }
-}
-
-fn gelu_grad_slice(v: &mut [f32]) {
-    v.iter_mut().for_each(|x| *x = gelu_grad_f32(*x));
+    0.5 * x * (1.0 + z * p / q)
 }
 
 #[cfg(test)]
@@ -310,36 +226,5 @@ mod tests {
             .iter()
             .zip(&fast)
             .all(|(&x, &f)| gelu_f32(x).to_bits() == f.to_bits()));
-    }
-
-    #[test]
-    fn the_gelu_op_and_its_gradient_match_candles() {
-        use candle_core::{Device, Var};
-        let xs: Vec<f32> = (-300..300).map(|i| i as f32 * 0.025).collect();
-        let x = Var::from_vec(xs.clone(), (20, 30), &Device::Cpu).unwrap();
-        // A strided input too.
-        let y = gelu(&x.t().unwrap()).unwrap().t().unwrap();
-        let want = x.as_tensor().gelu_erf().unwrap();
-        let diff = (&y - &want).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 2e-6);
-        let slope = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| -> Vec<f32> {
-            let loss = (f(x.as_tensor()).unwrap() * 3.0)
-                .unwrap()
-                .sum_all()
-                .unwrap();
-            let grads = loss.backward().unwrap();
-            grads
-                .get(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
-        let ours = slope(&|t| gelu(t));
-        let theirs = slope(&|t| t.gelu_erf());
-        for (a, b) in ours.iter().zip(&theirs) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
     }
 }

@@ -66,7 +66,7 @@ impl Activation {
             Activation::Leaky => candle_nn::ops::leaky_relu(x, 0.01),
             Activation::Leaky01 => candle_nn::ops::leaky_relu(x, 0.1),
             Activation::Relu6 => x.clamp(0f32, 6f32),
-            Activation::Gelu => super::gelu::gelu(x),
+            Activation::Gelu => x.gelu_erf(),
             Activation::Sin => x.sin(),
             Activation::Swish => x.silu(),
             Activation::Softplus => {
