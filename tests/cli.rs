@@ -328,8 +328,8 @@ fn nerv_train_canvas_and_errors_on_a_generated_clip() {
             .unwrap();
     assert_eq!(written["model_bits"], 4);
     err_with(2, &["compress", "--model", s(&model), "--model-bits", "9"]);
-    // Pruning the head by each ranking: 4 rankings (both canvases, weight norm, random) × 2
-    // fractions, and pruning half of the kernels codes fewer bits.
+    // Pruning the head by each ranking (3 rankings × 2 fractions), and pruning half of the
+    // kernels codes fewer bits.
     let table_path = dir.path().join("prune.parquet");
     ok(&[
         "prune",

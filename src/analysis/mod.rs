@@ -253,6 +253,24 @@ pub(crate) fn named_column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Colu
         })
 }
 
+/// The f64 column `name` of `df` (found by [`named_column`]), nulls as NaN.
+pub(crate) fn f64_values(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let c = named_column(df, name)?
+        .f64()
+        .map_err(|e| table_error(name, e))?;
+    Ok((0..c.len()).map(|i| c.get(i).unwrap_or(f64::NAN)).collect())
+}
+
+/// The string column `name` of `df` (found by [`named_column`]), nulls as empty strings.
+pub(crate) fn str_values(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    let c = named_column(df, name)?
+        .str()
+        .map_err(|e| table_error(name, e))?;
+    Ok((0..c.len())
+        .map(|i| c.get(i).unwrap_or_default().to_string())
+        .collect())
+}
+
 /// A polars error as an [`XincError`], naming what was being built.
 pub(crate) fn table_error(what: &str, e: PolarsError) -> XincError {
     XincError::InvalidArgument(format!("building the {what} table: {e}"))

@@ -9,9 +9,9 @@ use polars::prelude::DataFrame;
 use crate::analysis::distributed::Distributed;
 use crate::analysis::intensity::Intensity;
 use crate::analysis::motion::MotionResult;
-use crate::analysis::named_column;
 use crate::analysis::objects::AreaNeurons;
 use crate::analysis::partitions::{summary_frame, FramePartitions, PartitionVariances};
+use crate::analysis::{f64_values, str_values};
 use crate::error::{Result, XincError};
 use crate::study::{FrameCanvas, Layer, LayerGroups};
 
@@ -215,17 +215,14 @@ pub fn pruning_quality_figure(pruning: &DataFrame) -> Result<Figure> {
 /// One curve per ranking of `pruning`: `x.0` (a column, with axis label `x.1`) against the
 /// quantised PSNR.
 fn pruning_curves(pruning: &DataFrame, x: (&str, &str), title: &str) -> Result<Figure> {
-    let err = |e| crate::analysis::table_error("pruning", e);
-    let rankings = named_column(pruning, "ranking")?.str().map_err(err)?;
-    let number = |name: &str| -> Result<Vec<f64>> {
-        let c = named_column(pruning, name)?.f64().map_err(err)?;
-        Ok((0..c.len()).map(|i| c.get(i).unwrap_or(f64::NAN)).collect())
-    };
-    let (xs, psnr) = (number(x.0)?, number("quant_psnr")?);
+    let rankings = str_values(pruning, "ranking")?;
+    let (xs, psnr) = (
+        f64_values(pruning, x.0)?,
+        f64_values(pruning, "quant_psnr")?,
+    );
     let mut curves: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
-    for i in 0..pruning.height() {
-        let name = rankings.get(i).unwrap_or("?");
-        let at = match curves.iter().position(|c| c.0 == name) {
+    for (i, name) in rankings.iter().enumerate() {
+        let at = match curves.iter().position(|c| c.0 == *name) {
             Some(at) => at,
             None => {
                 curves.push((name.to_string(), Vec::new(), Vec::new()));
@@ -248,23 +245,20 @@ fn pruning_curves(pruning: &DataFrame, x: (&str, &str), title: &str) -> Result<F
 /// map, 1: the largest), one colour per canvas. A canvas that predicts the ablation puts the
 /// large drops on the right.
 pub fn ablation_figure(neurons: &DataFrame) -> Result<Figure> {
-    let err = |e| crate::analysis::table_error("ablated neurons", e);
-    let number = |name: &str| -> Result<Vec<f64>> {
-        let c = named_column(neurons, name)?.f64().map_err(err)?;
-        Ok((0..c.len()).map(|i| c.get(i).unwrap_or(f64::NAN)).collect())
-    };
     let text = |name: &str| -> Result<String> {
-        let c = named_column(neurons, name)?.str().map_err(err)?;
-        Ok(c.get(0).unwrap_or_default().to_string())
+        Ok(str_values(neurons, name)?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
     };
-    let drops = number("psnr_drop")?;
+    let drops = f64_values(neurons, "psnr_drop")?;
     let n = drops.len();
     let methods: Vec<String> = (neurons.get_column_names().iter())
         .filter_map(|c| c.strip_prefix("total_").map(str::to_string))
         .collect();
     let (mut x, mut y, mut group) = (Vec::new(), Vec::new(), Vec::new());
     for (m, method) in methods.iter().enumerate() {
-        let ranks = crate::analysis::ranks(&number(&format!("total_{method}"))?);
+        let ranks = crate::analysis::ranks(&f64_values(neurons, &format!("total_{method}"))?);
         for (rank, drop) in ranks.into_iter().zip(&drops) {
             x.push((rank - 1.0) / (n.max(2) - 1) as f64);
             y.push(*drop);

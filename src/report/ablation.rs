@@ -6,6 +6,7 @@
 use polars::prelude::*;
 
 use super::page::Section;
+use crate::analysis::{f64_values, str_values};
 use crate::error::Result;
 use crate::findings::Findings;
 use crate::plot::views::{ablation_figure, pruning_quality_figure, rate_distortion_figure};
@@ -76,23 +77,13 @@ pub(super) fn pruning_section(findings: &Findings) -> Result<Option<Section>> {
 /// The (model, layer) pairs of the agreement table where the canvases' scores differ (where the
 /// network after the layer is linear they are the same canvas), in order.
 fn model_layers(table: &DataFrame) -> Result<Vec<(String, String)>> {
-    let err = |e| crate::analysis::table_error("ablation", e);
-    let models = table.column("model").map_err(err)?.str().map_err(err)?;
-    let layers = table.column("layer").map_err(err)?.str().map_err(err)?;
-    let rho = table
-        .column("spearman_total_psnr_drop")
-        .map_err(err)?
-        .f64()
-        .map_err(err)?;
-    let mut seen: Vec<((String, String), Vec<Option<f64>>)> = Vec::new();
-    for i in 0..table.height() {
-        let key = (
-            models.get(i).unwrap_or_default().to_string(),
-            layers.get(i).unwrap_or_default().to_string(),
-        );
+    let (models, layers) = (str_values(table, "model")?, str_values(table, "layer")?);
+    let rho = f64_values(table, "spearman_total_psnr_drop")?;
+    let mut seen: Vec<((String, String), Vec<f64>)> = Vec::new();
+    for (i, key) in models.into_iter().zip(layers).enumerate() {
         match seen.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, scores)) => scores.push(rho.get(i)),
-            None => seen.push((key, vec![rho.get(i)])),
+            Some((_, scores)) => scores.push(rho[i]),
+            None => seen.push((key, vec![rho[i]])),
         }
     }
     Ok(seen
@@ -106,23 +97,16 @@ fn model_layers(table: &DataFrame) -> Result<Vec<(String, String)>> {
 /// predicts the ablation better on each (a tie where they differ by under 0.01).
 fn verdicts(table: &DataFrame) -> Result<DataFrame> {
     let err = |e| crate::analysis::table_error("ablation verdicts", e);
-    let text = |name: &str| -> Result<Vec<String>> {
-        let c = table.column(name).map_err(err)?.str().map_err(err)?;
-        Ok((0..c.len())
-            .map(|i| c.get(i).unwrap_or_default().to_string())
-            .collect())
-    };
-    let col = |name: &str| -> Result<Vec<f64>> {
-        let values = table.column(name).map_err(err)?.f64().map_err(err)?;
-        Ok((0..values.len())
-            .map(|i| values.get(i).unwrap_or(f64::NAN))
-            .collect())
-    };
-    let (models, layers, methods) = (text("model")?, text("layer")?, text("method")?);
+    let (text, col) = (str_values, f64_values);
+    let (models, layers, methods) = (
+        text(table, "model")?,
+        text(table, "layer")?,
+        text(table, "method")?,
+    );
     let scores = [
-        col("spearman_total_psnr_drop")?,
-        col("mean_pixel_pearson")?,
-        col("mean_object_spearman")?,
+        col(table, "spearman_total_psnr_drop")?,
+        col(table, "mean_pixel_pearson")?,
+        col(table, "mean_object_spearman")?,
     ];
     let mut out: (Vec<String>, Vec<String>, [Vec<f64>; 6], [Vec<String>; 3]) = Default::default();
     for i in (0..table.height()).filter(|&i| methods[i] == "official") {
