@@ -11,6 +11,9 @@
 //!   canvas (`Method::Conservative`: exact back-propagation through the real downstream blocks),
 //!   block outputs only (the head and the pre-GELU layers are the official ones);
 //!   `conservative_summary_rgb/<layer>` adds the per-output-channel reductions;
+//! - `forward`: one frame's forward pass (the fused CPU network); `forward_candle`: the same with
+//!   candle's operations;
+//! - `step`: one Adam step of the fused CPU trainer, batch 2;
 //! - `train_10_steps`: 10 Adam steps (batch 2) on 4 frames plus one evaluation, from a fresh
 //!   seeded model (divide by 10 for a step).
 
@@ -26,7 +29,9 @@ use xinc::canvas::{CanvasOptions, Method};
 use xinc::models::nerv::{Nerv, NervConfig};
 use xinc::models::ModelDir;
 use xinc::study::{Study, BUNDLED_NERV};
+use xinc::train::loss::Loss;
 use xinc::train::nerv::{train_nerv, NervTrainParams};
+use xinc::train::nerv_fused::FusedNervTrainer;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -47,6 +52,16 @@ fn nerv_canvas_bench(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("forward", |b| {
         b.iter(|| black_box(model.forward_frame(0, &dev).unwrap()))
+    });
+    let embedding = model.embed(&[0.0], &dev).unwrap();
+    group.bench_function("forward_candle", |b| {
+        b.iter(|| {
+            black_box(
+                model
+                    .decode_with_candle(embedding.clone(), vec![0.0], false)
+                    .unwrap(),
+            )
+        })
     });
     let (official, conservative) = (
         CanvasOptions::default(),
@@ -98,6 +113,23 @@ fn nerv_train_bench(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("nerv_train_128x256");
     group.sample_size(10);
+    // One Adam step of the fused CPU trainer, batch 2 (frames 0 and 1).
+    let model = Nerv::from_tensors(
+        config.clone(),
+        bundled_model().named_tensors().into_iter().collect(),
+        "bundled",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut trainer = FusedNervTrainer::fresh(&model, &Loss::default())
+        .unwrap()
+        .unwrap();
+    let embedding = model.embed(&[0.0, 0.25], &Device::Cpu).unwrap();
+    let embedding = embedding.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let target: Vec<f32> = frames[..2].concat();
+    group.bench_function("step", |b| {
+        b.iter(|| black_box(trainer.step(&embedding, &target, 1e-4)))
+    });
     group.bench_function("train_10_steps", |b| {
         b.iter(|| {
             black_box(

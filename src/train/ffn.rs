@@ -10,7 +10,8 @@ use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{AdamW, Linear, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::fused::{AdamParams, FusedFfn};
+use super::adam::AdamParams;
+use super::fused::FusedFfn;
 use super::psnr_quantised;
 use crate::data::image::ImageTensor;
 use crate::error::{Result, XincError};

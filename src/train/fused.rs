@@ -7,49 +7,13 @@
 
 use rayon::prelude::*;
 
+use super::adam::{Adam, AdamParams};
 use crate::models::ffn::{FfnConfig, FinalActivation};
 use crate::tensor::{matmul, MatRef};
 
 /// Rows per parallel chunk of the elementwise and reduction kernels. Fixed, so that every sum
 /// is taken in the same order whatever the thread count.
 const ROWS_PER_CHUNK: usize = 1024;
-
-/// Adam moments of one parameter vector (PyTorch's update rule).
-struct Adam {
-    m: Vec<f32>,
-    v: Vec<f32>,
-}
-
-/// Adam hyper-parameters.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AdamParams {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-}
-
-impl Adam {
-    fn new(n: usize) -> Self {
-        Adam {
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-        }
-    }
-
-    fn update(&mut self, param: &mut [f32], grad: &[f32], step: usize, h: AdamParams) {
-        let (b1, b2) = (h.beta1 as f32, h.beta2 as f32);
-        let bc1 = 1.0 - h.beta1.powi(step as i32);
-        let bc2_sqrt = (1.0 - h.beta2.powi(step as i32)).sqrt() as f32;
-        let step_size = (h.lr / bc1) as f32;
-        let eps = h.eps as f32;
-        for (((p, g), m), v) in param.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
-        }
-    }
-}
 
 /// Full-batch FFN training state on the CPU.
 pub(crate) struct FusedFfn {

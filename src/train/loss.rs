@@ -107,6 +107,11 @@ impl Loss {
     }
 
     /// Whether the loss needs MS-SSIM (frames with both sides above 160 pixels).
+    /// The weights `(l2, l1)` of a loss made of pixel terms only (`None` with an SSIM term).
+    pub fn pixel_weights(&self) -> Option<(f64, f64)> {
+        (self.ssim == 0.0 && self.ms_ssim == 0.0).then_some((self.l2, self.l1))
+    }
+
     pub fn needs_ms_ssim(&self) -> bool {
         self.ms_ssim != 0.0
     }

@@ -1,10 +1,12 @@
 //! Training of INRs with candle, and the official quality metrics.
 
+mod adam;
 mod blur;
 pub mod ffn;
 mod fused;
 pub mod loss;
 pub mod nerv;
+pub mod nerv_fused;
 mod py_random;
 pub mod split;
 

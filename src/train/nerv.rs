@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::loss::{ms_ssim, psnr, Loss, MS_SSIM_MIN_SIDE};
+use super::nerv_fused::{FusedNervTrainer, Moments};
 use super::split::DataSplit;
 use crate::data::frames::nerv_frames;
 use crate::error::{Result, XincError};
@@ -51,6 +52,9 @@ pub struct NervTrainParams {
     pub loss: Loss,
     /// The official `--data_split`: the frames trained on; the others are evaluated as unseen.
     pub split: DataSplit,
+    /// Train through the fused CPU network where it applies (the default; on the CPU, for the
+    /// paper's NeRV family and a pixel loss). `false` keeps candle's autograd, the reference.
+    pub fused: bool,
 }
 
 impl Default for NervTrainParams {
@@ -67,6 +71,7 @@ impl Default for NervTrainParams {
             until_epoch: None,
             loss: Loss::default(),
             split: DataSplit::default(),
+            fused: true,
         }
     }
 }
@@ -317,6 +322,16 @@ fn run_epochs(
         seconds_per_epoch: 0.0,
         resumed_from: state.epoch,
     };
+    let mut fused = match params.fused {
+        true => FusedNervTrainer::new(&model, &params.loss, state.moments(), device)?,
+        false => None,
+    };
+    let hosts = match fused {
+        Some(_) => (targets.iter())
+            .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let first_epoch = state.epoch;
     let last_epoch = params
         .until_epoch
@@ -326,11 +341,18 @@ fn run_epochs(
         for (i, batch) in epoch_batches(&seen, params, epoch).iter().enumerate() {
             let u = (epoch as f64 + i as f64 / steps_per_epoch as f64) / params.epochs as f64;
             let lr = params.lr_at(u);
-            loss_sum += state.step(&model, batch, &targets, (lr, &params.loss), device)?;
+            let l = match fused.as_mut() {
+                Some(f) => fused_step(f, &model, batch, &hosts, lr)?,
+                None => state.step(&model, batch, &targets, (lr, &params.loss), device)?,
+            };
+            loss_sum += l;
         }
         state.epoch = epoch + 1;
         bar.inc(1);
         if state.epoch % params.eval_every == 0 || state.epoch == params.epochs {
+            if let Some(f) = &fused {
+                state.take_fused(f)?;
+            }
             let loss = loss_sum / steps_per_epoch as f32;
             if !loss.is_finite() {
                 return Err(XincError::InvalidArgument(format!(
@@ -380,6 +402,26 @@ fn run_epochs(
         best = best.embed_clip(&Tensor::cat(&targets, 0)?)?;
     }
     Ok((best, report))
+}
+
+/// One step of the fused CPU trainer on frames `batch` (`frames`: every frame, `[3, H, W]`).
+fn fused_step(
+    trainer: &mut FusedNervTrainer,
+    model: &Nerv,
+    batch: &[usize],
+    frames: &[Vec<f32>],
+    lr: f64,
+) -> Result<f32> {
+    let t: Vec<f64> = batch.iter().map(|&i| model.config().time_of(i)).collect();
+    let embedding = model
+        .embed(&t, &Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let target: Vec<f32> = batch
+        .iter()
+        .flat_map(|&i| frames[i].iter().copied())
+        .collect();
+    Ok(trainer.step(&embedding, &target, lr))
 }
 
 /// The clip's frames as `[1, 3, H, W]` tensors on `device`.
@@ -577,7 +619,8 @@ impl TrainState {
                     origin: "training state".into(),
                     name: spec.name.clone(),
                 })?;
-            vars.push((spec.name.clone(), Var::from_tensor(t)?));
+            // A copy: a variable given in would otherwise be trained in place.
+            vars.push((spec.name.clone(), Var::from_tensor(&t.copy()?)?));
         }
         let zeros = |v: &Var| v.as_tensor().zeros_like();
         let m = vars
@@ -613,6 +656,29 @@ impl TrainState {
             config.clone(),
             VarBuilder::from_tensors(map, DType::F32, device),
         )
+    }
+
+    /// The Adam state the fused trainer starts from.
+    fn moments(&self) -> Moments<'_> {
+        Moments {
+            m: &self.m,
+            v: &self.v,
+            masks: self.vars.iter().map(|(n, _)| self.masks.get(n)).collect(),
+            steps: self.steps,
+        }
+    }
+
+    /// Takes the fused trainer's weights, moments and step count.
+    fn take_fused(&mut self, trainer: &FusedNervTrainer) -> Result<()> {
+        let tensors = trainer.tensors()?;
+        for (k, (name, w, m, v)) in tensors.into_iter().enumerate() {
+            debug_assert_eq!(name, self.vars[k].0);
+            let dev = self.vars[k].1.device().clone();
+            self.vars[k].1.set(&w.to_device(&dev)?)?;
+            (self.m[k], self.v[k]) = (m.to_device(&dev)?, v.to_device(&dev)?);
+        }
+        self.steps = trainer.steps;
+        Ok(())
     }
 
     /// One Adam step on a batch; returns the batch loss.
@@ -918,6 +984,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lr = NaN is not a finite number"), "{err}");
+    }
+
+    #[test]
+    fn fused_training_follows_candle_autograd() {
+        let model = crate::models::nerv::tiny_nerv("");
+        let config = model.config().clone();
+        let frames = stripes(&config);
+        let masks: HashMap<String, Tensor> = {
+            let (name, w) = &model.named_tensors()[4];
+            let n = w.elem_count();
+            let m: Vec<f32> = (0..n).map(|i| (i % 3 != 0) as u8 as f32).collect();
+            [(
+                name.clone(),
+                Tensor::from_vec(m, w.dims(), &Device::Cpu).unwrap(),
+            )]
+            .into()
+        };
+        for loss in ["L2", "Fusion8"] {
+            let params = |fused| NervTrainParams {
+                epochs: 6,
+                eval_every: 1,
+                progress: false,
+                loss: Loss::from_name(loss).unwrap(),
+                fused,
+                ..NervTrainParams::default()
+            };
+            let dev = Device::Cpu;
+            let run = |fused| finetune_nerv(&model, &frames, &params(fused), masks.clone(), &dev);
+            let ((fused, rf), (candle, rc)) = (run(true).unwrap(), run(false).unwrap());
+            for (a, b) in rf.history.iter().zip(&rc.history) {
+                assert!(
+                    (a.loss - b.loss).abs() < 1e-4 * b.loss,
+                    "{loss}: {} {}",
+                    a.loss,
+                    b.loss
+                );
+                assert!(
+                    (a.psnr - b.psnr).abs() < 1e-3,
+                    "{loss}: {} {}",
+                    a.psnr,
+                    b.psnr
+                );
+            }
+            assert_eq!(rf.history.len(), 6);
+            for ((name, a), (_, b)) in fused.named_tensors().iter().zip(candle.named_tensors()) {
+                let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                // 6 Adam steps of lr ≤ 1e-3 move a weight by at most 6e-3.
+                assert!(worst < 2e-5, "{loss}: {name} differs by {worst}");
+                if masks.contains_key(name) {
+                    assert!(
+                        a.iter().step_by(3).all(|&v| v == 0.0),
+                        "{name}: pruned weights moved"
+                    );
+                }
+            }
+        }
     }
 
     /// Two frames of `config`'s size: smooth stripes that differ per frame.

@@ -165,9 +165,14 @@ fn gelu_slice_portable(v: &mut [f32]) {
 
 /// One f32 GELU with the approximation of [`gelu_slice`] (branch-free, so loops vectorise).
 #[inline(always)]
-#[allow(clippy::excessive_precision)]
 pub(crate) fn gelu_f32(x: f32) -> f32 {
-    let z = x * std::f32::consts::FRAC_1_SQRT_2;
+    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// erf in f32, the rational approximation of [`gelu_slice`] (argument clamped to ±4).
+#[inline(always)]
+#[allow(clippy::excessive_precision)]
+pub(crate) fn erf_f32(z: f32) -> f32 {
     let z = z.clamp(-4.0, 4.0);
     let z2 = z * z;
     let mut p = z2 * -2.72614225801306e-10 + 2.77068142495902e-08;
@@ -180,7 +185,41 @@ pub(crate) fn gelu_f32(x: f32) -> f32 {
     q = z2 * q + -1.68282697438203e-03;
     q = z2 * q + -7.37332916720468e-03;
     q = z2 * q + -1.42647390514189e-02;
-    0.5 * x * (1.0 + z * p / q)
+    z * p / q
+}
+
+/// The slope of the exact GELU at `x`, `Φ(x) + x·φ(x)`, in f32 with [`erf_f32`] and
+/// [`exp_f32`] (branch-free; absolute error below 1e-6).
+#[inline(always)]
+pub(crate) fn gelu_grad_f32(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+    cdf + x * INV_SQRT_2PI * exp_f32(-0.5 * x * x)
+}
+
+/// eˣ in f32, branch-free (so loops vectorise): x clamped to [−87, 88], 2ⁿ·e^r with
+/// |r| ≤ ln2/2 and a degree-6 Taylor polynomial (relative error below 2e-7).
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = r * (1.0 / 720.0) + 1.0 / 120.0;
+    p = r * p + 1.0 / 24.0;
+    p = r * p + 1.0 / 6.0;
+    p = r * p + 0.5;
+    p = r * p + 1.0;
+    p = r * p + 1.0;
+    // 2ⁿ built from its exponent bits; n + 127 stays in [1, 254] for the clamped range.
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// tanh in f32 from [`exp_f32`], `1 − 2/(e^{2x} + 1)` (absolute error below 3e-7).
+#[inline(always)]
+pub(crate) fn tanh_f32(x: f32) -> f32 {
+    1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0)
 }
 
 #[cfg(test)]
@@ -226,5 +265,32 @@ mod tests {
             .iter()
             .zip(&fast)
             .all(|(&x, &f)| gelu_f32(x).to_bits() == f.to_bits()));
+    }
+
+    #[test]
+    fn f32_exp_tanh_and_gelu_slope_match_f64() {
+        let mut worst = [0.0f64; 3];
+        for i in -80_000..=80_000 {
+            let x = i as f32 * 1e-4 * 8.0;
+            let e = f64::from(x).exp();
+            worst[0] = worst[0].max((f64::from(exp_f32(x)) - e).abs() / e);
+            worst[1] = worst[1].max((f64::from(tanh_f32(x)) - f64::from(x).tanh()).abs());
+            // The slope by a central difference of the f64 GELU.
+            let (xd, h) = (f64::from(x), 1e-5);
+            let g = |v: f64| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
+            let slope = (g(xd + h) - g(xd - h)) / (2.0 * h);
+            worst[2] = worst[2].max((f64::from(gelu_grad_f32(x)) - slope).abs());
+        }
+        println!(
+            "exp rel {:.1e}, tanh abs {:.1e}, gelu slope abs {:.1e}",
+            worst[0], worst[1], worst[2]
+        );
+        assert!(
+            worst[0] < 3e-7 && worst[1] < 5e-7 && worst[2] < 2e-6,
+            "{worst:?}"
+        );
+        assert_eq!(exp_f32(-200.0), exp_f32(-87.0));
+        assert!(exp_f32(-87.0) > 0.0 && exp_f32(200.0).is_finite());
+        assert_eq!((tanh_f32(50.0), tanh_f32(-50.0)), (1.0, -1.0));
     }
 }

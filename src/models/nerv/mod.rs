@@ -20,6 +20,7 @@ mod ablate;
 mod config;
 pub mod encoder;
 mod flags;
+pub mod fused;
 pub mod gelu;
 pub mod layers;
 mod position;
@@ -291,6 +292,22 @@ impl Nerv {
     /// The decoder on `embedding` (`[N, d, h, w]`), in training (`train`: batch norms use the
     /// batch statistics and update their running ones) or inference mode.
     pub fn decode(&self, embedding: Tensor, t: Vec<f64>, train: bool) -> Result<NervActivations> {
+        if !train && embedding.device().is_cpu() && fused::unsupported(&self.config).is_none() {
+            let mut net = fused::FusedNerv::new(self)?;
+            net.forward(&embedding.flatten_all()?.to_vec1::<f32>()?);
+            return net.into_activations(t, embedding);
+        }
+        self.decode_with_candle(embedding, t, train)
+    }
+
+    /// [`Nerv::decode`] with candle's operations whatever the device and the configuration (the
+    /// reference the fused CPU path is tested against).
+    pub fn decode_with_candle(
+        &self,
+        embedding: Tensor,
+        t: Vec<f64>,
+        train: bool,
+    ) -> Result<NervActivations> {
         let stem = self.stem.forward_t(&embedding, train)?;
         let mut decoder = vec![stem.clone(), self.rearrange(&stem)?];
         for block in &self.blocks {
