@@ -20,7 +20,7 @@ use super::layer::FfnLayer;
 use crate::canvas::Method;
 use crate::error::{Result, XincError};
 use crate::models::ffn::{Ffn, FfnActivations, HiddenActivation};
-use crate::tensor::{with_avx2, with_f32_slice};
+use crate::tensor::{simd_fn, with_f32_slice};
 
 /// Pixels per parallel task.
 const PIXEL_RUN: usize = 1024;
@@ -54,6 +54,14 @@ impl InnerAct {
             InnerAct::Relu => v.max(0.0),
             InnerAct::Sine(w0) => (w0 * v).sin(),
         }
+    }
+}
+
+simd_fn! {
+    /// [`LayerRule::fill_run`] compiled for AVX2 where the CPU has it (a closure handed to
+    /// `with_avx2` here was left un-inlined by LLVM, so its loops ran unvectorised: measured).
+    fn fill_run_simd(rule: &LayerRule, x: &[f32], segs: &mut [&mut [f32]], xt: &mut [f32]) {
+        rule.fill_run(x, segs, xt)
     }
 }
 
@@ -140,7 +148,7 @@ impl LayerRule {
         segments.into_par_iter().enumerate().for_each_init(
             || vec![0.0f32; self.fan_in * MICRO_RUN],
             |xt, (run, mut segs)| {
-                with_avx2(|| self.fill_run(&x[run * PIXEL_RUN * self.fan_in..], &mut segs, xt))
+                fill_run_simd(self, &x[run * PIXEL_RUN * self.fan_in..], &mut segs, xt)
             },
         );
     }

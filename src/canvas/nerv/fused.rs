@@ -14,7 +14,7 @@
 
 use super::layer::{NervBlockData, NervLayer};
 use crate::models::nerv::gelu::gelu_slice;
-use crate::tensor::with_avx2;
+use crate::tensor::simd_fn;
 
 /// The last, linear step that turns a kernel's final low-resolution plane (`[h, w]`) into its
 /// full-resolution map.
@@ -376,15 +376,17 @@ impl NervBlockData<'_> {
     }
 }
 
-/// Kernel (i, k)'s full map of `layer`, written into `out` (the map's size).
-pub(super) fn fused_kernel_map_into(
-    data: &NervBlockData,
-    layer: NervLayer,
-    i: usize,
-    k: usize,
-    out: &mut [f32],
-) {
-    with_avx2(|| kernel_map_into(data, layer, i, k, out))
+simd_fn! {
+    /// Kernel (i, k)'s full map of `layer`, written into `out` (the map's size).
+    pub(super) fn fused_kernel_map_into(
+        data: &NervBlockData,
+        layer: NervLayer,
+        i: usize,
+        k: usize,
+        out: &mut [f32],
+    ) {
+        kernel_map_into(data, layer, i, k, out)
+    }
 }
 
 #[inline(always)]
@@ -403,17 +405,19 @@ fn fused_kernel_map(data: &NervBlockData, layer: NervLayer, i: usize, k: usize) 
     out
 }
 
-/// Streams the maps of output channel `k` over `inputs`: writes their per-pixel sum into `dst`
-/// and returns each map's (sum, absolute sum) over the pixels. The per-pixel sum is taken on the
-/// low-resolution planes (in f64) and expanded once.
-pub(super) fn output_channel_sums(
-    data: &NervBlockData,
-    layer: NervLayer,
-    inputs: std::ops::Range<usize>,
-    k: usize,
-    dst: &mut [f32],
-) -> Vec<(f64, f64)> {
-    with_avx2(|| channel_sums(data, layer, inputs, k, dst))
+simd_fn! {
+    /// Streams the maps of output channel `k` over `inputs`: writes their per-pixel sum into `dst`
+    /// and returns each map's (sum, absolute sum) over the pixels. The per-pixel sum is taken on the
+    /// low-resolution planes (in f64) and expanded once.
+    pub(super) fn output_channel_sums(
+        data: &NervBlockData,
+        layer: NervLayer,
+        inputs: std::ops::Range<usize>,
+        k: usize,
+        dst: &mut [f32],
+    ) -> Vec<(f64, f64)> {
+        channel_sums(data, layer, inputs, k, dst)
+    }
 }
 
 #[inline(always)]
@@ -427,16 +431,19 @@ fn channel_sums(
     let mut ws = Workspace::default();
     let mut acc: Vec<f64> = Vec::new();
     let mut last = ((0, 0), Expansion::Identity);
-    let sums = inputs
-        .map(|i| {
-            last = data.final_plane(layer, i, k, &mut ws);
-            let (hw, step) = last;
-            let g = &ws.plane;
-            acc.resize(g.len(), 0.0);
-            acc.iter_mut().zip(g).for_each(|(a, &v)| *a += f64::from(v));
-            step.sums(g, hw, &mut ws.rows, &mut ws.row)
-        })
-        .collect();
+    // Plain loops, not iterator adaptors: a `map(..).collect()` here was left un-inlined by
+    // LLVM, which compiled this whole body outside the AVX2 context (SSE only, measured).
+    let mut sums = Vec::with_capacity(inputs.len());
+    for i in inputs {
+        last = data.final_plane(layer, i, k, &mut ws);
+        let (hw, step) = last;
+        let g = &ws.plane;
+        acc.resize(g.len(), 0.0);
+        for (a, &v) in acc.iter_mut().zip(g) {
+            *a += f64::from(v);
+        }
+        sums.push(step.sums(g, hw, &mut ws.rows, &mut ws.row));
+    }
     let (hw, step) = last;
     if !acc.is_empty() {
         let total: Vec<f32> = acc.iter().map(|&v| v as f32).collect();

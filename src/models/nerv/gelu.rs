@@ -2,7 +2,9 @@
 //! (the reference), and [`gelu_slice`], a slice in f32 that the compiler vectorises (AVX2 when
 //! the CPU has it, chosen at run time; the same operations in the same order either way, so the
 //! results are bit-identical across machines). The canvas spends most of its time in GELU:
-//! block 1 of the paper's NeRV takes 190 million GELUs per frame.
+//! block 1 of the paper's NeRV takes 190 million GELUs per frame. The fused NeRV
+//! ([`super::fused`]) also takes the GELU's slope and OutImg's tanh from here, as branch-free
+//! f32 functions ([`gelu_grad_f32`], [`exp_f32`], [`tanh_f32`]) that loops vectorise.
 
 /// The exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, evaluated in f64 and rounded once to f32
 /// (within one f32 rounding of the true value, so within 1e-7 of PyTorch's `nn.GELU()` for the

@@ -10,7 +10,6 @@
 
 mod conv;
 mod pointwise;
-mod scratch;
 
 use candle_core::Tensor;
 
@@ -111,15 +110,6 @@ struct Buffers {
     dhead: Vec<f32>,
 }
 
-impl Drop for Buffers {
-    /// Hands the scratch matrices back for the next forward pass.
-    fn drop(&mut self) {
-        for v in self.cols.drain(..).chain(self.zs.drain(..)) {
-            scratch::give(v);
-        }
-    }
-}
-
 /// The fused NeRV: its weights (in the order of [`NervConfig::weight_specs`]), their gradients
 /// after [`FusedNerv::backward`], and the buffers of the last batch.
 pub struct FusedNerv {
@@ -218,18 +208,15 @@ impl FusedNerv {
             embedding: vec![0.0; b * self.embed],
             stem_z: vec![0.0; self.stem * b],
             cols: (self.blocks.iter())
-                .map(|bl| scratch::take(bl.depth() * n(bl)))
+                .map(|bl| zeroed_buffer(bl.depth() * n(bl)))
                 .collect(),
             zs: (self.blocks.iter())
-                .map(|bl| scratch::take(bl.m() * n(bl)))
+                .map(|bl| zeroed_buffer(bl.m() * n(bl)))
                 .collect(),
             out: zeroed_buffer(head),
             head: zeroed_buffer(head),
             acts,
-            dacts: Vec::new(),
-            dz: Vec::new(),
-            dcols: Vec::new(),
-            dhead: Vec::new(),
+            ..Buffers::default()
         };
     }
 
@@ -380,7 +367,7 @@ impl FusedNerv {
     /// The last forward pass as the candle model's activations (`[B, …]` tensors on the CPU),
     /// taking the buffers (for one frame, `[C, 1, …]` is already `[1, C, …]`: no copy).
     pub fn into_activations(
-        mut self,
+        self,
         t: Vec<f64>,
         embedding: Tensor,
     ) -> Result<super::NervActivations> {
@@ -404,7 +391,7 @@ impl FusedNerv {
             }
             Ok(Tensor::from_vec(out, dims, &dev)?)
         };
-        let mut acts = std::mem::take(&mut self.buf.acts).into_iter();
+        let mut acts = self.buf.acts.into_iter();
         let input = acts.next().expect("block 1's input");
         // The stem output [B, S, 1, 1]: stem channel c·q + p is pixel p of channel c.
         let stem = batch_first(input.clone(), &[b, c0, q])?.reshape((b, self.stem, 1, 1))?;
@@ -416,8 +403,8 @@ impl FusedNerv {
             t,
             embedding,
             decoder,
-            head_output: batch_first(std::mem::take(&mut self.buf.head), &[b, 3, h, w])?,
-            output: batch_first(std::mem::take(&mut self.buf.out), &[b, 3, h, w])?,
+            head_output: batch_first(self.buf.head, &[b, 3, h, w])?,
+            output: batch_first(self.buf.out, &[b, 3, h, w])?,
         })
     }
 
