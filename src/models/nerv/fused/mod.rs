@@ -181,11 +181,13 @@ impl FusedNerv {
         })
     }
 
+    /// The parameters, in the order of [`NervConfig::weight_specs`].
     pub fn params(&self) -> &[Param] {
         &self.params
     }
 
-    pub fn params_mut(&mut self) -> &mut [Param] {
+    /// The parameters for an optimiser to update in place (their lengths must stay).
+    pub(crate) fn params_mut(&mut self) -> &mut [Param] {
         &mut self.params
     }
 
@@ -240,9 +242,8 @@ impl FusedNerv {
     /// keeping what the backward pass needs.
     pub fn forward(&mut self, embedding: &[f32]) {
         let b = embedding.len() / self.embed;
-        assert_eq!(
-            b * self.embed,
-            embedding.len(),
+        assert!(
+            b > 0 && b * self.embed == embedding.len(),
             "embedding of the wrong size"
         );
         self.resize(b);
