@@ -63,7 +63,12 @@ wheels=("${compile_wheels[@]}")
 [ "$mode" = build ] && wheels+=("${link_wheels[@]}")
 
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! "$venv/bin/python" -m pip show -q "${wheels[@]%%==*}" >/dev/null 2>&1; then
+# One `pip show` per wheel: given several names, it succeeds when any one of them is installed.
+missing=0
+for w in "${wheels[@]%%==*}"; do
+  "$venv/bin/python" -m pip show -q "$w" >/dev/null 2>&1 || missing=1
+done
+if [ "$missing" = 1 ]; then
   echo "== installing the CUDA 13.0 wheels into $venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheels[@]}"
 fi

@@ -32,6 +32,9 @@ pub struct DeviceCheckOptions {
     pub ffn_iters: usize,
     /// NeRV training epochs on each device.
     pub nerv_epochs: usize,
+    /// Extra NeRV epochs of the net step timing: a run of `1 + step_epochs` epochs less a run of
+    /// one, each with a single evaluation at its end, divided by the extra steps.
+    pub step_epochs: usize,
     /// NeRV frames to time the canvas on.
     pub frames: usize,
     /// Clip frames the NeRV trains on (`None`: all of them).
@@ -48,6 +51,7 @@ impl Default for DeviceCheckOptions {
             repeats: 10,
             ffn_iters: 20,
             nerv_epochs: 2,
+            step_epochs: 10,
             frames: 3,
             train_frames: None,
             nerv_layers: None,
@@ -87,6 +91,10 @@ pub struct TrainCheck {
     pub max_rel_diff: f64,
     pub cpu_ms_per_step: f64,
     pub device_ms_per_step: f64,
+    /// NeRV: milliseconds of one training step net of set-up and evaluation (a long run less a
+    /// short one, `DeviceCheckOptions::step_epochs`), on the CPU and on the device.
+    pub cpu_net_ms_per_step: Option<f64>,
+    pub device_net_ms_per_step: Option<f64>,
     pub pass: bool,
 }
 
@@ -95,6 +103,9 @@ pub struct TrainCheck {
 pub struct DeviceCheckReport {
     pub device: String,
     pub layers: Vec<LayerCheck>,
+    /// Per NeRV frame checked: the median milliseconds on the device of the analysis forward
+    /// pass (every activation the canvas reads kept, copied to the host).
+    pub nerv_frame_ms: Vec<f64>,
     pub training: Vec<TrainCheck>,
     pub pass: bool,
 }
@@ -115,7 +126,8 @@ pub fn check_device(
     };
     let (on_cpu, on_dev) = (open(&cpu)?, open(device)?);
     let mut layers = ffn_layers(&on_cpu, &on_dev, opts)?;
-    layers.extend(nerv_layers(&on_cpu, &on_dev, opts)?);
+    let (nerv, nerv_frame_ms) = nerv_layers(&on_cpu, &on_dev, opts)?;
+    layers.extend(nerv);
     let training = vec![
         ffn_training(&on_cpu, device, opts)?,
         nerv_training(&on_cpu, device, opts)?,
@@ -124,6 +136,7 @@ pub fn check_device(
     Ok(DeviceCheckReport {
         device: format!("{device:?}"),
         layers,
+        nerv_frame_ms,
         training,
         pass,
     })
@@ -227,14 +240,15 @@ fn nerv_layers(
     on_cpu: &Study,
     on_dev: &Study,
     opts: &DeviceCheckOptions,
-) -> Result<Vec<LayerCheck>> {
+) -> Result<(Vec<LayerCheck>, Vec<f64>)> {
     let blocks = on_cpu.nerv()?.blocks().len();
     let frames = on_cpu.nerv()?.config().frames.min(opts.frames.max(1));
-    let mut out = Vec::new();
+    let (mut out, mut forward_ms) = (Vec::new(), Vec::new());
     for f in 0..frames {
         let cpu_frame = on_cpu.nerv_frame(f)?;
         let (dev_frame, forward_runs) =
             timed(&on_dev.device, opts.repeats, || on_dev.nerv_frame(f))?;
+        forward_ms.push(median(&forward_runs));
         tracing::info!("nerv frame {f}: forward {:.3} ms", median(&forward_runs));
         let layers = opts
             .nerv_layers
@@ -259,7 +273,7 @@ fn nerv_layers(
             }
         }
     }
-    Ok(out)
+    Ok((out, forward_ms))
 }
 
 /// One NeRV layer: the CPU's fused summary against the device's, with or without xinc's own
@@ -338,6 +352,8 @@ fn train_check(
         max_rel_diff,
         cpu_ms_per_step: cpu_ms,
         device_ms_per_step: dev_ms,
+        cpu_net_ms_per_step: None,
+        device_net_ms_per_step: None,
         pass: max_rel_diff <= opts.tolerance * 10.0,
     })
 }
@@ -388,7 +404,26 @@ fn nerv_training(study: &Study, device: &Device, opts: &DeviceCheckOptions) -> R
         let losses = report.history.iter().map(|e| (e.epoch, e.loss)).collect();
         Ok((losses, report.seconds_per_epoch * 1e3 / steps))
     };
-    train_check("nerv", run, device, opts)
+    let mut check = train_check("nerv", run, device, opts)?;
+    // The net step: the same training for 1 and for 1 + step_epochs epochs, one evaluation each.
+    let seconds = |epochs: usize, d: &Device| -> Result<f64> {
+        let p = NervTrainParams {
+            epochs,
+            eval_every: epochs,
+            ..params.clone()
+        };
+        Ok(train_nerv(config.clone(), &frames, &p, None, false, d)?
+            .1
+            .seconds)
+    };
+    let net_ms = |d: &Device| -> Result<f64> {
+        let long = 1 + opts.step_epochs;
+        let extra = seconds(long, d)? - seconds(1, d)?;
+        Ok(extra * 1e3 / (steps * opts.step_epochs as f64))
+    };
+    check.cpu_net_ms_per_step = Some(net_ms(&Device::Cpu)?);
+    check.device_net_ms_per_step = Some(net_ms(device)?);
+    Ok(check)
 }
 
 #[cfg(test)]
@@ -402,6 +437,7 @@ mod tests {
             repeats: 1,
             ffn_iters: 2,
             nerv_epochs: 1,
+            step_epochs: 1,
             frames: 1,
             train_frames: Some(2),
             nerv_layers: Some(vec!["head".parse().unwrap(), "block3".parse().unwrap()]),
@@ -418,5 +454,13 @@ mod tests {
         assert!(report.pass);
         assert_eq!(report.training.len(), 2);
         assert!(report.training.iter().all(|t| t.max_rel_diff == 0.0));
+        assert!(report.nerv_frame_ms.len() == 1 && report.nerv_frame_ms[0] > 0.0);
+        let nerv = &report.training[1];
+        let net = [nerv.cpu_net_ms_per_step, nerv.device_net_ms_per_step];
+        assert!(
+            net.iter().all(|t| t.is_some_and(f64::is_finite)),
+            "{nerv:?}"
+        );
+        assert!(report.training[0].device_net_ms_per_step.is_none());
     }
 }

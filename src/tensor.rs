@@ -121,14 +121,24 @@ impl<'a> MatRef<'a> {
 /// the `gemm` kernels candle uses on the CPU, parallel over rayon's threads. Deterministic: the
 /// reduction order of each output element does not depend on the thread count.
 pub(crate) fn matmul(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
-    assert_eq!(a.cols, b.rows, "inner dimensions differ");
-    assert!(out.len() >= a.rows * b.cols, "output buffer too short");
     let threads = rayon::current_num_threads();
     let par = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
+    gemm_into(out, a, b, accumulate, par);
+}
+
+/// [`matmul`] on the calling thread alone: for small products inside a task that is already
+/// one of many parallel ones.
+pub(crate) fn matmul_serial(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+    gemm_into(out, a, b, accumulate, gemm::Parallelism::None);
+}
+
+fn gemm_into(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, par: gemm::Parallelism) {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    assert!(out.len() >= a.rows * b.cols, "output buffer too short");
     // SAFETY: every pointer stays inside its slice: the asserts above and in `MatRef` bound the
     // largest offset, (rows−1)·row_stride + (cols−1)·col_stride, by the slice length.
     unsafe {

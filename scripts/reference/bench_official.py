@@ -5,7 +5,14 @@ benchmark `scripts/bench-official.sh`: the calls that xinc's criterion benches
 (`$XINC_GOLDEN/ffn_0005`, `$XINC_GOLDEN/nerv_synth`, see their READMEs).
 
 One process measures one thread count: `torch.set_num_threads(N)`; the caller also sets
-`OMP_NUM_THREADS` / `MKL_NUM_THREADS` to N before Python starts. Method (as
+`OMP_NUM_THREADS` / `MKL_NUM_THREADS` to N before Python starts. `--device cuda` runs the same
+calls on the GPU (`scripts/bench-gpu.sh`): `torch.set_default_device("cuda")` before the models are
+built, so the official code's own `torch.zeros` maps and box filters live on the GPU too, and
+every timed call ends with `torch.cuda.synchronize()`; its peak memory is
+`torch.cuda.max_memory_allocated()` of the warm-up call. On the GPU, convolutions and matrix
+products run in full f32 (as xinc's) unless `--tf32` allows TensorFloat-32: with TF32 (PyTorch's
+default for cuDNN convolutions) the official block-1 call fails its own sanity check (atol 1e-4).
+A call that raises is recorded with its error and the others still run. Method (as
 `$XINC_GOLDEN/TIMINGS.md`): one untimed warm-up call, then the median of `--repeats` timed calls
 (`time.perf_counter()`), the output deleted and `gc.collect()` between calls, outside the timed
 region. Training steps: `--train-warmup` untimed steps, then `--repeats` blocks of
@@ -74,6 +81,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).parent))
+import official_stubs  # noqa: E402  (stand-ins for the official imports)
+
 H, W = 128, 256
 NERV_FRAMES = 8  # the golden synthetic video; t = idx / 8
 
@@ -83,42 +93,6 @@ CALLS = ["ffn_forward", "ffn_forward_analysis", "ffn_maps", "ffn_train_step",
 
 
 # ------------------------------------------------------------------ official imports
-
-
-def stub_unused_imports():
-    """Stand-ins for the packages that the official modules import but the timed calls never
-    use. Installed unconditionally, so that every interpreter runs the same code."""
-    def module(name, **attrs):
-        m = types.ModuleType(name)
-        m.__dict__.update(attrs)
-        m.__path__ = []  # importable as a package: `from a.b import c`
-        sys.modules[name] = m
-        return m
-
-    nothing = None
-    module("decord", bridge=types.SimpleNamespace(set_bridge=lambda *_: None))
-    module("matplotlib")
-    module("matplotlib.path", Path=object)
-    module("timm")
-    module("timm.models")
-    module("timm.models.layers", DropPath=lambda *_: torch.nn.Identity(),
-           trunc_normal_=lambda t, std=1.0: torch.nn.init.trunc_normal_(t, std=std))
-    module("torchvision")
-    module("torchvision.io", read_image=nothing)
-    module("torchvision.transforms", CenterCrop=nothing, Resize=nothing)
-    module("torchvision.transforms.functional", center_crop=nothing, resize=nothing)
-    module("kornia")
-    module("kornia.color", rgb_to_lab=nothing)
-    module("pycocotools")
-    module("pycocotools.coco", COCO=object)
-    module("pytorch_msssim", ssim=nothing, ms_ssim=nothing)
-    module("lightning", LightningModule=torch.nn.Module)
-    module("cv2")
-    module("PIL", Image=nothing)
-    module("PIL.Image")
-    module("omegaconf", DictConfig=dict, OmegaConf=nothing)
-    module("easydict", EasyDict=dict)
-    module("compress_pickle")
 
 
 def load_file_as(path, name):
@@ -135,7 +109,7 @@ class Official:
 
     def __init__(self, root):
         root = Path(root)
-        stub_unused_imports()
+        official_stubs.stub_unused_imports(everything=True)
         inr, hnerv = root / "image_inr", root / "HNeRV"
         for d in (inr, hnerv):
             if not d.is_dir():
@@ -212,7 +186,7 @@ def golden_check(golden, sub, name, compute):
         return None
     from safetensors.torch import load_file
     with torch.no_grad():
-        diff = (compute() - load_file(str(path))[name]).abs().max().item()
+        diff = (compute().cpu() - load_file(str(path))[name]).abs().max().item()
     return {"tensor": f"{sub}/io.safetensors:{name}", "max_abs_diff": diff}
 
 
@@ -239,18 +213,28 @@ def reset_peak():
 
 
 class Bench:
-    def __init__(self, repeats, log):
+    def __init__(self, repeats, log, device):
         self.repeats = repeats
         self.log = log
         self.results = {}
+        self.cuda = device == "cuda"
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
 
     def _peak_begin(self):
         gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         ok = reset_peak()
         before = mem_status().get("VmRSS")
         return ok, before
 
     def _peak_end(self, ok, before):
+        self.sync()
+        gpu = {"gpu_peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20} if self.cuda else {}
         if ok:
             peak = mem_status().get("VmHWM")
             kind = "VmHWM after clear_refs reset"
@@ -259,28 +243,40 @@ class Bench:
             kind = "ru_maxrss (process high-water mark so far)"
         return {"peak_rss_mib": peak, "rss_before_mib": before,
                 "peak_increase_mib": None if peak is None or before is None else peak - before,
-                "peak_kind": kind}
+                "peak_kind": kind, **gpu}
+
+    def _timed(self, repeats, run):
+        """`repeats` timed runs of `run`, each synchronised, its result freed and
+        `gc.collect()` run outside the timed region: (wall seconds, CPU seconds)."""
+        wall, cpu = [], []
+        for _ in range(repeats):
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            out = run()
+            self.sync()
+            t1 = time.perf_counter()
+            c1 = time.process_time()
+            del out
+            gc.collect()
+            wall.append(t1 - t0)
+            cpu.append(c1 - c0)
+        return wall, cpu
 
     def call(self, name, fn, what, repeats=None):
         """One untimed warm-up call (its peak memory recorded), then `repeats` timed calls."""
         repeats = self.repeats if repeats is None else repeats
         self.log(f"  {name}: warm-up")
         ok, before = self._peak_begin()
-        out = fn()
+        try:
+            out = fn()
+        except Exception as e:  # recorded; the other calls still run
+            self.results[name] = {"error": f"{type(e).__name__}: {e}", "what": what}
+            self.log(f"  {name}: FAILED: {type(e).__name__}: {e}")
+            return
         mem = self._peak_end(ok, before)
         del out
         gc.collect()
-        runs, cpu = [], []
-        for _ in range(repeats):
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            out = fn()
-            t1 = time.perf_counter()
-            c1 = time.process_time()
-            del out
-            gc.collect()
-            runs.append(t1 - t0)
-            cpu.append(c1 - c0)
+        runs, cpu = self._timed(repeats, fn)
         self.results[name] = {"median_s": statistics.median(runs), "runs_s": runs,
                               "cpu_s": cpu, "repeats": repeats, "what": what, **mem}
         self.log(f"  {name}: median {statistics.median(runs):.4f} s  runs "
@@ -295,23 +291,33 @@ class Bench:
             step()
         mem = self._peak_end(ok, before)
         gc.collect()
-        blocks, cpu = [], []
-        for _ in range(self.repeats):
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            for _ in range(per_block):
-                step()
-            t1 = time.perf_counter()
-            c1 = time.process_time()
-            gc.collect()
-            blocks.append(t1 - t0)
-            cpu.append(c1 - c0)
+        blocks, cpu = self._timed(self.repeats, lambda: [step() for _ in range(per_block)])
         med = statistics.median(blocks) / per_block
         self.results[name] = {"median_s": med, "block_s": blocks, "cpu_s": cpu,
                               "steps_per_block": per_block, "repeats": self.repeats,
                               "warmup_steps": warmup, "what": what, **mem}
         self.log(f"  {name}: median {med:.4f} s per step  blocks "
                  f"{[round(b, 3) for b in blocks]}  peak RSS {mem['peak_rss_mib']:.0f} MiB")
+
+
+class StayOnDevice(torch.Tensor):
+    """A tensor whose `.cpu()` leaves it where it is."""
+
+    def cpu(self, *args, **kwargs):
+        return self
+
+
+def keep_sanity_checks_on_device(contrib):
+    """The official block 2 and block 1 sanity checks compare a map on the model's device with
+    `block_input.cpu()`, which fails on a GPU. Their block input is handed over as a
+    `StayOnDevice` view, so the same check runs on the GPU."""
+    for name in ("blk_2_sanity_check", "blk_1_sanity_check"):
+        check = getattr(contrib, name)
+
+        def on_device(maps, block_input, stride, check=check):
+            return check(maps, block_input.as_subclass(StayOnDevice), stride)
+
+        setattr(contrib, name, on_device)
 
 
 # ------------------------------------------------------------------ the benchmarks
@@ -326,7 +332,7 @@ def bench_ffn(off, golden, bench, wanted, a):
     torch.manual_seed(0)
     plain = off.inr_ffn.ffn(cfg).eval()
     load_weights(plain, weights)
-    proc = off.inr_data.DataProcessor(cfg.data, device="cpu")
+    proc = off.inr_data.DataProcessor(cfg.data, device=a.device)
     coords = proc.get_coordinates(data_shape=[1, 3, H, W], patch_shape=None, split=False,
                                   normalize_range=cfg.data.coord_normalize_range)
     info = {"weights": src, "coords": list(coords.shape),
@@ -358,7 +364,7 @@ def bench_ffn(off, golden, bench, wanted, a):
         model = off.inr_ffn.ffn(cfg)
         load_weights(model, weights)
         model.train()
-        gen = torch.Generator().manual_seed(1234)
+        gen = torch.Generator(device=a.device).manual_seed(1234)
         target = torch.rand(H * W, 3, generator=gen)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.trainer.lr,
                                betas=tuple(cfg.trainer.optimizer.betas))
@@ -412,6 +418,8 @@ def bench_nerv(off, golden, bench, wanted, a):
             _, _, _, decoder_results, img_out = analysis(norm_idx)
         contrib = off.nerv_mappings.ComputeContributions(analysis, args, decoder_results,
                                                          img_out.detach().clone()[0])
+        if a.device == "cuda":
+            keep_sanity_checks_on_device(contrib)
         for name, method, repeats in maps:
             if name in wanted:
                 bench.call(name, getattr(contrib, method), f"ComputeContributions.{method}()",
@@ -423,7 +431,7 @@ def bench_nerv(off, golden, bench, wanted, a):
         model = off.nerv_model.HNeRV(args)
         load_weights(model, weights)
         model.train()
-        gen = torch.Generator().manual_seed(1234)
+        gen = torch.Generator(device=a.device).manual_seed(1234)
         frames = torch.rand(NERV_FRAMES, 3, H, W, generator=gen)
         opt = torch.optim.Adam(model.parameters(), weight_decay=0.0)  # as train_nerv_all.py
         transform = off.nerv_model.TransformInput(args)
@@ -457,6 +465,10 @@ def main():
     p.add_argument("--golden", default=None,
                    help="the golden folder (ffn_0005/, nerv_synth/); absent: seeded random weights")
     p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the models and the official maps live (cuda: the default device)")
+    p.add_argument("--tf32", action="store_true",
+                   help="cuda: allow TensorFloat-32 in convolutions and matrix products")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--block1-repeats", type=int, default=3)
     p.add_argument("--train-warmup", type=int, default=3)
@@ -477,11 +489,18 @@ def main():
     golden = a.golden if a.golden and Path(a.golden).is_dir() else None
 
     def log(msg):
-        print(f"[official {a.threads}t] {msg}", flush=True)
+        tag = " tf32" if a.tf32 else ""
+        print(f"[official {a.device}{tag} {a.threads}t] {msg}", flush=True)
 
     torch.set_num_threads(a.threads)
+    if a.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("bench_official.py: --device cuda, but torch sees no GPU")
+        torch.set_default_device("cuda")
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+        torch.backends.cudnn.allow_tf32 = a.tf32
     off = Official(a.official)
-    bench = Bench(a.repeats, log)
+    bench = Bench(a.repeats, log, a.device)
     load0 = os.getloadavg()
     t0 = time.time()
     log(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
@@ -490,6 +509,9 @@ def main():
     nerv_info = bench_nerv(off, golden, bench, wanted, a) if any(c.startswith("nerv") for c in wanted) else None
     result = {
         "threads": a.threads,
+        "device": a.device,
+        "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None,
+        "tf32": a.tf32 if a.device == "cuda" else None,
         "torch_num_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "numpy": np.__version__,

@@ -37,33 +37,8 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-
-def stub_unused_imports():
-    """Stand-ins for the packages model_all.py imports but the model classes do not use."""
-    def module(name, **attrs):
-        m = types.ModuleType(name)
-        m.__dict__.update(attrs)
-        sys.modules[name] = m
-        return m
-
-    module("decord", bridge=types.SimpleNamespace(set_bridge=lambda *_: None))
-    module("matplotlib")
-    module("matplotlib.path", Path=object)
-    module("timm")
-    module("timm.models")
-    module("timm.models.layers", DropPath=lambda *_: torch.nn.Identity(),
-           trunc_normal_=lambda t, std=1.0: torch.nn.init.trunc_normal_(t, std=std))
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        module("torchvision")
-        module("torchvision.io", read_image=None)
-        module("torchvision.transforms")
-        module("torchvision.transforms.functional", center_crop=None, resize=None)
-    module("kornia")
-    module("kornia.color", rgb_to_lab=None)
-    module("pycocotools")
-    module("pycocotools.coco", COCO=object)
+sys.path.insert(0, str(Path(__file__).parent))
+from official_stubs import stub_unused_imports  # noqa: E402,F401  (also compression.py's)
 
 
 # Small models of every family, 4 frames of 32×64 (the flags of train_nerv_all.py).

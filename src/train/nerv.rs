@@ -341,11 +341,10 @@ fn run_epochs(
         for (i, batch) in epoch_batches(&seen, params, epoch).iter().enumerate() {
             let u = (epoch as f64 + i as f64 / steps_per_epoch as f64) / params.epochs as f64;
             let lr = params.lr_at(u);
-            let l = match fused.as_mut() {
+            loss_sum += match fused.as_mut() {
                 Some(f) => fused_step(f, &model, batch, &hosts, lr)?,
                 None => state.step(&model, batch, &targets, (lr, &params.loss), device)?,
             };
-            loss_sum += l;
         }
         state.epoch = epoch + 1;
         bar.inc(1);

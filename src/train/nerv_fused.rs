@@ -86,7 +86,7 @@ impl FusedNervTrainer {
     /// One Adam step at learning rate `lr` on decoder inputs `embedding` (`[B, E]`) and their
     /// frames `target` (`[B, 3, H, W]`); returns the loss before the step.
     pub fn step(&mut self, embedding: &[f32], target: &[f32], lr: f64) -> f32 {
-        self.net.forward(embedding);
+        self.net.forward_train(embedding);
         let loss = self.net.backward(target, self.weights);
         self.steps += 1;
         let hyper = AdamParams {

@@ -238,6 +238,9 @@ pub struct CheckDeviceArgs {
     pub ffn_iters: usize,
     #[arg(long, default_value_t = 2, value_parser = count("--nerv-epochs", 1, limits::STEPS))]
     pub nerv_epochs: usize,
+    /// Extra epochs of the net NeRV step timing (a run of 1 + N epochs less a run of 1).
+    #[arg(long, default_value_t = 10, value_parser = count("--step-epochs", 1, limits::STEPS))]
+    pub step_epochs: usize,
 }
 
 #[derive(Args)]
@@ -634,6 +637,7 @@ impl From<&CheckDeviceArgs> for DeviceCheckOptions {
             frames: a.frames,
             ffn_iters: a.ffn_iters,
             nerv_epochs: a.nerv_epochs,
+            step_epochs: a.step_epochs,
             ..DeviceCheckOptions::default()
         }
     }

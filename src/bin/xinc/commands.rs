@@ -305,6 +305,12 @@ fn print_device_check(report: &DeviceCheckReport, device: &Device) {
             t.model, t.cpu_ms_per_step, t.device_ms_per_step, device, t.cpu_loss, t.device_loss, t.max_rel_diff,
             mark(t.pass)
         );
+        if let (Some(c), Some(d)) = (t.cpu_net_ms_per_step, t.device_net_ms_per_step) {
+            println!(
+                "train {} net step (long run less short run): {c:.3} ms on the CPU, {d:.3} ms on {device:?}",
+                t.model
+            );
+        }
     }
 }
 

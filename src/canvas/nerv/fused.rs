@@ -385,15 +385,10 @@ simd_fn! {
         k: usize,
         out: &mut [f32],
     ) {
-        kernel_map_into(data, layer, i, k, out)
+        let mut ws = Workspace::default();
+        let (hw, step) = data.final_plane(layer, i, k, &mut ws);
+        step.expand_into(&ws.plane, hw, (&mut ws.rows, &mut ws.row), out);
     }
-}
-
-#[inline(always)]
-fn kernel_map_into(data: &NervBlockData, layer: NervLayer, i: usize, k: usize, out: &mut [f32]) {
-    let mut ws = Workspace::default();
-    let (hw, step) = data.final_plane(layer, i, k, &mut ws);
-    step.expand_into(&ws.plane, hw, (&mut ws.rows, &mut ws.row), out);
 }
 
 /// Kernel (i, k)'s full map of `layer`.
@@ -416,40 +411,29 @@ simd_fn! {
         k: usize,
         dst: &mut [f32],
     ) -> Vec<(f64, f64)> {
-        channel_sums(data, layer, inputs, k, dst)
-    }
-}
-
-#[inline(always)]
-fn channel_sums(
-    data: &NervBlockData,
-    layer: NervLayer,
-    inputs: std::ops::Range<usize>,
-    k: usize,
-    dst: &mut [f32],
-) -> Vec<(f64, f64)> {
-    let mut ws = Workspace::default();
-    let mut acc: Vec<f64> = Vec::new();
-    let mut last = ((0, 0), Expansion::Identity);
-    // Plain loops, not iterator adaptors: a `map(..).collect()` here was left un-inlined by
-    // LLVM, which compiled this whole body outside the AVX2 context (SSE only, measured).
-    let mut sums = Vec::with_capacity(inputs.len());
-    for i in inputs {
-        last = data.final_plane(layer, i, k, &mut ws);
-        let (hw, step) = last;
-        let g = &ws.plane;
-        acc.resize(g.len(), 0.0);
-        for (a, &v) in acc.iter_mut().zip(g) {
-            *a += f64::from(v);
+        let mut ws = Workspace::default();
+        let mut acc: Vec<f64> = Vec::new();
+        let mut last = ((0, 0), Expansion::Identity);
+        // Plain loops, not iterator adaptors: a `map(..).collect()` here was left un-inlined by
+        // LLVM, which compiled this whole body outside the AVX2 context (SSE only, measured).
+        let mut sums = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            last = data.final_plane(layer, i, k, &mut ws);
+            let (hw, step) = last;
+            let g = &ws.plane;
+            acc.resize(g.len(), 0.0);
+            for (a, &v) in acc.iter_mut().zip(g) {
+                *a += f64::from(v);
+            }
+            sums.push(step.sums(g, hw, &mut ws.rows, &mut ws.row));
         }
-        sums.push(step.sums(g, hw, &mut ws.rows, &mut ws.row));
+        let (hw, step) = last;
+        if !acc.is_empty() {
+            let total: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
+            step.expand_into(&total, hw, (&mut ws.rows, &mut ws.row), dst);
+        }
+        sums
     }
-    let (hw, step) = last;
-    if !acc.is_empty() {
-        let total: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
-        step.expand_into(&total, hw, (&mut ws.rows, &mut ws.row), dst);
-    }
-    sums
 }
 
 #[cfg(test)]

@@ -194,9 +194,15 @@ pub(crate) fn erf_f32(z: f32) -> f32 {
 /// [`exp_f32`] (branch-free; absolute error below 1e-6).
 #[inline(always)]
 pub(crate) fn gelu_grad_f32(x: f32) -> f32 {
+    gelu_and_slope_f32(x).1
+}
+
+/// [`gelu_f32`] and [`gelu_grad_f32`] at `x`, sharing their erf.
+#[inline(always)]
+pub(crate) fn gelu_and_slope_f32(x: f32) -> (f32, f32) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-    cdf + x * INV_SQRT_2PI * exp_f32(-0.5 * x * x)
+    (x * cdf, cdf + x * INV_SQRT_2PI * exp_f32(-0.5 * x * x))
 }
 
 /// eˣ in f32, branch-free (so loops vectorise): x clamped to [−87, 88], 2ⁿ·e^r with

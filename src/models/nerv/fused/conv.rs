@@ -169,24 +169,7 @@ simd_fn! {
                 for &(row, t) in &taps {
                     let src = &plane[row..row + s.w];
                     let ws: [f32; O] = std::array::from_fn(|oi| w[(oi * s.c + ci) * kk + t]);
-                    let from = x0 as isize + s.shift(t % s.k);
-                    if len == LANES && from >= 0 && from as usize + LANES <= s.w {
-                        let v: &[f32; LANES] = src[from as usize..][..LANES].try_into().unwrap();
-                        for oi in 0..O {
-                            for l in 0..LANES {
-                                sums[oi][l] = ws[oi].mul_add(v[l], sums[oi][l]);
-                            }
-                        }
-                    } else {
-                        for l in 0..len {
-                            let xx = from + l as isize;
-                            if (0..s.w as isize).contains(&xx) {
-                                for oi in 0..O {
-                                    sums[oi][l] = ws[oi].mul_add(src[xx as usize], sums[oi][l]);
-                                }
-                            }
-                        }
-                    }
+                    fma_block(&mut sums, &ws, src, x0 as isize + s.shift(t % s.k), len);
                 }
             }
             for (oi, acc) in sums.iter().enumerate() {
@@ -246,24 +229,7 @@ simd_fn! {
                             false => 0.0,
                         });
                         // Input pixel xi took output pixel xi − dx.
-                        let from = x0 as isize - s.shift(t % s.k);
-                        if len == LANES && from >= 0 && from as usize + LANES <= s.w {
-                            let v: &[f32; LANES] = g[from as usize..][..LANES].try_into().unwrap();
-                            for j in 0..GROUP {
-                                for l in 0..LANES {
-                                    acc[j][l] = wt[j].mul_add(v[l], acc[j][l]);
-                                }
-                            }
-                        } else {
-                            for l in 0..len {
-                                let xo = from + l as isize;
-                                if (0..s.w as isize).contains(&xo) {
-                                    for j in 0..GROUP {
-                                        acc[j][l] = wt[j].mul_add(g[xo as usize], acc[j][l]);
-                                    }
-                                }
-                            }
-                        }
+                        fma_block(&mut acc, &wt, g, x0 as isize - s.shift(t % s.k), len);
                     }
                 }
                 for (j, a) in acc.iter().enumerate().take(cg) {
@@ -311,28 +277,58 @@ simd_fn! {
     /// The weight gradients of input channel `ci` in [`direct_backward_weights`], `[o][tap]`.
     fn channel_weight_grads(dy: &[f32], x: &[f32], s: ConvShape, o: usize, ci: usize) -> Vec<f64> {
         let (hw, n, kk) = (s.hw(), s.n(), s.k * s.k);
+        // Row by row, every output channel and tap: the rows read stay in the L1 cache. Each
+        // tap's sum still runs over (image, row) in order.
         let mut g = vec![0.0f64; o * kk];
-        for oi in 0..o {
-            for t in 0..kk {
-                let (dy_, dx_) = (s.shift(t / s.k), s.shift(t % s.k));
-                let (x0, x1) = valid(s.w, dx_);
-                let from = (x0 as isize + dx_) as usize;
-                let mut sum = 0.0f64;
-                for bi in 0..s.b {
-                    for yo in 0..s.h {
-                        let yy = yo as isize + dy_;
-                        if yy < 0 || yy >= s.h as isize {
-                            continue;
-                        }
+        for bi in 0..s.b {
+            for yo in 0..s.h {
+                for t in 0..kk {
+                    let (dy_, dx_) = (s.shift(t / s.k), s.shift(t % s.k));
+                    let yy = yo as isize + dy_;
+                    if yy < 0 || yy >= s.h as isize {
+                        continue;
+                    }
+                    let (x0, x1) = valid(s.w, dx_);
+                    let from = (x0 as isize + dx_) as usize;
+                    let b = &x[ci * n + bi * hw + yy as usize * s.w..][from..][..x1 - x0];
+                    for oi in 0..o {
                         let a = &dy[oi * n + bi * hw + yo * s.w..][x0..x1];
-                        let b = &x[ci * n + bi * hw + yy as usize * s.w..][from..];
-                        sum += f64::from(dot(a, &b[..a.len()]));
+                        g[oi * kk + t] += f64::from(dot(a, b));
                     }
                 }
-                g[oi * kk + t] = sum;
             }
         }
         g
+    }
+}
+
+/// `acc[j][l] += weights[j] · row[from + l]` for the `len` pixels of one block of a row, the
+/// values outside the row (the zero padding) skipped: a full block inside the row in vector
+/// form, a block at an edge or the row's tail pixel by pixel.
+#[inline(always)]
+fn fma_block<const M: usize>(
+    acc: &mut [[f32; LANES]; M],
+    weights: &[f32; M],
+    row: &[f32],
+    from: isize,
+    len: usize,
+) {
+    if len == LANES && from >= 0 && from as usize + LANES <= row.len() {
+        let v: &[f32; LANES] = row[from as usize..][..LANES].try_into().unwrap();
+        for j in 0..M {
+            for l in 0..LANES {
+                acc[j][l] = weights[j].mul_add(v[l], acc[j][l]);
+            }
+        }
+    } else {
+        for l in 0..len {
+            let x = from + l as isize;
+            if (0..row.len() as isize).contains(&x) {
+                for j in 0..M {
+                    acc[j][l] = weights[j].mul_add(row[x as usize], acc[j][l]);
+                }
+            }
+        }
     }
 }
 

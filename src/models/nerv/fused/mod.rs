@@ -97,9 +97,12 @@ struct Buffers {
     stem_z: Vec<f32>,
     /// `acts[0]`: block 1's input `[C₀, B, fc_h, fc_w]`; `acts[i]`: block i's output.
     acts: Vec<Vec<f32>>,
-    /// Each block's im2col matrix and pre-activation `[m, B·h·w]`.
+    /// Each block's im2col matrix and pre-activation `[m, B·h·w]` (after [`FusedNerv::forward`];
+    /// after [`FusedNerv::forward_train`], the GELU's slope there, all the backward pass needs).
     cols: Vec<Vec<f32>>,
     zs: Vec<Vec<f32>>,
+    /// Whether `zs` holds slopes.
+    slopes: bool,
     /// The head output before OutImg and after it, `[3, B, H, W]`.
     head: Vec<f32>,
     out: Vec<f32>,
@@ -239,8 +242,19 @@ impl FusedNerv {
     }
 
     /// The forward pass of a batch of decoder inputs (`[B, E]`, the positional encodings),
-    /// keeping what the backward pass needs.
+    /// keeping every activation (see [`FusedNerv::into_activations`]).
     pub fn forward(&mut self, embedding: &[f32]) {
+        self.run_forward(embedding, false);
+    }
+
+    /// [`FusedNerv::forward`] for training: the blocks keep their GELU's slopes in place of
+    /// their pre-activations (computed with the GELU, which shares their erf), for
+    /// [`FusedNerv::backward`].
+    pub fn forward_train(&mut self, embedding: &[f32]) {
+        self.run_forward(embedding, true);
+    }
+
+    fn run_forward(&mut self, embedding: &[f32], slopes: bool) {
         let b = embedding.len() / self.embed;
         assert!(
             b > 0 && b * self.embed == embedding.len(),
@@ -249,6 +263,7 @@ impl FusedNerv {
         self.resize(b);
         let head = self.head_shape(b);
         let buf = &mut self.buf;
+        buf.slopes = slopes;
         buf.embedding.copy_from_slice(embedding);
         let p = &self.params;
         // Stem: z = W·eᵀ + bias, [S, B].
@@ -270,7 +285,8 @@ impl FusedNerv {
                 MatRef::row_major(&buf.cols[i], bl.depth(), n),
                 false,
             );
-            pointwise::bias_shuffle_gelu(&mut buf.zs[i], bias, bl.shuffle(b), &mut after[0]);
+            let g = bl.shuffle(b);
+            pointwise::bias_shuffle_gelu(&mut buf.zs[i], bias, g, &mut after[0], slopes);
         }
         let h = self.params.len() - 2;
         let last = buf.acts.last().expect("blocks");
@@ -291,10 +307,15 @@ impl FusedNerv {
     }
 
     /// The pixel loss (`l2`·MSE + `l1`·MAE) of the last forward pass against `target`
-    /// (`[B, 3, H, W]`), and the gradient of every parameter (in [`Param::grad`]).
+    /// (`[B, 3, H, W]`), and the gradient of every parameter (in [`Param::grad`]). The forward
+    /// pass must have been [`FusedNerv::forward_train`].
     pub fn backward(&mut self, target: &[f32], (l2, l1): (f64, f64)) -> f32 {
         let b = self.buf.batch;
         assert_eq!(target.len(), self.buf.out.len(), "target of the wrong size");
+        assert!(
+            self.buf.slopes,
+            "backward needs the slopes that forward_train keeps"
+        );
         self.resize_backward();
         let head = self.head_shape(b);
         let buf = &mut self.buf;
@@ -479,7 +500,7 @@ mod tests {
             .unwrap();
             let grads = loss.backward().unwrap();
             let mut net = FusedNerv::new(&model).unwrap();
-            net.forward(&e.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            net.forward_train(&e.flatten_all().unwrap().to_vec1::<f32>().unwrap());
             let fused_loss = net.backward(&target, (l2, l1));
             let want = loss.to_scalar::<f32>().unwrap();
             assert!(

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::super::gelu::{exp_f32, gelu_f32, gelu_grad_f32, tanh_f32};
+use super::super::gelu::{exp_f32, gelu_and_slope_f32, gelu_f32, gelu_grad_f32, tanh_f32};
 use super::super::OutBias;
 use crate::tensor::simd_fn;
 
@@ -25,28 +25,48 @@ impl Shuffle {
 
 /// Adds the bias to the conv output `z` (`[c·s², b·h·w]`, in place: it keeps the pre-activation)
 /// and writes `gelu(PixelShuffle(z))` to `out` (`[c, b, h·s, w·s]`).
-pub(super) fn bias_shuffle_gelu(z: &mut [f32], bias: &[f32], g: Shuffle, out: &mut [f32]) {
+pub(super) fn bias_shuffle_gelu(
+    z: &mut [f32],
+    bias: &[f32],
+    g: Shuffle,
+    out: &mut [f32],
+    slopes: bool,
+) {
     let s2n = g.s * g.s * g.n();
     z.par_chunks_mut(s2n)
         .zip(out.par_chunks_mut(s2n))
         .zip(bias.par_chunks(g.s * g.s))
-        .for_each(|((rows, plane), bias)| shuffle_gelu_channel(rows, bias, g, plane));
+        .for_each(|((rows, plane), bias)| match slopes {
+            true => shuffle_gelu_channel::<true>(rows, bias, g, plane),
+            false => shuffle_gelu_channel::<false>(rows, bias, g, plane),
+        });
 }
 
 /// One output channel of [`bias_shuffle_gelu`]: its `s²` conv rows and their biases.
-fn shuffle_gelu_channel(rows: &mut [f32], bias: &[f32], g: Shuffle, plane: &mut [f32]) {
+fn shuffle_gelu_channel<const SLOPES: bool>(
+    rows: &mut [f32],
+    bias: &[f32],
+    g: Shuffle,
+    plane: &mut [f32],
+) {
     match g.s {
-        1 => shuffle_gelu_strided::<1>(rows, bias, g, plane),
-        2 => shuffle_gelu_strided::<2>(rows, bias, g, plane),
-        4 => shuffle_gelu_strided::<4>(rows, bias, g, plane),
-        _ => shuffle_gelu_strided::<0>(rows, bias, g, plane),
+        1 => shuffle_gelu_strided::<1, SLOPES>(rows, bias, g, plane),
+        2 => shuffle_gelu_strided::<2, SLOPES>(rows, bias, g, plane),
+        4 => shuffle_gelu_strided::<4, SLOPES>(rows, bias, g, plane),
+        _ => shuffle_gelu_strided::<0, SLOPES>(rows, bias, g, plane),
     }
 }
 
 simd_fn! {
     /// [`shuffle_gelu_channel`] for a PixelShuffle factor `S` known at compile time (0: any,
     /// read from `g`), so that the interleaving of the `S` rows of an output row vectorises.
-    fn shuffle_gelu_strided<const S: usize>(rows: &mut [f32], bias: &[f32], g: Shuffle, plane: &mut [f32]) {
+    /// With `SLOPES`, the conv rows are left holding the GELU's slope instead of its argument.
+    fn shuffle_gelu_strided<const S: usize, const SLOPES: bool>(
+        rows: &mut [f32],
+        bias: &[f32],
+        g: Shuffle,
+        plane: &mut [f32],
+    ) {
         let s = if S == 0 { g.s } else { S };
         let (n, hw, ws) = (g.n(), g.h * g.w, g.w * s);
         for (row, b) in rows.chunks_mut(n).zip(bias) {
@@ -60,9 +80,13 @@ simd_fn! {
             for r in 0..g.b * g.h {
                 let (bi, y) = (r / g.h, r % g.h);
                 for (j, a) in act.chunks_mut(g.w).enumerate() {
-                    let src = &rows[(i * s + j) * n + r * g.w..][..g.w];
-                    for (a, &v) in a.iter_mut().zip(src) {
-                        *a = gelu_f32(v);
+                    let src = &mut rows[(i * s + j) * n + r * g.w..][..g.w];
+                    for (a, v) in a.iter_mut().zip(src) {
+                        if SLOPES {
+                            (*a, *v) = gelu_and_slope_f32(*v);
+                        } else {
+                            *a = gelu_f32(*v);
+                        }
                     }
                 }
                 let dst = &mut plane[bi * hw * s * s + (y * s + i) * ws..][..ws];
@@ -77,10 +101,11 @@ simd_fn! {
 }
 
 /// The adjoint of [`bias_shuffle_gelu`]: `dz` (`[c·s², b·h·w]`) from the gradient `da` of its
-/// output and the kept pre-activation `z`; `db` gets the bias gradient (row sums of `dz`).
+/// output and the GELU slopes `slopes` that it kept; `db` gets the bias gradient (row sums of
+/// `dz`).
 pub(super) fn shuffle_gelu_backward(
     da: &[f32],
-    z: &[f32],
+    slopes: &[f32],
     g: Shuffle,
     dz: &mut [f32],
     db: &mut [f32],
@@ -88,19 +113,19 @@ pub(super) fn shuffle_gelu_backward(
     let s2n = g.s * g.s * g.n();
     dz[..g.c * s2n]
         .par_chunks_mut(s2n)
-        .zip(z.par_chunks(s2n))
+        .zip(slopes.par_chunks(s2n))
         .zip(db.par_chunks_mut(g.s * g.s))
         .zip(da.par_chunks(s2n))
-        .for_each(|(((rows, zrows), dbs), plane)| unshuffle_channel(plane, zrows, g, rows, dbs));
+        .for_each(|(((rows, srows), dbs), plane)| unshuffle_channel(plane, srows, g, rows, dbs));
 }
 
 /// One output channel of [`shuffle_gelu_backward`].
-fn unshuffle_channel(plane: &[f32], zrows: &[f32], g: Shuffle, rows: &mut [f32], dbs: &mut [f32]) {
+fn unshuffle_channel(plane: &[f32], srows: &[f32], g: Shuffle, rows: &mut [f32], dbs: &mut [f32]) {
     match g.s {
-        1 => unshuffle_strided::<1>(plane, zrows, g, rows, dbs),
-        2 => unshuffle_strided::<2>(plane, zrows, g, rows, dbs),
-        4 => unshuffle_strided::<4>(plane, zrows, g, rows, dbs),
-        _ => unshuffle_strided::<0>(plane, zrows, g, rows, dbs),
+        1 => unshuffle_strided::<1>(plane, srows, g, rows, dbs),
+        2 => unshuffle_strided::<2>(plane, srows, g, rows, dbs),
+        4 => unshuffle_strided::<4>(plane, srows, g, rows, dbs),
+        _ => unshuffle_strided::<0>(plane, srows, g, rows, dbs),
     }
 }
 
@@ -108,7 +133,7 @@ simd_fn! {
     /// [`unshuffle_channel`] for a factor `S` known at compile time (0: any, read from `g`).
     fn unshuffle_strided<const S: usize>(
         plane: &[f32],
-        zrows: &[f32],
+        srows: &[f32],
         g: Shuffle,
         rows: &mut [f32],
         dbs: &mut [f32],
@@ -119,17 +144,16 @@ simd_fn! {
             for r in 0..g.b * g.h {
                 let (bi, y) = (r / g.h, r % g.h);
                 let src = &plane[bi * hw * s * s + (y * s + i) * ws..][..ws];
-                for (x, v) in src.chunks_exact(s).enumerate() {
-                    for (j, &v) in v.iter().enumerate() {
-                        rows[(i * s + j) * n + r * g.w + x] = v;
+                for j in 0..s {
+                    let at = (i * s + j) * n + r * g.w;
+                    let (dst, slope) = (&mut rows[at..at + g.w], &srows[at..at + g.w]);
+                    for ((d, &k), v) in dst.iter_mut().zip(slope).zip(src.chunks_exact(s)) {
+                        *d = v[j] * k;
                     }
                 }
             }
         }
-        for (q, (row, zrow)) in rows.chunks_mut(n).zip(zrows.chunks(n)).enumerate() {
-            for (d, &v) in row.iter_mut().zip(zrow) {
-                *d *= gelu_grad_f32(v);
-            }
+        for (q, row) in rows.chunks(n).enumerate() {
             dbs[q] = sum(row) as f32;
         }
     }
@@ -159,9 +183,9 @@ pub(super) fn stem_gelu_backward(
     dz: &mut [f32],
     db: &mut [f32],
 ) {
-    for (k, (row, zrow)) in dz.chunks_mut(b).zip(z.chunks(b)).enumerate() {
+    for (k, (row, srow)) in dz.chunks_mut(b).zip(z.chunks(b)).enumerate() {
         let (c, p) = (k / q, k % q);
-        for (bi, (d, &v)) in row.iter_mut().zip(zrow).enumerate() {
+        for (bi, (d, &v)) in row.iter_mut().zip(srow).enumerate() {
             *d = dx[(c * b + bi) * q + p] * gelu_grad_f32(v);
         }
         db[k] = row.iter().sum();
