@@ -23,8 +23,9 @@ impl Shuffle {
     }
 }
 
-/// Adds the bias to the conv output `z` (`[c·s², b·h·w]`, in place: it keeps the pre-activation)
-/// and writes `gelu(PixelShuffle(z))` to `out` (`[c, b, h·s, w·s]`).
+/// Adds the bias to the conv output `z` (`[c·s², b·h·w]`, in place: it keeps the pre-activation,
+/// or with `slopes` the GELU's slope there, which is all the backward pass needs) and writes
+/// `gelu(PixelShuffle(z))` to `out` (`[c, b, h·s, w·s]`).
 pub(super) fn bias_shuffle_gelu(
     z: &mut [f32],
     bias: &[f32],
