@@ -323,6 +323,16 @@ def keep_sanity_checks_on_device(contrib):
 # ------------------------------------------------------------------ the benchmarks
 
 
+def bench_forwards(bench, wanted, x, calls):
+    """Times `model(x)` under `torch.no_grad()` for each wanted `(name, model, what)`."""
+    for name, model, what in calls:
+        if name in wanted:
+            def forward(model=model):
+                with torch.no_grad():
+                    return model(x)
+            bench.call(name, forward, what)
+
+
 def bench_ffn(off, golden, bench, wanted, a):
     weights = golden_file(golden, "ffn_0005", "weights.safetensors")
     cfg = ffn_cfg()
@@ -339,18 +349,10 @@ def bench_ffn(off, golden, bench, wanted, a):
             "check": golden_check(golden, "ffn_0005", "predicted",
                                   lambda: plain(coords)["predicted"])}
 
-    def forward(model):
-        def f():
-            with torch.no_grad():
-                return model(coords)
-        return f
-
-    if "ffn_forward" in wanted:
-        bench.call("ffn_forward", forward(plain),
-                   "models/ffn.py:ffn forward, 32768 coordinates, no_grad")
-    if "ffn_forward_analysis" in wanted:
-        bench.call("ffn_forward_analysis", forward(analysis),
-                   "model_all_analysis.py:ffn forward (with intermediate results), no_grad")
+    bench_forwards(bench, wanted, coords, [
+        ("ffn_forward", plain, "models/ffn.py:ffn forward, 32768 coordinates, no_grad"),
+        ("ffn_forward_analysis", analysis,
+         "model_all_analysis.py:ffn forward (with intermediate results), no_grad")])
     if "ffn_maps" in wanted:
         with torch.no_grad():
             inter = analysis(coords)["intermediate_results"]
@@ -397,18 +399,10 @@ def bench_nerv(off, golden, bench, wanted, a):
             "check": golden_check(golden, "nerv_synth", "frame0.img_out",
                                   lambda: plain(norm_idx)[0])}
 
-    def forward(model):
-        def f():
-            with torch.no_grad():
-                return model(norm_idx)
-        return f
-
-    if "nerv_forward" in wanted:
-        bench.call("nerv_forward", forward(plain),
-                   "model_all.py:HNeRV forward, frame 0, no_grad")
-    if "nerv_forward_analysis" in wanted:
-        bench.call("nerv_forward_analysis", forward(analysis),
-                   "model_all_analysis.py:HNeRV forward, frame 0, no_grad")
+    bench_forwards(bench, wanted, norm_idx, [
+        ("nerv_forward", plain, "model_all.py:HNeRV forward, frame 0, no_grad"),
+        ("nerv_forward_analysis", analysis,
+         "model_all_analysis.py:HNeRV forward, frame 0, no_grad")])
     maps = [("nerv_head", "compute_head_mappings", bench.repeats),
             ("nerv_block3", "compute_last_nerv_block_mappings", bench.repeats),
             ("nerv_block2", "compute_nerv_block_2_mappings", bench.repeats),

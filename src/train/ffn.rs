@@ -293,9 +293,10 @@ impl FfnStepper for FusedStepper {
         let mut out: HashMap<String, Tensor> = self.encoding.named_tensors().into_iter().collect();
         for (i, (w, b)) in self
             .inner
+            .net
             .weights
             .iter()
-            .zip(&self.inner.biases)
+            .zip(&self.inner.net.biases)
             .enumerate()
         {
             out.insert(

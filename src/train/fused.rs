@@ -24,15 +24,11 @@ const BLOCK_ROWS: usize = 256;
 
 /// Full-batch FFN training state on the CPU.
 pub(crate) struct FusedFfn {
-    /// (fan_in, fan_out) of each Linear layer.
-    dims: Vec<(usize, usize)>,
-    final_act: Option<FinalActivation>,
+    pub(crate) net: Net,
     pixels: usize,
     /// The Fourier features, `[P, 2m]` (fixed: `B` is not trained).
     features: Vec<f32>,
     target: Vec<f32>,
-    pub(crate) weights: Vec<Vec<f32>>,
-    pub(crate) biases: Vec<Vec<f32>>,
     adam_w: Vec<Adam>,
     adam_b: Vec<Adam>,
     hyper: AdamParams,
@@ -43,12 +39,14 @@ pub(crate) struct FusedFfn {
     steps: usize,
 }
 
-/// The network as a block's passes read it.
-struct Net<'a> {
-    dims: &'a [(usize, usize)],
-    weights: &'a [Vec<f32>],
-    biases: &'a [Vec<f32>],
+/// The network: what a block's passes read, and what Adam updates.
+pub(crate) struct Net {
+    /// (fan_in, fan_out) of each Linear layer.
+    dims: Vec<(usize, usize)>,
     final_act: Option<FinalActivation>,
+    /// Per layer, row-major `[fan_out, fan_in]` and `[fan_out]`.
+    pub(crate) weights: Vec<Vec<f32>>,
+    pub(crate) biases: Vec<Vec<f32>>,
 }
 
 /// One group's buffers: the current block's activations and gradients, and the group's sums.
@@ -82,7 +80,6 @@ impl FusedFfn {
             .map(|_| Group::new(&dims))
             .collect();
         FusedFfn {
-            final_act: config.final_act,
             pixels: p,
             features,
             target,
@@ -90,24 +87,22 @@ impl FusedFfn {
             adam_b: biases.iter().map(|b| Adam::new(b.len())).collect(),
             grad_w: weights.iter().map(|w| vec![0.0; w.len()]).collect(),
             grad_b: biases.iter().map(|b| vec![0.0; b.len()]).collect(),
-            weights,
-            biases,
+            net: Net {
+                dims,
+                final_act: config.final_act,
+                weights,
+                biases,
+            },
             hyper,
             groups,
-            dims,
             steps: 0,
         }
     }
 
     /// The prediction after the final activation, `[P, C]`.
     pub(crate) fn predict(&mut self) -> Vec<f32> {
-        let net = Net {
-            dims: &self.dims,
-            weights: &self.weights,
-            biases: &self.biases,
-            final_act: self.final_act,
-        };
-        let (f0, c) = (self.dims[0].0, net.outputs());
+        let net = &self.net;
+        let (f0, c) = (net.dims[0].0, net.outputs());
         let features = &self.features;
         let mut out = vec![0.0; self.pixels * c];
         (self.groups.par_iter_mut())
@@ -116,7 +111,7 @@ impl FusedFfn {
             .for_each(|(g, (group, out))| {
                 for (b, out) in out.chunks_mut(BLOCK_ROWS * c).enumerate() {
                     let (r, rows) = (g * GROUP_ROWS + b * BLOCK_ROWS, out.len() / c);
-                    group.forward(&net, &features[r * f0..(r + rows) * f0], rows);
+                    group.forward(net, &features[r * f0..(r + rows) * f0], rows);
                     let z = group.acts.last().expect("at least 2 layers");
                     for (o, &z) in out.iter_mut().zip(z) {
                         *o = activate(net.final_act, z);
@@ -130,27 +125,18 @@ impl FusedFfn {
     pub(crate) fn step(&mut self) -> f32 {
         let loss = self.gradients();
         self.steps += 1;
-        for l in 0..self.dims.len() {
-            self.adam_w[l].update(
-                &mut self.weights[l],
-                &self.grad_w[l],
-                self.steps,
-                self.hyper,
-            );
-            self.adam_b[l].update(&mut self.biases[l], &self.grad_b[l], self.steps, self.hyper);
+        let net = &mut self.net;
+        for l in 0..net.dims.len() {
+            self.adam_w[l].update(&mut net.weights[l], &self.grad_w[l], self.steps, self.hyper);
+            self.adam_b[l].update(&mut net.biases[l], &self.grad_b[l], self.steps, self.hyper);
         }
         loss
     }
 
     /// Writes the loss's gradients into `grad_w` and `grad_b` and returns the loss.
     fn gradients(&mut self) -> f32 {
-        let net = Net {
-            dims: &self.dims,
-            weights: &self.weights,
-            biases: &self.biases,
-            final_act: self.final_act,
-        };
-        let (p, f0, c) = (self.pixels, self.dims[0].0, net.outputs());
+        let net = &self.net;
+        let (p, f0, c) = (self.pixels, net.dims[0].0, net.outputs());
         let scale = 2.0 / (p * c) as f32;
         let (features, target) = (&self.features, &self.target);
         self.groups
@@ -162,7 +148,7 @@ impl FusedFfn {
                 for r in (g * GROUP_ROWS..end).step_by(BLOCK_ROWS) {
                     let rows = BLOCK_ROWS.min(end - r);
                     let x = &features[r * f0..(r + rows) * f0];
-                    group.step_block(&net, x, &target[r * c..(r + rows) * c], rows, scale);
+                    group.step_block(net, x, &target[r * c..(r + rows) * c], rows, scale);
                 }
             });
         for (l, (gw, gb)) in self.grad_w.iter_mut().zip(&mut self.grad_b).enumerate() {
@@ -183,7 +169,7 @@ impl FusedFfn {
     }
 }
 
-impl Net<'_> {
+impl Net {
     /// The output channels.
     fn outputs(&self) -> usize {
         self.dims.last().expect("at least 2 layers").1
