@@ -5,6 +5,8 @@
 //! The hot loops are compiled for AVX2 and FMA where the CPU has them ([`simd_fn`]) and use
 //! `mul_add`, which is correctly rounded everywhere: the results are the same on every machine.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::tensor::simd_fn;
@@ -53,24 +55,38 @@ pub(super) fn im2col(x: &[f32], s: ConvShape, cols: &mut [f32]) {
         .zip(x.par_chunks(n))
         .for_each(|(rows, plane)| {
             for (t, row) in rows.chunks_mut(n).enumerate() {
-                let (dy, dx) = (s.shift(t / s.k), s.shift(t % s.k));
-                let (x0, x1) = valid(s.w, dx);
                 for (bi, img) in row.chunks_mut(hw).enumerate() {
-                    for (y, out) in img.chunks_mut(s.w).enumerate() {
-                        let yy = y as isize + dy;
-                        if yy < 0 || yy >= s.h as isize {
-                            out.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[bi * hw + yy as usize * s.w..][..s.w];
-                        out[..x0].fill(0.0);
-                        out[x1..].fill(0.0);
-                        let from = (x0 as isize + dx) as usize;
-                        out[x0..x1].copy_from_slice(&src[from..from + (x1 - x0)]);
-                    }
+                    tap_rows(plane, s, t, (bi, 0..s.h), img);
                 }
             }
         });
+}
+
+/// The columns of [`im2col`] for rows `ys` of image `bi` only, `[c·k·k, |ys|·w]` (serial: a
+/// band of rows for one task).
+pub(super) fn im2col_band(x: &[f32], s: ConvShape, bi: usize, ys: Range<usize>, cols: &mut [f32]) {
+    let (kk, n, len) = (s.k * s.k, s.n(), ys.len() * s.w);
+    for (r, row) in cols[..s.c * kk * len].chunks_mut(len).enumerate() {
+        tap_rows(&x[r / kk * n..][..n], s, r % kk, (bi, ys.clone()), row);
+    }
+}
+
+/// Tap `t`'s im2col row of one channel `plane` (`[b, h, w]`) over rows `ys` of image `bi`.
+fn tap_rows(plane: &[f32], s: ConvShape, t: usize, (bi, ys): (usize, Range<usize>), out: &mut [f32]) {
+    let (dy, dx) = (s.shift(t / s.k), s.shift(t % s.k));
+    let (x0, x1) = valid(s.w, dx);
+    for (y, out) in ys.zip(out.chunks_mut(s.w)) {
+        let yy = y as isize + dy;
+        if yy < 0 || yy >= s.h as isize {
+            out.fill(0.0);
+            continue;
+        }
+        let src = &plane[bi * s.hw() + yy as usize * s.w..][..s.w];
+        out[..x0].fill(0.0);
+        out[x1..].fill(0.0);
+        let from = (x0 as isize + dx) as usize;
+        out[x0..x1].copy_from_slice(&src[from..from + (x1 - x0)]);
+    }
 }
 
 /// The adjoint of [`im2col`]: `dx` (`[c, b, h, w]`, overwritten) from the gradient of the
@@ -350,10 +366,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// A raw pointer that rayon tasks may share; each task writes a range no other task touches.
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
+pub(super) struct SyncPtr(pub *mut f32);
 
 impl SyncPtr {
-    fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -8,6 +8,7 @@
 //! for every other configuration. It computes what the candle model computes, to float rounding
 //! and the 1e-6 of the f32 GELU (the tests hold one against the other, gradients included).
 
+mod banded;
 mod conv;
 mod pointwise;
 
@@ -42,6 +43,7 @@ pub struct Param {
     pub name: String,
     pub shape: Vec<usize>,
     pub value: Vec<f32>,
+    /// Empty until the first [`FusedNerv::backward`].
     pub grad: Vec<f32>,
 }
 
@@ -97,11 +99,12 @@ struct Buffers {
     stem_z: Vec<f32>,
     /// `acts[0]`: block 1's input `[C₀, B, fc_h, fc_w]`; `acts[i]`: block i's output.
     acts: Vec<Vec<f32>>,
-    /// Each block's im2col matrix and pre-activation `[m, B·h·w]` (after [`FusedNerv::forward`];
-    /// after [`FusedNerv::forward_train`], the GELU's slope there, all the backward pass needs).
+    /// Each block's im2col matrix and the GELU's slope at its pre-activation `[m, B·h·w]`, all the
+    /// backward pass needs: allocated and kept by [`FusedNerv::forward_train`] only
+    /// ([`FusedNerv::forward`] runs the blocks band by band, [`banded`]).
     cols: Vec<Vec<f32>>,
     zs: Vec<Vec<f32>>,
-    /// Whether `zs` holds slopes.
+    /// Whether the last forward pass kept `cols` and `zs`.
     slopes: bool,
     /// The head output before OutImg and after it, `[3, B, H, W]`.
     head: Vec<f32>,
@@ -149,7 +152,7 @@ impl FusedNerv {
                     .to_dtype(candle_core::DType::F32)?
                     .to_vec1()?;
                 Ok(Param {
-                    grad: vec![0.0; value.len()],
+                    grad: Vec::new(),
                     name: spec.name,
                     shape: spec.shape,
                     value,
@@ -199,34 +202,40 @@ impl FusedNerv {
         h * w
     }
 
-    /// Sizes the buffers for a batch of `b` (the backward pass's stay empty until it runs).
-    fn resize(&mut self, b: usize) {
-        if self.buf.batch == b {
-            return;
-        }
+    /// Sizes the buffers for a batch of `b`, with the im2col matrices and slopes of a training
+    /// pass if `train` (the backward pass's stay empty until it runs).
+    fn resize(&mut self, b: usize, train: bool) {
         let n = |bl: &BlockShape| b * bl.h * bl.w;
-        let mut acts = vec![zeroed_buffer(self.stem * b)];
-        acts.extend(self.blocks.iter().map(|bl| zeroed_buffer(bl.m() * n(bl))));
-        let head = 3 * b * self.frame_pixels();
-        self.buf = Buffers {
-            batch: b,
-            embedding: vec![0.0; b * self.embed],
-            stem_z: vec![0.0; self.stem * b],
-            cols: (self.blocks.iter())
-                .map(|bl| zeroed_buffer(bl.depth() * n(bl)))
-                .collect(),
-            zs: (self.blocks.iter())
-                .map(|bl| zeroed_buffer(bl.m() * n(bl)))
-                .collect(),
-            out: zeroed_buffer(head),
-            head: zeroed_buffer(head),
-            acts,
-            ..Buffers::default()
-        };
+        if self.buf.batch != b {
+            let mut acts = vec![zeroed_buffer(self.stem * b)];
+            acts.extend(self.blocks.iter().map(|bl| zeroed_buffer(bl.m() * n(bl))));
+            let head = 3 * b * self.frame_pixels();
+            self.buf = Buffers {
+                batch: b,
+                embedding: vec![0.0; b * self.embed],
+                stem_z: vec![0.0; self.stem * b],
+                out: zeroed_buffer(head),
+                head: zeroed_buffer(head),
+                acts,
+                ..Buffers::default()
+            };
+        }
+        if train && self.buf.cols.is_empty() {
+            let buffers = |size: fn(&BlockShape) -> usize| {
+                (self.blocks.iter())
+                    .map(|bl| zeroed_buffer(size(bl) * n(bl)))
+                    .collect()
+            };
+            self.buf.cols = buffers(BlockShape::depth);
+            self.buf.zs = buffers(BlockShape::m);
+        }
     }
 
     /// Sizes the backward pass's buffers.
     fn resize_backward(&mut self) {
+        for p in self.params.iter_mut().filter(|p| p.grad.len() != p.value.len()) {
+            p.grad = vec![0.0; p.value.len()];
+        }
         let buf = &mut self.buf;
         if buf.dacts.len() == buf.acts.len() {
             return;
@@ -260,7 +269,7 @@ impl FusedNerv {
             b > 0 && b * self.embed == embedding.len(),
             "embedding of the wrong size"
         );
-        self.resize(b);
+        self.resize(b, slopes);
         let head = self.head_shape(b);
         let buf = &mut self.buf;
         buf.slopes = slopes;
@@ -274,9 +283,13 @@ impl FusedNerv {
             false,
         );
         pointwise::stem_gelu(&mut buf.stem_z, &p[1].value, (b, self.fc), &mut buf.acts[0]);
-        for (i, bl) in self.blocks.iter().enumerate() {
+        for (i, &bl) in self.blocks.iter().enumerate() {
             let (w, bias) = (&p[2 + 2 * i].value, &p[3 + 2 * i].value);
             let (before, after) = buf.acts.split_at_mut(i + 1);
+            if !slopes {
+                banded::block_forward(&before[i], bl, b, (w, bias), &mut after[0]);
+                continue;
+            }
             conv::im2col(&before[i], bl.conv(b), &mut buf.cols[i]);
             let n = b * bl.h * bl.w;
             matmul(

@@ -44,7 +44,7 @@ pub(super) fn bias_shuffle_gelu(
 }
 
 /// One output channel of [`bias_shuffle_gelu`]: its `s²` conv rows and their biases.
-fn shuffle_gelu_channel<const SLOPES: bool>(
+pub(super) fn shuffle_gelu_channel<const SLOPES: bool>(
     rows: &mut [f32],
     bias: &[f32],
     g: Shuffle,
