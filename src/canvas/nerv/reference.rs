@@ -85,6 +85,29 @@ mod tests {
     }
 
     #[test]
+    fn conv_matches_its_definition_at_every_size() {
+        // Integer-valued inputs: every sum is exact, whatever the order of its terms.
+        let k: [f32; 9] = std::array::from_fn(|t| t as f32 - 3.0);
+        for (h, w) in [(1, 1), (1, 5), (3, 1), (2, 3), (4, 9), (5, 17)] {
+            let x: Vec<f32> = (0..h * w).map(|v| ((v * 7) % 11) as f32 - 5.0).collect();
+            let at = |y: isize, xx: isize| {
+                let inside = (0..h as isize).contains(&y) && (0..w as isize).contains(&xx);
+                if inside {
+                    x[y as usize * w + xx as usize]
+                } else {
+                    0.0
+                }
+            };
+            let got = conv3x3_plane(&x, h, w, &k, 0.5);
+            for (p, &g) in got.iter().enumerate() {
+                let (y, xx) = ((p / w) as isize, (p % w) as isize);
+                let want = (0..9).map(|t| k[t] * at(y + t as isize / 3 - 1, xx + t as isize % 3 - 1));
+                assert_eq!(g, want.sum::<f32>() + 0.5, "{h}×{w} pixel {p}");
+            }
+        }
+    }
+
+    #[test]
     fn box3_divides_borders_by_nine() {
         let x = [9.0; 9];
         let b = box3(&x, 3, 3);

@@ -1,6 +1,8 @@
 //! A fused NeRV for the CPU: the forward pass and its hand-written backward pass over
 //! preallocated `[C, B, H, W]` buffers, the blocks' convs as GEMMs over an im2col matrix (candle's
-//! `gemm` kernels), the head as a direct conv, PixelShuffle and GELU fused with the bias.
+//! `gemm` kernels), the head as a direct conv, PixelShuffle and GELU fused with the bias. The
+//! inference pass runs each block band by band of rows ([`banded`]); the training pass keeps the
+//! whole im2col matrices for the backward pass.
 //!
 //! It covers the paper's NeRV family: positional-encoding input, a 1×1 stem, PixelShuffle blocks
 //! with odd kernels, GELU, no norm, any OutImg ([`unsupported`] names what it does not cover).
