@@ -101,7 +101,8 @@ mod tests {
             let got = conv3x3_plane(&x, h, w, &k, 0.5);
             for (p, &g) in got.iter().enumerate() {
                 let (y, xx) = ((p / w) as isize, (p % w) as isize);
-                let want = (0..9).map(|t| k[t] * at(y + t as isize / 3 - 1, xx + t as isize % 3 - 1));
+                let want =
+                    (0..9).map(|t| k[t] * at(y + t as isize / 3 - 1, xx + t as isize % 3 - 1));
                 assert_eq!(g, want.sum::<f32>() + 0.5, "{h}×{w} pixel {p}");
             }
         }

@@ -72,7 +72,13 @@ pub(super) fn im2col_band(x: &[f32], s: ConvShape, bi: usize, ys: Range<usize>, 
 }
 
 /// Tap `t`'s im2col row of one channel `plane` (`[b, h, w]`) over rows `ys` of image `bi`.
-fn tap_rows(plane: &[f32], s: ConvShape, t: usize, (bi, ys): (usize, Range<usize>), out: &mut [f32]) {
+fn tap_rows(
+    plane: &[f32],
+    s: ConvShape,
+    t: usize,
+    (bi, ys): (usize, Range<usize>),
+    out: &mut [f32],
+) {
     let (dy, dx) = (s.shift(t / s.k), s.shift(t % s.k));
     let (x0, x1) = valid(s.w, dx);
     for (y, out) in ys.zip(out.chunks_mut(s.w)) {

@@ -235,7 +235,11 @@ impl FusedNerv {
 
     /// Sizes the backward pass's buffers.
     fn resize_backward(&mut self) {
-        for p in self.params.iter_mut().filter(|p| p.grad.len() != p.value.len()) {
+        for p in self
+            .params
+            .iter_mut()
+            .filter(|p| p.grad.len() != p.value.len())
+        {
             p.grad = vec![0.0; p.value.len()];
         }
         let buf = &mut self.buf;
