@@ -55,13 +55,13 @@ pub(super) fn block_forward(
                 w: bl.w,
                 s: bl.s,
             };
-            for (c, rows) in z.chunks_mut(s2 * len).enumerate() {
+            for (c, conv_rows) in z.chunks_mut(s2 * len).enumerate() {
                 let start = (c * b + bi) * plane + y0 * bl.w * s2;
                 // SAFETY: in bounds (asserted above); this band's output rows of channel c are
                 // written by this task only (bands cover disjoint rows of their image).
                 let band =
                     unsafe { std::slice::from_raw_parts_mut(dst.get().add(start), len * s2) };
-                shuffle_gelu_channel::<false>(rows, &bias[c * s2..][..s2], g, band);
+                shuffle_gelu_channel::<false>(conv_rows, &bias[c * s2..][..s2], g, band);
             }
         },
     );
