@@ -153,16 +153,14 @@ impl FusedFfn {
             });
         for (l, (gw, gb)) in self.grad_w.iter_mut().zip(&mut self.grad_b).enumerate() {
             gw.fill(0.0);
-            let mut sums = vec![0.0f64; gb.len()];
             for group in &self.groups {
                 gw.iter_mut()
                     .zip(&group.grad_w[l])
                     .for_each(|(s, v)| *s += v);
-                sums.iter_mut()
-                    .zip(&group.grad_b[l])
-                    .for_each(|(s, v)| *s += v);
             }
-            gb.iter_mut().zip(&sums).for_each(|(o, &s)| *o = s as f32);
+            for (j, o) in gb.iter_mut().enumerate() {
+                *o = self.groups.iter().fold(0.0f64, |s, g| s + g.grad_b[l][j]) as f32;
+            }
         }
         let sq: f64 = self.groups.iter().map(|g| g.loss).sum();
         (sq / (p * c) as f64) as f32

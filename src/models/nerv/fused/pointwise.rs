@@ -184,9 +184,9 @@ pub(super) fn stem_gelu_backward(
     dz: &mut [f32],
     db: &mut [f32],
 ) {
-    for (k, (row, srow)) in dz.chunks_mut(b).zip(z.chunks(b)).enumerate() {
+    for (k, (row, zrow)) in dz.chunks_mut(b).zip(z.chunks(b)).enumerate() {
         let (c, p) = (k / q, k % q);
-        for (bi, (d, &v)) in row.iter_mut().zip(srow).enumerate() {
+        for (bi, (d, &v)) in row.iter_mut().zip(zrow).enumerate() {
             *d = dx[(c * b + bi) * q + p] * gelu_grad_f32(v);
         }
         db[k] = row.iter().sum();
