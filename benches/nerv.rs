@@ -3,7 +3,9 @@
 //! that configuration, frame 0.
 //!
 //! - `summary/<layer>`: the streamed per-kernel reductions (`sum_hw`, `abssum_hw`, the sum over
-//!   input channels), all input channels;
+//!   input channels), all input channels; `summary/block<n>_and_pre_gelu`: a block's output and
+//!   pre-GELU layers in one call (what the official block call computes), which shares their
+//!   conv planes;
 //! - `maps/<layer>`: the full maps in memory (block 1: 2.4 GB), the counterpart of the official
 //!   `compute_*_mappings` (single thread on the 2-core reference machine: head 0.007 s, block 3
 //!   1.37 s, block 2 1.84 s, block 1 14.4 s, `../shared/golden/TIMINGS.md`);
@@ -78,6 +80,17 @@ fn nerv_canvas_bench(c: &mut Criterion) {
         let Some(index) = layer.index().filter(|_| layer.is_block_output()) else {
             continue;
         };
+        // What the official block call computes: the output and the pre-GELU maps, in one pass.
+        let both = [
+            layer,
+            NervLayer::Block {
+                index,
+                pre_gelu: true,
+            },
+        ];
+        group.bench_function(format!("summary/{layer}_and_pre_gelu"), |b| {
+            b.iter(|| black_box(nerv_canvas_summary(&frame, &both, &dev, &official).unwrap()))
+        });
         // The summed maps, then the summed and the per-channel ones (as `--rgb` did).
         let summary = |layers: &[NervLayer]| {
             nerv_canvas_summary(&frame, layers, &dev, &conservative).unwrap()

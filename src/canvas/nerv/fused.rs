@@ -10,6 +10,12 @@
 //!   ([`Expansion::for_each_row`]). Sums over input channels are taken before it, on the
 //!   low-resolution plane, and expanded once per output channel.
 //!
+//! The reductions ([`output_channel_sums`]) never write a map: a map's (sum, absolute sum) comes
+//! from its rows computed on the fly, or, for `box3 ∘ place` with s = 2, from the plane's
+//! singles, pairs and 2×2 sums, the values the map is made of ([`BoxPlace2Sums`]). A block's
+//! output and pre-GELU layers share each kernel's conv plane when asked for together, and the
+//! last block's layers run in bands of conv rows that stay in L1 ([`banded_channel_sums`]).
+//!
 //! [`super::reference`] holds the literal step-by-step version; tests check the two agree.
 
 use super::layer::{NervBlockData, NervLayer};
@@ -62,7 +68,7 @@ impl Expansion {
 
     /// Calls `emit(row)` for every full-resolution row of the expansion of `g` (`[h, w]`), top
     /// to bottom. `rows` and `row` are scratch buffers.
-    #[inline]
+    #[inline(always)]
     pub(super) fn for_each_row(
         self,
         g: &[f32],
@@ -71,90 +77,117 @@ impl Expansion {
         row: &mut Vec<f32>,
         mut emit: impl FnMut(&[f32]),
     ) {
+        if self == Expansion::Identity {
+            return g.chunks_exact(w).for_each(emit);
+        }
         let (oh, ow) = self.out_size(h, w);
-        row.clear();
+        self.prepare(g, (h, w), rows);
         row.resize(ow, 0.0);
+        for y in 0..oh {
+            self.row_into(y, g, (h, w), rows, &mut row[..ow]);
+            emit(&row[..ow]);
+        }
+    }
+
+    /// Writes the full-resolution expansion of `g` into `out` (`out_size` pixels), row by row
+    /// in place; `rows` is a scratch buffer as in [`Self::for_each_row`].
+    #[inline(always)]
+    pub(super) fn expand_into(
+        self,
+        g: &[f32],
+        (h, w): (usize, usize),
+        rows: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let ow = self.out_size(h, w).1;
+        self.prepare(g, (h, w), rows);
+        for (y, dst) in out.chunks_exact_mut(ow).enumerate() {
+            self.row_into(y, g, (h, w), rows, dst);
+        }
+    }
+
+    /// The horizontally expanded low rows of the box expansions, into `rows` (`[h, ow]`).
+    #[inline(always)]
+    fn prepare(self, g: &[f32], hw: (usize, usize), rows: &mut Vec<f32>) {
         match self {
-            Expansion::Identity => g.chunks_exact(w).for_each(emit),
+            Expansion::BoxPlace { s, dx, .. } => horizontal_box_place(g, hw, s, dx, rows),
+            Expansion::BoxUp2 => horizontal_box_up2(g, hw, rows),
+            Expansion::Identity | Expansion::Place { .. } => {}
+        }
+    }
+
+    /// Full-resolution row `y` of the expansion into `dst`, from `g` and the rows of
+    /// [`Self::prepare`].
+    #[inline(always)]
+    fn row_into(self, y: usize, g: &[f32], (h, w): (usize, usize), rows: &[f32], dst: &mut [f32]) {
+        let (oh, ow) = self.out_size(h, w);
+        let r = |y: usize| &rows[y * ow..][..ow];
+        match self {
+            Expansion::Identity => dst.copy_from_slice(&g[y * w..][..w]),
             Expansion::Place { s, dy, dx } => {
-                for y in 0..oh {
-                    row.fill(0.0);
-                    if y % s == dy {
-                        for (x, &v) in g[(y / s) * w..][..w].iter().enumerate() {
-                            row[s * x + dx] = v;
-                        }
+                dst.fill(0.0);
+                if y % s == dy {
+                    for (x, &v) in g[(y / s) * w..][..w].iter().enumerate() {
+                        dst[s * x + dx] = v;
                     }
-                    emit(row);
                 }
             }
-            Expansion::BoxPlace { s, dy, dx } => {
-                horizontal_box_place(g, (h, w), s, dx, rows);
-                for y in 0..oh {
-                    row.fill(0.0);
-                    for yy in y.saturating_sub(1)..(y + 2).min(oh) {
-                        if yy % s == dy {
-                            add_row(row, &rows[(yy / s) * ow..][..ow], 1.0);
+            Expansion::BoxPlace { s, dy, .. } => {
+                // The placed rows among y − 1, y, y + 1: one or two (three when s = 1).
+                let mut src = (y.saturating_sub(1)..(y + 2).min(oh))
+                    .filter(|yy| yy % s == dy)
+                    .map(|yy| r(yy / s));
+                match (src.next(), src.next(), src.next()) {
+                    (Some(a), Some(b), Some(c)) => {
+                        for (((o, &a), &b), &c) in dst.iter_mut().zip(a).zip(b).zip(c) {
+                            *o = (a + b + c) * NINTH;
                         }
                     }
-                    scale_row(row, NINTH);
-                    emit(row);
+                    (Some(a), Some(b), None) => {
+                        for ((o, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+                            *o = (a + b) * NINTH;
+                        }
+                    }
+                    (Some(a), None, _) => {
+                        for (o, &a) in dst.iter_mut().zip(a) {
+                            *o = a * NINTH;
+                        }
+                    }
+                    (None, ..) => dst.fill(0.0),
                 }
             }
             Expansion::BoxUp2 => {
-                horizontal_box_up2(g, (h, w), rows);
-                let r = |y: usize| &rows[y * ow..][..ow];
-                for y in 0..oh {
-                    // Rows 2y−1, 2y, 2y+1 of up2 are low rows (y−1, y, y) for an even output
-                    // row and (y, y, y+1) for an odd one.
-                    let (lo, hi) = (y / 2, y / 2);
-                    let (a, b) = if y % 2 == 0 {
-                        (lo.checked_sub(1), lo)
-                    } else {
-                        (Some(hi + 1).filter(|&n| n < h), hi)
-                    };
-                    match a {
-                        Some(a) => {
-                            for ((o, &vb), &va) in row.iter_mut().zip(r(b)).zip(r(a)) {
-                                *o = (2.0 * vb + va) * NINTH;
-                            }
-                        }
-                        None => {
-                            for (o, &vb) in row.iter_mut().zip(r(b)) {
-                                *o = (2.0 * vb) * NINTH;
-                            }
+                let (b, a) = up2_sources(y, h);
+                match a {
+                    Some(a) => {
+                        for ((o, &vb), &va) in dst.iter_mut().zip(r(b)).zip(r(a)) {
+                            *o = (2.0 * vb + va) * NINTH;
                         }
                     }
-                    emit(row);
+                    None => {
+                        for (o, &vb) in dst.iter_mut().zip(r(b)) {
+                            *o = (2.0 * vb) * NINTH;
+                        }
+                    }
                 }
             }
         }
     }
-
-    /// Writes the full-resolution expansion of `g` into `out` (`out_size` pixels); `rows` and
-    /// `row` are scratch buffers as in [`Self::for_each_row`].
-    #[inline]
-    pub(super) fn expand_into(
-        self,
-        g: &[f32],
-        hw: (usize, usize),
-        (rows, row): (&mut Vec<f32>, &mut Vec<f32>),
-        out: &mut [f32],
-    ) {
-        let mut at = 0;
-        self.for_each_row(g, hw, rows, row, |r| {
-            out[at..at + r.len()].copy_from_slice(r);
-            at += r.len();
-        });
-    }
 }
 
 impl Expansion {
-    /// The (sum, absolute sum) of the expansion of `g`: per full-resolution row, the row's sums
-    /// in eight f32 lanes ([`row_sums`]), added in f64. The box expansions compute each row's
-    /// values from their one or two source rows on the fly instead of writing the row: the
-    /// same values in the same lanes, so the result is bit-identical to reducing the map. A
-    /// placement only adds zeros, so its sums are the plane's.
-    #[inline]
+    /// The (sum, absolute sum) of the expansion of `g`, without writing it: the values of each
+    /// full-resolution row, or of a group of them, go through a [`LaneAcc`].
+    /// - `BoxPlace` with s = 2 sums the plane's singles, pairs and 2×2 blocks, the values the
+    ///   map is made of ([`box_place2_sums`]); with s ≥ 3 every map value is one plane value
+    ///   over 9, or zero ([`box_place_sparse_sums`]);
+    /// - `BoxUp2` computes each full-resolution row from its two horizontally expanded low rows
+    ///   on the fly;
+    /// - a placement only adds zeros, so its sums are the plane's.
+    ///
+    /// The box expansions factor their 1/9 out, so the sums equal the sums of the written map
+    /// up to rounding.
+    #[inline(always)]
     pub(super) fn sums(
         self,
         g: &[f32],
@@ -162,91 +195,213 @@ impl Expansion {
         rows: &mut Vec<f32>,
         row: &mut Vec<f32>,
     ) -> (f64, f64) {
-        let (oh, ow) = self.out_size(h, w);
-        let mut total = (0.0, 0.0);
-        let mut add = |(s, a): (f64, f64)| total = (total.0 + s, total.1 + a);
+        let mut acc = LaneAcc::default();
         match self {
-            Expansion::BoxPlace { s, dy, dx } if s >= 2 => {
-                horizontal_box_place(g, (h, w), s, dx, rows);
-                for y in 0..oh {
-                    let mut src = (y.saturating_sub(1)..(y + 2).min(oh))
-                        .filter(|yy| yy % s == dy)
-                        .map(|yy| &rows[(yy / s) * ow..][..ow]);
-                    match (src.next(), src.next()) {
-                        (Some(a), Some(b)) => add(lane_sums(a, b, |a, b| (a + b) * NINTH)),
-                        (Some(a), None) => add(lane_sums(a, a, |a, _| a * NINTH)),
-                        _ => add((0.0, 0.0)),
-                    }
-                }
+            Expansion::BoxPlace { s: 2, dy, dx } => {
+                return box_place2_sums(g, (h, w), (dy, dx), rows, row);
+            }
+            Expansion::BoxPlace { s, dy, dx } if s >= 3 => {
+                return box_place_sparse_sums(g, (h, w), s, (dy, dx));
             }
             Expansion::BoxUp2 => {
                 horizontal_box_up2(g, (h, w), rows);
+                let ow = 2 * w;
                 let r = |y: usize| &rows[y * ow..][..ow];
-                for y in 0..oh {
-                    let b = r(y / 2);
-                    let a = if y % 2 == 0 {
-                        (y / 2).checked_sub(1)
-                    } else {
-                        Some(y / 2 + 1).filter(|&n| n < h)
-                    };
+                for y in 0..2 * h {
+                    let (b, a) = up2_sources(y, h);
+                    let b = r(b);
                     match a {
-                        Some(a) => add(lane_sums(b, r(a), |vb, va| (2.0 * vb + va) * NINTH)),
-                        None => add(lane_sums(b, b, |vb, _| (2.0 * vb) * NINTH)),
+                        Some(a) => acc.add(b, r(a), |vb, va| 2.0 * vb + va),
+                        None => acc.add(b, b, |vb, _| 2.0 * vb),
                     }
                 }
+                return ninths(acc.total());
             }
-            // A placed map holds the plane's values and zeros: reduce the plane (the same
-            // values, summed in other lanes, so equal up to rounding).
             Expansion::Place { .. } | Expansion::Identity => {
-                g.chunks_exact(w).for_each(|r| add(row_sums(r)))
+                g.chunks_exact(w).for_each(|r| acc.add(r, r, |v, _| v))
             }
-            _ => self.for_each_row(g, (h, w), rows, row, |r| add(row_sums(r))),
+            Expansion::BoxPlace { .. } => {
+                self.for_each_row(g, (h, w), rows, row, |r| acc.add(r, r, |v, _| v))
+            }
         }
-        total
+        acc.total()
     }
+}
+
+/// The low rows of full-resolution row `y` of `box3(up2(·))` over an h-row plane: rows 2y−1,
+/// 2y, 2y+1 of up2 are low rows (y−1, y, y) for an even output row and (y, y, y+1) for an odd
+/// one, so `(the doubled row, the other row if inside)`.
+#[inline(always)]
+fn up2_sources(y: usize, h: usize) -> (usize, Option<usize>) {
+    let b = y / 2;
+    match y % 2 {
+        0 => (b, b.checked_sub(1)),
+        _ => (b, Some(b + 1).filter(|&n| n < h)),
+    }
+}
+
+/// `(s, a) / 9`, for the box expansions, whose 1/9 is factored out of their sums.
+fn ninths((s, a): (f64, f64)) -> (f64, f64) {
+    (s / 9.0, a / 9.0)
+}
+
+/// The (sum, absolute sum) of `box3(place(g))` for s = 2, phase (`dy`, `dx`), from the plane
+/// `g` (`[h, w]`), with [`BoxPlace2Sums`]. `cur` and `prev` are scratch buffers.
+#[inline(always)]
+fn box_place2_sums(
+    g: &[f32],
+    (h, w): (usize, usize),
+    (dy, dx): (usize, usize),
+    cur: &mut Vec<f32>,
+    prev: &mut Vec<f32>,
+) -> (f64, f64) {
+    let mut sums = BoxPlace2Sums::new(h, dy, dx);
+    for (y, r) in g.chunks_exact(w).enumerate() {
+        sums.push(y, r, cur, prev);
+    }
+    sums.total()
+}
+
+/// The running (sum, absolute sum) of `box3(place(g))` for s = 2, fed one plane row at a time.
+/// A 3-wide window of the placed plane holds one lattice column (at a lattice column) or two
+/// (between two), so along each axis a map value takes one plane value, the sum of two
+/// neighbours, or, at the one border column or row whose far neighbour is outside, one value
+/// again. The map is the product of the two axes: each plane row becomes `cur`, its w singles,
+/// w − 1 pairs and the border single; the map's rows are each `cur`, the sum of each two
+/// neighbouring `cur`s, and the border row's `cur` once more.
+struct BoxPlace2Sums {
+    acc: LaneAcc,
+    border_row: usize,
+    dx: usize,
+}
+
+impl BoxPlace2Sums {
+    fn new(h: usize, dy: usize, dx: usize) -> Self {
+        BoxPlace2Sums {
+            acc: LaneAcc::default(),
+            border_row: if dy == 0 { h - 1 } else { 0 },
+            dx,
+        }
+    }
+
+    /// Adds plane row `y` (`r`); `prev` holds row y − 1's `cur` and gets row y's.
+    #[inline(always)]
+    fn push(&mut self, y: usize, r: &[f32], cur: &mut Vec<f32>, prev: &mut Vec<f32>) {
+        let w = r.len();
+        cur.resize(2 * w, 0.0);
+        prev.resize(2 * w, 0.0);
+        let (singles, rest) = cur.split_at_mut(w);
+        singles.copy_from_slice(r);
+        let (pairs, border) = rest.split_at_mut(w - 1);
+        for ((p, &a), &b) in pairs.iter_mut().zip(r).zip(&r[1..]) {
+            *p = a + b;
+        }
+        border[0] = if self.dx == 0 { r[w - 1] } else { r[0] };
+        self.acc.add(cur, cur, |v, _| v);
+        if y == self.border_row {
+            self.acc.add(cur, cur, |v, _| v);
+        }
+        if y > 0 {
+            self.acc.add(prev, cur, |a, b| a + b);
+        }
+        std::mem::swap(cur, prev);
+    }
+
+    fn total(&self) -> (f64, f64) {
+        ninths(self.acc.total())
+    }
+}
+
+/// The (sum, absolute sum) of `box3(place(g))` for s ≥ 3: a 3-wide window holds at most one
+/// lattice column, so every map value is a plane value over 9 or zero, and plane value (y, x)
+/// appears at the pixels of its 3×3 window that lie in the map.
+fn box_place_sparse_sums(
+    g: &[f32],
+    (h, w): (usize, usize),
+    s: usize,
+    (dy, dx): (usize, usize),
+) -> (f64, f64) {
+    // How many of the positions s·i + d − 1, s·i + d, s·i + d + 1 lie in [0, s·n).
+    let count = |i: usize, d: usize, n: usize| {
+        let c = s * i + d;
+        (c.saturating_sub(1)..(c + 2).min(s * n)).count() as f64
+    };
+    let mut total = (0.0, 0.0);
+    for (y, r) in g.chunks_exact(w).enumerate() {
+        let ny = count(y, dy, h);
+        for (x, &v) in r.iter().enumerate() {
+            let n = ny * count(x, dx, w);
+            total = (total.0 + n * f64::from(v), total.1 + n * f64::from(v.abs()));
+        }
+    }
+    ninths(total)
 }
 
 /// The 3×3 mean's factor.
 const NINTH: f32 = 1.0 / 9.0;
 
-/// [`row_sums`] of the row `f(a[x], b[x])`, without writing it.
-#[inline(always)]
-fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> (f64, f64) {
-    let (mut s, mut ab) = ([0.0f32; 8], [0.0f32; 8]);
-    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for j in 0..8 {
-            let v = f(x[j], y[j]);
-            s[j] += v;
-            ab[j] += v.abs();
+/// The f32 lanes of [`LaneAcc`]: four AVX2 vectors, so that four independent add chains hide
+/// the adds' latency (one 8-lane chain was latency-bound).
+const LANES: usize = 32;
+
+/// A running (sum, absolute sum). Each row's values are summed in [`LANES`] f32 lanes, which
+/// are then added lane by lane into f64 lanes, so that no row ends in a serial reduction; a
+/// row's tail (its last `len % LANES` values) goes into f64 directly.
+#[derive(Clone, Copy)]
+pub(super) struct LaneAcc {
+    sum: [f64; LANES],
+    abs: [f64; LANES],
+    tail: (f64, f64),
+}
+
+impl Default for LaneAcc {
+    fn default() -> Self {
+        LaneAcc {
+            sum: [0.0; LANES],
+            abs: [0.0; LANES],
+            tail: (0.0, 0.0),
         }
     }
-    let lanes = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
-    let t = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .fold((0.0, 0.0), |(s, a), (&x, &y)| {
+}
+
+impl LaneAcc {
+    /// Adds the row `f(a[x], b[x])` without writing it.
+    #[inline(always)]
+    pub(super) fn add(&mut self, a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+        let (mut s, mut ab) = ([0.0f32; LANES], [0.0f32; LANES]);
+        let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for j in 0..LANES {
+                let v = f(x[j], y[j]);
+                s[j] += v;
+                ab[j] += v.abs();
+            }
+        }
+        for j in 0..LANES {
+            self.sum[j] += f64::from(s[j]);
+            self.abs[j] += f64::from(ab[j]);
+        }
+        for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
             let v = f(x, y);
-            (s + f64::from(v), a + f64::from(v.abs()))
-        });
-    (lanes(s) + t.0, lanes(ab) + t.1)
-}
+            self.tail = (self.tail.0 + f64::from(v), self.tail.1 + f64::from(v.abs()));
+        }
+    }
 
-/// `dst += c · src`.
-#[inline]
-fn add_row(dst: &mut [f32], src: &[f32], c: f32) {
-    dst.iter_mut().zip(src).for_each(|(d, &v)| *d += c * v);
-}
-
-#[inline]
-fn scale_row(dst: &mut [f32], c: f32) {
-    dst.iter_mut().for_each(|d| *d *= c);
+    /// The (sum, absolute sum) so far.
+    pub(super) fn total(&self) -> (f64, f64) {
+        let lanes = |l: &[f64; LANES]| l.iter().sum::<f64>();
+        (
+            lanes(&self.sum) + self.tail.0,
+            lanes(&self.abs) + self.tail.1,
+        )
+    }
 }
 
 /// The horizontal 3-tap sums of each placed low row: `rows[y][X]` = Σ of `g[y][x]` over the
-/// lattice columns `s·x + dx` within one pixel of X (`[h, w·s]`).
-#[inline]
+/// lattice columns `s·x + dx` within one pixel of X (`[h, w·s]`). For s = 2, a lattice column
+/// holds its value and a column between two the sum of both (one at the border), written
+/// directly.
+#[inline(always)]
 fn horizontal_box_place(
     g: &[f32],
     (h, w): (usize, usize),
@@ -254,29 +409,67 @@ fn horizontal_box_place(
     dx: usize,
     rows: &mut Vec<f32>,
 ) {
-    horizontal_box(g, (h, w), s, rows, |src, wide| {
-        wide.fill(0.0);
-        for (x, &v) in src.iter().enumerate() {
-            wide[s * x + dx] = v;
+    if s != 2 {
+        return horizontal_box(g, (h, w), s, rows, |src, wide| {
+            wide.fill(0.0);
+            for (x, &v) in src.iter().enumerate() {
+                wide[s * x + dx] = v;
+            }
+        });
+    }
+    for (r, dst) in g.chunks_exact(w).zip(grown(rows, h * 2 * w).chunks_exact_mut(2 * w)) {
+        if dx == 0 {
+            // [g0, g0 + g1, g1, g1 + g2, …, g_{w−1}, g_{w−1}]
+            let (pairs, last) = dst.split_at_mut(2 * w - 2);
+            for ((o, &a), &b) in pairs.chunks_exact_mut(2).zip(r).zip(&r[1..]) {
+                o[0] = a;
+                o[1] = a + b;
+            }
+            last.fill(r[w - 1]);
+        } else {
+            // [g0, g0, g0 + g1, g1, …, g_{w−2} + g_{w−1}, g_{w−1}]
+            let (first, pairs) = dst.split_at_mut(2);
+            first.fill(r[0]);
+            for ((o, &a), &b) in pairs.chunks_exact_mut(2).zip(r).zip(&r[1..]) {
+                o[0] = a + b;
+                o[1] = b;
+            }
         }
-    });
+    }
 }
 
 /// The horizontal 3-tap sums of each upsampled low row: `rows[y][2x] = g[y][x−1] + 2·g[y][x]`,
-/// `rows[y][2x+1] = 2·g[y][x] + g[y][x+1]`, zero outside (`[h, 2w]`).
-#[inline]
+/// `rows[y][2x+1] = 2·g[y][x] + g[y][x+1]`, zero outside (`[h, 2w]`), summed left to right as
+/// the 3-tap sum of the upsampled row.
+#[inline(always)]
 fn horizontal_box_up2(g: &[f32], (h, w): (usize, usize), rows: &mut Vec<f32>) {
-    horizontal_box(g, (h, w), 2, rows, |src, wide| {
-        for (pair, &v) in wide.chunks_exact_mut(2).zip(src) {
-            pair.fill(v);
+    for (r, dst) in g.chunks_exact(w).zip(grown(rows, h * 2 * w).chunks_exact_mut(2 * w)) {
+        let x0 = r[0];
+        dst[0] = x0 + x0;
+        dst[2 * w - 1] = r[w - 1] + r[w - 1];
+        // Column 2x + 1 for x < w − 1, and column 2x + 2 for x + 1 < w.
+        let inner = &mut dst[1..2 * w - 1];
+        for ((o, &a), &b) in inner.chunks_exact_mut(2).zip(r).zip(&r[1..]) {
+            o[0] = (a + a) + b;
+            o[1] = (a + b) + b;
         }
-    });
+    }
+}
+
+/// The first `n` values of `buf`, grown (never shrunk) to hold them: a scratch buffer that is
+/// written before it is read, so that buffers of several sizes do not refill each other.
+#[inline(always)]
+fn grown(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
 }
 
 /// For each low row of `g`: `widen` writes it at `factor`× width, then the 3-tap sum (zero
 /// padded) of that wide row goes into `rows` (`[h, w·factor]`). Contiguous slice adds, so the
 /// compiler vectorises them.
-#[inline]
+#[inline(always)]
 fn horizontal_box(
     g: &[f32],
     (h, w): (usize, usize),
@@ -285,10 +478,8 @@ fn horizontal_box(
     widen: impl Fn(&[f32], &mut [f32]),
 ) {
     let ow = w * factor;
-    rows.clear();
-    rows.resize(h * ow, 0.0);
     let mut wide = vec![0.0f32; ow + 2];
-    for (src, dst) in g.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+    for (src, dst) in g.chunks_exact(w).zip(grown(rows, h * ow).chunks_exact_mut(ow)) {
         widen(src, &mut wide[1..=ow]);
         for ((d, (&a, &b)), &c) in dst
             .iter_mut()
@@ -300,47 +491,10 @@ fn horizontal_box(
     }
 }
 
-/// The (sum, absolute sum) of a row, in eight f32 lanes (AVX2 when the CPU has it; the same
-/// operations either way), returned in f64.
-pub(super) fn row_sums(row: &[f32]) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { row_sums_avx2(row) };
-    }
-    row_sums_portable(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn row_sums_avx2(row: &[f32]) -> (f64, f64) {
-    row_sums_portable(row)
-}
-
-#[inline(always)]
-fn row_sums_portable(row: &[f32]) -> (f64, f64) {
-    let (mut s, mut a) = ([0.0f32; 8], [0.0f32; 8]);
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let c: &[f32; 8] = c.try_into().expect("chunks of 8");
-        for j in 0..8 {
-            s[j] += c[j];
-            a[j] += c[j].abs();
-        }
-    }
-    let lanes = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
-    let t = tail.iter().fold((0.0, 0.0), |(s, a), &v| {
-        (s + f64::from(v), a + f64::from(v.abs()))
-    });
-    (lanes(s) + t.0, lanes(a) + t.1)
-}
-
 impl NervBlockData<'_> {
-    /// Kernel (i, k)'s last low-resolution plane for `layer`, its size, and the expansion that
-    /// turns it into the map. Runs the GELU chain of a block's maps on the smallest planes:
-    /// `GELU(P)`, then, per downstream block, the expansion so far and a GELU.
-    #[inline]
+    /// Kernel (i, k)'s last low-resolution plane for `layer` (in `ws.plane`), its size, and the
+    /// expansion that turns it into the map: its conv plane, then [`Self::chain`].
+    #[inline(always)]
     pub(super) fn final_plane(
         &self,
         layer: NervLayer,
@@ -348,23 +502,39 @@ impl NervBlockData<'_> {
         k: usize,
         ws: &mut Workspace,
     ) -> ((usize, usize), Expansion) {
-        let (h, w, s) = (self.height, self.width, self.scale);
-        ws.plane = self.plane(i, k);
+        self.plane_into(i, k, &mut ws.plane);
+        self.chain(layer, k, ws)
+    }
+
+    /// The expansion of the conv plane's own resolution for a kernel of output channel `k`:
+    /// none for the head, the PixelShuffle placement of the channel's phase for the pre-GELU
+    /// maps, that placement's box for the block output (the last one for the last block).
+    fn first_step(&self, layer: NervLayer, k: usize) -> Expansion {
         match layer {
-            NervLayer::Head => ((h, w), Expansion::Identity),
-            NervLayer::Block { pre_gelu: true, .. } => ((h, w), Expansion::phase(s, k, false)),
+            NervLayer::Head => Expansion::Identity,
+            NervLayer::Block { pre_gelu, .. } => Expansion::phase(self.scale, k, !pre_gelu),
+            NervLayer::PerChannel(_) => unreachable!("no official kernel maps: checked before"),
+        }
+    }
+
+    /// Turns the conv plane of a kernel of output channel `k` (in `ws.plane`) into the last
+    /// low-resolution plane of `layer`, in place, and says its size and last expansion. Runs
+    /// the GELU chain of a block's maps on the smallest planes: `GELU(P)`, then, per downstream
+    /// block, the expansion so far and a GELU. The head and pre-GELU maps keep the plane.
+    #[inline(always)]
+    fn chain(&self, layer: NervLayer, k: usize, ws: &mut Workspace) -> ((usize, usize), Expansion) {
+        let (mut hw, mut step) = ((self.height, self.width), self.first_step(layer, k));
+        match layer {
+            NervLayer::Head | NervLayer::Block { pre_gelu: true, .. } => (hw, step),
             _ => {
                 gelu_slice(&mut ws.plane);
-                let (mut hw, mut step) = ((h, w), Expansion::phase(s, k, true));
                 for _ in 0..self.downstream {
                     let Workspace {
-                        plane,
-                        next,
-                        rows,
-                        row,
+                        plane, next, rows, ..
                     } = ws;
-                    next.clear();
-                    step.for_each_row(plane, hw, rows, row, |r| next.extend_from_slice(r));
+                    let (oh, ow) = step.out_size(hw.0, hw.1);
+                    next.resize(oh * ow, 0.0);
+                    step.expand_into(plane, hw, rows, next);
                     gelu_slice(next);
                     std::mem::swap(plane, next);
                     hw = step.out_size(hw.0, hw.1);
@@ -387,7 +557,7 @@ simd_fn! {
     ) {
         let mut ws = Workspace::default();
         let (hw, step) = data.final_plane(layer, i, k, &mut ws);
-        step.expand_into(&ws.plane, hw, (&mut ws.rows, &mut ws.row), out);
+        step.expand_into(&ws.plane, hw, &mut ws.rows, out);
     }
 }
 
@@ -400,40 +570,227 @@ fn fused_kernel_map(data: &NervBlockData, layer: NervLayer, i: usize, k: usize) 
     out
 }
 
+/// Whether `layer`'s maps come from the conv plane as it is ([`NervBlockData::chain`] leaves
+/// the plane alone): the head and the pre-GELU maps.
+fn keeps_plane(layer: NervLayer) -> bool {
+    matches!(
+        layer,
+        NervLayer::Head | NervLayer::Block { pre_gelu: true, .. }
+    )
+}
+
+/// One layer's running reductions over the kernels of one output channel: the per-pixel sum
+/// of the last low-resolution planes (f64), each map's (sum, absolute sum), and the last
+/// plane's size and expansion.
+struct ChannelSums {
+    acc: Vec<f64>,
+    maps: Vec<(f64, f64)>,
+    last: ((usize, usize), Expansion),
+}
+
 simd_fn! {
-    /// Streams the maps of output channel `k` over `inputs`: writes their per-pixel sum into `dst`
-    /// and returns each map's (sum, absolute sum) over the pixels. The per-pixel sum is taken on the
-    /// low-resolution planes (in f64) and expanded once.
+    /// Streams the maps of output channel `k` over `inputs` for each of `layers` (layers of the
+    /// one block data, e.g. a block's output and its pre-GELU maps: each kernel's conv plane is
+    /// computed once for all of them). For layer n, writes the maps' per-pixel sum into
+    /// `dsts[n]` and returns each map's (sum, absolute sum) over the pixels. The per-pixel sum
+    /// is taken on the low-resolution planes (in f64) and expanded once. The last block's
+    /// layers run band by band ([`banded_channel_sums`]), the others plane by plane
+    /// ([`planewise_channel_sums`]); both give the same bits.
     pub(super) fn output_channel_sums(
         data: &NervBlockData,
-        layer: NervLayer,
+        layers: &[NervLayer],
         inputs: std::ops::Range<usize>,
         k: usize,
-        dst: &mut [f32],
-    ) -> Vec<(f64, f64)> {
-        let mut ws = Workspace::default();
-        let mut acc: Vec<f64> = Vec::new();
-        let mut last = ((0, 0), Expansion::Identity);
-        // Plain loops, not iterator adaptors: a `map(..).collect()` here was left un-inlined by
-        // LLVM, which compiled this whole body outside the AVX2 context (SSE only, measured).
-        let mut sums = Vec::with_capacity(inputs.len());
-        for i in inputs {
-            last = data.final_plane(layer, i, k, &mut ws);
-            let (hw, step) = last;
-            let g = &ws.plane;
-            acc.resize(g.len(), 0.0);
-            for (a, &v) in acc.iter_mut().zip(g) {
-                *a += f64::from(v);
-            }
-            sums.push(step.sums(g, hw, &mut ws.rows, &mut ws.row));
+        dsts: &mut [&mut [f32]],
+    ) -> Vec<Vec<(f64, f64)>> {
+        if runs_in_bands(data, layers) {
+            banded_channel_sums(data, layers, inputs, k, dsts)
+        } else {
+            planewise_channel_sums(data, layers, inputs, k, dsts)
         }
-        let (hw, step) = last;
-        if !acc.is_empty() {
-            let total: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
-            step.expand_into(&total, hw, (&mut ws.rows, &mut ws.row), dst);
-        }
-        sums
     }
+}
+
+/// [`output_channel_sums`] one kernel at a time: each kernel's whole conv plane, then each
+/// layer's GELU chain and reductions on it.
+#[inline(always)]
+fn planewise_channel_sums(
+    data: &NervBlockData,
+    layers: &[NervLayer],
+    inputs: std::ops::Range<usize>,
+    k: usize,
+    dsts: &mut [&mut [f32]],
+) -> Vec<Vec<(f64, f64)>> {
+    let mut ws = Workspace::default();
+    let mut conv = Vec::new();
+    let mut per = Vec::with_capacity(layers.len());
+    for _ in layers {
+        per.push(ChannelSums {
+            acc: Vec::new(),
+            maps: Vec::with_capacity(inputs.len()),
+            last: ((0, 0), Expansion::Identity),
+        });
+    }
+    // Plain loops, not iterator adaptors: a `map(..).collect()` here was left un-inlined by
+    // LLVM, which compiled this whole body outside the AVX2 context (SSE only, measured).
+    let chains = layers.iter().filter(|&&l| !keeps_plane(l)).count();
+    for i in inputs {
+        data.plane_into(i, k, &mut conv);
+        // The layers that keep the conv plane read it first; then each GELU chain runs on a
+        // copy, the last one on the plane itself.
+        let mut left = chains;
+        for chained in [false, true] {
+            for (&layer, c) in layers.iter().zip(&mut per) {
+                if keeps_plane(layer) == chained {
+                    continue;
+                }
+                let g = if chained {
+                    left -= 1;
+                    if left == 0 {
+                        std::mem::swap(&mut ws.plane, &mut conv);
+                    } else {
+                        ws.plane.clone_from(&conv);
+                    }
+                    c.last = data.chain(layer, k, &mut ws);
+                    &ws.plane
+                } else {
+                    c.last = data.chain(layer, k, &mut ws);
+                    &conv
+                };
+                let (hw, step) = c.last;
+                c.acc.resize(g.len(), 0.0);
+                for (a, &v) in c.acc.iter_mut().zip(g) {
+                    *a += f64::from(v);
+                }
+                c.maps.push(step.sums(g, hw, &mut ws.rows, &mut ws.row));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    for (c, dst) in per.into_iter().zip(dsts.iter_mut()) {
+        let (hw, step) = c.last;
+        if !c.acc.is_empty() {
+            let total: Vec<f32> = c.acc.iter().map(|&v| v as f32).collect();
+            step.expand_into(&total, hw, &mut ws.rows, dst);
+        }
+        out.push(c.maps);
+    }
+    out
+}
+
+/// Conv output rows per band of [`banded_channel_sums`]: 16 rows of the last block's 128-wide
+/// planes are 8 KB of f32 and 16 KB of f64 sums, which stay in L1 while every input channel
+/// passes over them.
+const BAND_ROWS: usize = 16;
+
+/// Whether [`output_channel_sums`] can run `layers` band by band: the layers of the last block
+/// (no downstream expansion), whose reductions are row by row in the conv plane: the head and
+/// the pre-GELU maps (the plane itself), and at most one block output, with s = 2
+/// ([`BoxPlace2Sums`]).
+fn runs_in_bands(data: &NervBlockData, layers: &[NervLayer]) -> bool {
+    let chained = layers.iter().filter(|&&l| !keeps_plane(l)).count();
+    data.downstream == 0 && (chained == 0 || (chained == 1 && data.scale == 2))
+}
+
+/// One kernel's running (sum, absolute sum) in [`banded_channel_sums`].
+enum RowSums {
+    /// The map is the plane's values and zeros: the plane's rows.
+    Plane(LaneAcc),
+    /// The map is `box3(place(GELU(P)))` with s = 2.
+    BoxPlace2(BoxPlace2Sums),
+}
+
+/// [`output_channel_sums`] for the layers of [`runs_in_bands`], band by band: for each band of
+/// [`BAND_ROWS`] conv rows, every input channel's rows of the conv plane, the reductions of
+/// each kernel carried over from band to band. The per-pixel f64 sums of a band stay in L1
+/// while all the input channels are added to them. The same operations in the same order as
+/// [`planewise_channel_sums`], so the same bits.
+#[inline(always)]
+fn banded_channel_sums(
+    data: &NervBlockData,
+    layers: &[NervLayer],
+    inputs: std::ops::Range<usize>,
+    k: usize,
+    dsts: &mut [&mut [f32]],
+) -> Vec<Vec<(f64, f64)>> {
+    let (h, w) = (data.height, data.width);
+    let mut steps = Vec::with_capacity(layers.len());
+    let mut kernels: Vec<Vec<RowSums>> = Vec::with_capacity(layers.len());
+    for &layer in layers {
+        let step = data.first_step(layer, k);
+        let mut per = Vec::with_capacity(inputs.len());
+        for _ in inputs.clone() {
+            per.push(match step {
+                Expansion::BoxPlace { s: 2, dy, dx } => {
+                    RowSums::BoxPlace2(BoxPlace2Sums::new(h, dy, dx))
+                }
+                _ => RowSums::Plane(LaneAcc::default()),
+            });
+        }
+        steps.push(step);
+        kernels.push(per);
+    }
+    let mut prevs: Vec<Vec<f32>> = Vec::with_capacity(inputs.len());
+    prevs.resize_with(inputs.len(), Vec::new);
+    let mut totals = vec![vec![0.0f32; h * w]; layers.len()];
+    let mut band: Vec<Vec<f64>> = vec![Vec::new(); layers.len()];
+    let (mut conv, mut cur) = (Vec::new(), Vec::new());
+    for y0 in (0..h).step_by(BAND_ROWS) {
+        let rows = y0..(y0 + BAND_ROWS).min(h);
+        for acc in &mut band {
+            acc.clear();
+            acc.resize(rows.len() * w, 0.0);
+        }
+        for (m, i) in inputs.clone().enumerate() {
+            data.plane_rows_into(i, k, rows.clone(), &mut conv);
+            // The layers that keep the conv plane read it first; then the GELU, in place.
+            for chained in [false, true] {
+                for (l, &layer) in layers.iter().enumerate() {
+                    if keeps_plane(layer) == chained {
+                        continue;
+                    }
+                    if chained {
+                        gelu_slice(&mut conv);
+                    }
+                    for (a, &v) in band[l].iter_mut().zip(&conv) {
+                        *a += f64::from(v);
+                    }
+                    match &mut kernels[l][m] {
+                        RowSums::Plane(acc) => {
+                            for r in conv.chunks_exact(w) {
+                                acc.add(r, r, |v, _| v);
+                            }
+                        }
+                        RowSums::BoxPlace2(sums) => {
+                            for (y, r) in rows.clone().zip(conv.chunks_exact(w)) {
+                                sums.push(y, r, &mut cur, &mut prevs[m]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (total, acc) in totals.iter_mut().zip(&band) {
+            for (t, &v) in total[y0 * w..rows.end * w].iter_mut().zip(acc) {
+                *t = v as f32;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    for (((total, step), per), dst) in totals.iter().zip(steps).zip(kernels).zip(dsts.iter_mut()) {
+        if !inputs.is_empty() {
+            step.expand_into(total, (h, w), &mut cur, dst);
+        }
+        let mut maps = Vec::with_capacity(per.len());
+        for sums in per {
+            maps.push(match sums {
+                RowSums::Plane(acc) => acc.total(),
+                RowSums::BoxPlace2(sums) => sums.total(),
+            });
+        }
+        out.push(maps);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -498,7 +855,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
         fn streamed_sums_equal_the_sums_of_the_written_rows(
-            h in 1usize..7, w in 1usize..21, s in 1usize..5, phase in 0usize..16, seed in 0u32..1000,
+            h in 1usize..7, w in 1usize..41, s in 1usize..5, phase in 0usize..16, seed in 0u32..1000,
         ) {
             let g: Vec<f32> = (0..h * w).map(|v| ((v as u32 + seed) as f32 * 0.61).sin()).collect();
             let (dy, dx) = ((phase % (s * s)) / s, phase % s);
@@ -509,27 +866,73 @@ mod tests {
                 Expansion::Identity,
             ] {
                 let (mut rows, mut row) = (Vec::new(), Vec::new());
-                let mut written = (0.0, 0.0);
+                let mut written = (0.0f64, 0.0f64);
                 step.for_each_row(&g, (h, w), &mut rows, &mut row, |r| {
-                    let (s, a) = row_sums(r);
-                    written = (written.0 + s, written.1 + a);
+                    for &v in r {
+                        written = (written.0 + f64::from(v), written.1 + f64::from(v.abs()));
+                    }
                 });
                 let streamed = step.sums(&g, (h, w), &mut rows, &mut row);
-                if matches!(step, Expansion::Place { .. }) {
-                    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
-                    prop_assert!(close(streamed.0, written.0) && close(streamed.1, written.1));
-                } else {
-                    prop_assert_eq!(streamed, written, "{:?}", step);
-                }
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+                prop_assert!(
+                    close(streamed.0, written.0) && close(streamed.1, written.1),
+                    "{:?}: {:?} vs {:?}", step, streamed, written
+                );
             }
         }
     }
 
     #[test]
-    fn row_sums_cover_the_tail() {
-        let row: Vec<f32> = (0..19).map(|v| v as f32 - 9.5).collect();
-        let (s, a) = row_sums(&row);
-        assert_eq!(s, row.iter().map(|&v| f64::from(v)).sum::<f64>());
-        assert_eq!(a, 90.5);
+    fn bands_give_the_bits_of_whole_planes() {
+        // 37 rows: two full bands and a short one; s = 2 for the box sums over band borders.
+        let (h, w, s, cin) = (37, 6, 2, 3);
+        let (input, weight, bias) = block(cin, (h, w), s, 2, 7);
+        let data = NervBlockData {
+            input: &input,
+            in_channels: cin,
+            height: h,
+            width: w,
+            weight: &weight,
+            bias: &bias,
+            scale: s,
+            downstream: 0,
+        };
+        let pre = NervLayer::Block {
+            index: 1,
+            pre_gelu: true,
+        };
+        let both = [NervLayer::block(1), pre];
+        assert!(runs_in_bands(&data, &both));
+        for k in [0, 5] {
+            let run = |banded: bool| {
+                let mut bufs = vec![vec![f32::NAN; h * s * w * s]; 2];
+                let mut dsts: Vec<&mut [f32]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                let sums = if banded {
+                    banded_channel_sums(&data, &both, 1..cin, k, &mut dsts)
+                } else {
+                    planewise_channel_sums(&data, &both, 1..cin, k, &mut dsts)
+                };
+                (sums, bufs)
+            };
+            let (banded, planewise) = (run(true), run(false));
+            assert_eq!(banded.0, planewise.0);
+            assert!(banded.1.iter().flatten().all(|v| v.is_finite()));
+            let bits = |b: &Vec<Vec<f32>>| -> Vec<u32> {
+                b.iter().flatten().map(|v| v.to_bits()).collect()
+            };
+            assert_eq!(bits(&banded.1), bits(&planewise.1));
+        }
+    }
+
+    #[test]
+    fn lane_sums_cover_the_lanes_and_the_tail() {
+        // 70 values: two chunks of 32 lanes and a tail of 6; exact in f32 and f64.
+        let row: Vec<f32> = (0..70).map(|v| v as f32 - 40.0).collect();
+        let mut acc = LaneAcc::default();
+        acc.add(&row, &row, |v, _| v);
+        acc.add(&row[..3], &row[1..4], |a, b| a * b);
+        // Σ (v − 40) over 0..70 = −385; Σ |v − 40| = 820 + 435 = 1255; (−40)(−39) + (−39)(−38)
+        // + (−38)(−37) = 1560 + 1482 + 1406 = 4448.
+        assert_eq!(acc.total(), (-385.0 + 4448.0, 1255.0 + 4448.0));
     }
 }

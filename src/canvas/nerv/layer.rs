@@ -232,20 +232,40 @@ impl NervBlockData<'_> {
     /// `P[i, k]`, the kernel's plane at the input resolution.
     #[inline]
     pub(crate) fn plane(&self, i: usize, k: usize) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.plane_into(i, k, &mut out);
+        out
+    }
+
+    /// [`Self::plane`] into `out` (resized to `[h, w]`), reusing its allocation.
+    #[inline(always)]
+    pub(crate) fn plane_into(&self, i: usize, k: usize, out: &mut Vec<f32>) {
+        self.plane_rows_into(i, k, 0..self.height, out);
+    }
+
+    /// Rows `rows` of [`Self::plane`] into `out` (resized to `[rows.len(), w]`).
+    #[inline(always)]
+    pub(crate) fn plane_rows_into(
+        &self,
+        i: usize,
+        k: usize,
+        rows: Range<usize>,
+        out: &mut Vec<f32>,
+    ) {
         let hw = self.height * self.width;
         let x = &self.input[i * hw..(i + 1) * hw];
         let off = (k * self.in_channels + i) * 9;
         let kernel: &[f32; 9] = self.weight[off..off + 9].try_into().expect("9 taps");
         let share = self.bias[k] / self.in_channels as f32;
-        conv3x3_plane(x, self.height, self.width, kernel, share)
+        out.resize(rows.len() * self.width, 0.0);
+        conv3x3_rows_into(x, (self.height, self.width), kernel, share, rows.start, out);
     }
 }
 
 /// 3×3 cross-correlation of the `[h, w]` plane `x` with `kernel` (row-major `[3, 3]`), zero
-/// padding 1, plus `bias`: `out[y][x] = Σ_{ky,kx} kernel[ky][kx]·x[y+ky−1][x+kx−1] + bias`. The
-/// taps are accumulated in row-major order, then the bias is added. One output row at a time,
-/// all nine taps into it while it sits in L1.
-#[inline]
+/// padding 1, plus `bias`: `out[y][x] = Σ_{ky,kx} kernel[ky][kx]·x[y+ky−1][x+kx−1] + bias`
+/// ([`conv3x3_rows_into`]).
+#[cfg(test)]
 pub(crate) fn conv3x3_plane(
     x: &[f32],
     h: usize,
@@ -254,24 +274,91 @@ pub(crate) fn conv3x3_plane(
     bias: f32,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; h * w];
-    for (y, row) in out.chunks_exact_mut(w).enumerate() {
-        for (t, &wt) in kernel.iter().enumerate() {
-            let (dy, dx) = (t / 3, t % 3);
-            if (dy == 0 && y == 0) || (dy == 2 && y + 1 >= h) {
-                continue;
-            }
-            let (x0, x1) = (usize::from(dx == 0), if dx == 2 { w - 1 } else { w });
-            if x1 <= x0 {
-                continue;
-            }
-            let src = &x[(y + dy - 1) * w + x0 + dx - 1..][..x1 - x0];
-            for (a, &b) in row[x0..x1].iter_mut().zip(src) {
-                *a += wt * b;
+    conv3x3_rows_into(x, (h, w), kernel, bias, 0, &mut out);
+    out
+}
+
+/// Output rows of [`conv3x3_plane`] written into `out` (`[n, w]`, the rows from `first` on).
+/// Each output value sums the three taps of each kernel row in a register (three independent
+/// chains, so their latencies overlap), then the three row sums in order, then the bias. With
+/// AVX2 and FMA each tap is a fused multiply-add; elsewhere a multiply and an add. Rows outside
+/// the plane read a zero row, and a border column's missing taps read zero (a zero tap adds
+/// ±0, which changes no sum).
+pub(crate) fn conv3x3_rows_into(
+    x: &[f32],
+    hw: (usize, usize),
+    kernel: &[f32; 9],
+    bias: f32,
+    first: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { conv3x3_rows_fma(x, hw, kernel, bias, first, out) };
+    }
+    conv3x3_rows_with(x, hw, kernel, bias, first, out, |a, b, c| a * b + c)
+}
+
+/// [`conv3x3_rows_into`] with fused multiply-adds (`mul_add` is one instruction here).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv3x3_rows_fma(
+    x: &[f32],
+    hw: (usize, usize),
+    kernel: &[f32; 9],
+    bias: f32,
+    first: usize,
+    out: &mut [f32],
+) {
+    conv3x3_rows_with(x, hw, kernel, bias, first, out, f32::mul_add)
+}
+
+/// [`conv3x3_rows_into`] with each tap `k·x + a` taken by `madd(k, x, a)`.
+#[inline(always)]
+fn conv3x3_rows_with(
+    x: &[f32],
+    (h, w): (usize, usize),
+    kernel: &[f32; 9],
+    bias: f32,
+    first: usize,
+    out: &mut [f32],
+    madd: impl Fn(f32, f32, f32) -> f32,
+) {
+    // The value at one pixel from its 3×3 neighbourhood, `n[row][column]`.
+    let taps = |n: [[f32; 3]; 3]| {
+        let row = |r: usize| {
+            let k = &kernel[3 * r..3 * r + 3];
+            madd(k[2], n[r][2], madd(k[1], n[r][1], k[0] * n[r][0]))
+        };
+        row(0) + row(1) + row(2) + bias
+    };
+    let zeros = vec![0.0f32; w];
+    let plane_row = |y: usize| match y.checked_sub(1) {
+        Some(r) if r < h => &x[r * w..][..w],
+        _ => &zeros[..],
+    };
+    for (y, o) in (first..).zip(out.chunks_exact_mut(w)) {
+        // Rows y−1, y, y+1 of the plane (`plane_row` is shifted by one).
+        let rows = [plane_row(y), plane_row(y + 1), plane_row(y + 2)];
+        if w >= 3 {
+            let shifted = |r: usize, d: usize| &rows[r][d..][..w - 2];
+            let s: [[&[f32]; 3]; 3] =
+                std::array::from_fn(|r| std::array::from_fn(|d| shifted(r, d)));
+            for (j, o) in o[1..w - 1].iter_mut().enumerate() {
+                *o = taps(std::array::from_fn(|r| std::array::from_fn(|d| s[r][d][j])));
             }
         }
-        row.iter_mut().for_each(|v| *v += bias);
+        for c in [0, w - 1] {
+            let at = |r: usize, d: usize| {
+                (c + d)
+                    .checked_sub(1)
+                    .filter(|&s| s < w)
+                    .map_or(0.0, |s| rows[r][s])
+            };
+            o[c] = taps(std::array::from_fn(|r| std::array::from_fn(|d| at(r, d))));
+        }
     }
-    out
 }
 
 /// One layer's input activation and conv weights, owned.

@@ -30,14 +30,16 @@ use candle_core::Device;
 
 use crate::canvas::maps::NeuronMaps;
 use crate::canvas::{CanvasFileWriter, CanvasOptions, CanvasSummary, LayerSummary, Method};
-use crate::error::Result;
+use crate::error::{Result, XincError};
 use general::{GeneralLayer, GeneralNerv};
 use official::NervKernelMaps;
 use std::sync::Arc;
 
 pub use layer::{official_form, NervBlockData, NervFrameData, NervLayer};
 #[doc(hidden)]
-pub use official::{kernel_map, nerv_layer_maps, nerv_layer_summary, sum_over_kernels};
+pub use official::{
+    kernel_map, nerv_layer_maps, nerv_layer_summaries, nerv_layer_summary, sum_over_kernels,
+};
 
 /// The exact GELU. Public for the golden test's sanity check (the next block's input from the
 /// pre-GELU maps).
@@ -132,6 +134,41 @@ impl<'f> Driver<'f> {
         }
     }
 
+    /// The position in `rest` of the layer whose maps come from the same conv planes as
+    /// `layer`'s (a block's output and its pre-GELU maps), when both are official kernels on
+    /// the CPU: the two are then summarised in one pass ([`Self::shared_summaries`]).
+    fn plane_partner(
+        &self,
+        layer: NervLayer,
+        rest: &[NervLayer],
+        device: &Device,
+    ) -> Result<Option<usize>> {
+        let NervLayer::Block { index, pre_gelu } = layer else {
+            return Ok(None);
+        };
+        let other = NervLayer::Block {
+            index,
+            pre_gelu: !pre_gelu,
+        };
+        let Some(m) = rest
+            .iter()
+            .position(|&l| l == other)
+            .filter(|_| device.is_cpu())
+        else {
+            return Ok(None);
+        };
+        let kernels = |l| Ok::<_, XincError>(matches!(self.rule(l)?, Rule::Kernels));
+        Ok((kernels(layer)? && kernels(other)?).then_some(m))
+    }
+
+    /// The reductions of two layers that share their conv planes, computed in one pass.
+    fn shared_summaries(&self, a: NervLayer, b: NervLayer) -> Result<[LayerSummary; 2]> {
+        let data = self.frame.layer(a)?;
+        let mut both = nerv_layer_summaries(&data, &[a, b], self.inputs(a)?)?;
+        let second = both.pop().expect("two summaries");
+        Ok([both.pop().expect("two summaries"), second])
+    }
+
     /// The full shape of `layer`'s maps, `[n, Cout, H, W]`, or `[n, Cout, C, H, W]` per channel.
     fn shape(&self, layer: NervLayer) -> Result<Vec<usize>> {
         self.frame.check(layer, self.opts.method)?;
@@ -201,13 +238,27 @@ pub fn nerv_canvas_summary(
     opts: &CanvasOptions,
 ) -> Result<CanvasSummary> {
     let driver = Driver::new(frame, opts);
+    let mut done: Vec<Option<LayerSummary>> = layers.iter().map(|_| None).collect();
+    for (n, &layer) in layers.iter().enumerate() {
+        if done[n].is_some() {
+            continue;
+        }
+        match driver.plane_partner(layer, &layers[n + 1..], device)? {
+            Some(m) => {
+                let partner = n + 1 + m;
+                let [a, b] = driver.shared_summaries(layer, layers[partner])?;
+                (done[n], done[partner]) = (Some(a), Some(b));
+            }
+            None => done[n] = Some(driver.summary(layer, device)?),
+        }
+    }
     Ok(CanvasSummary {
         height: frame.height,
         width: frame.width,
-        layers: layers
-            .iter()
-            .map(|&l| driver.summary(l, device))
-            .collect::<Result<_>>()?,
+        layers: done
+            .into_iter()
+            .map(|s| s.expect("every layer is summarised"))
+            .collect(),
         output: frame.output.to_vec(),
     })
 }
@@ -255,6 +306,32 @@ mod tests {
             let ours = nerv_canvas_summary(&frame, &[layer], &Device::Cpu, &opts).unwrap();
             let official = nerv_layer_summary(&frame.layer(layer).unwrap(), layer, all).unwrap();
             assert_eq!(ours.layers[0], official);
+        }
+    }
+
+    #[test]
+    fn a_block_and_its_pre_gelu_maps_summarised_in_one_pass_equal_each_alone() {
+        let frame = NervFrameData::tiny();
+        let pre = NervLayer::Block {
+            index: 2,
+            pre_gelu: true,
+        };
+        let layers = [
+            pre,
+            NervLayer::Head,
+            NervLayer::block(2),
+            NervLayer::block(1),
+        ];
+        for method in [Method::Official, Method::Conservative] {
+            let opts = CanvasOptions {
+                inputs: Some(1..2),
+                ..CanvasOptions::from(method)
+            };
+            let together = nerv_canvas_summary(&frame, &layers, &Device::Cpu, &opts).unwrap();
+            for (n, &layer) in layers.iter().enumerate() {
+                let alone = nerv_canvas_summary(&frame, &[layer], &Device::Cpu, &opts).unwrap();
+                assert_eq!(together.layers[n], alone.layers[0], "{layer} ({method:?})");
+            }
         }
     }
 

@@ -76,31 +76,65 @@ pub fn nerv_layer_summary(
     layer: NervLayer,
     inputs: Range<usize>,
 ) -> Result<LayerSummary> {
-    data.check_kernels(layer, &inputs)?;
-    let (cout, (h, w)) = (data.out_channels(), data.map_size(layer));
-    let mut sum_neurons = zeroed_buffer(cout * h * w);
-    let per_k: Vec<Vec<(f64, f64)>> = sum_neurons
-        .par_chunks_mut(h * w)
-        .enumerate()
-        .map(|(k, dst)| output_channel_sums(data, layer, inputs.clone(), k, dst))
+    let mut one = nerv_layer_summaries(data, &[layer], inputs)?;
+    Ok(one.remove(0))
+}
+
+/// [`nerv_layer_summary`] of several layers of the same block data in one pass, in the order
+/// of `layers`: a block's output maps and its pre-GELU maps come from the same conv planes,
+/// which are computed once per kernel for both.
+#[doc(hidden)]
+pub fn nerv_layer_summaries(
+    data: &NervBlockData,
+    layers: &[NervLayer],
+    inputs: Range<usize>,
+) -> Result<Vec<LayerSummary>> {
+    for &layer in layers {
+        data.check_kernels(layer, &inputs)?;
+    }
+    let cout = data.out_channels();
+    let sizes: Vec<(usize, usize)> = layers.iter().map(|&l| data.map_size(l)).collect();
+    let mut sum_neurons: Vec<Vec<f32>> = sizes
+        .iter()
+        .map(|&(h, w)| zeroed_buffer(cout * h * w))
         .collect();
-    let n = inputs.len();
-    let (mut sum_hw, mut abssum_hw) = (vec![0.0; n * cout], vec![0.0; n * cout]);
-    for (k, col) in per_k.iter().enumerate() {
-        for (m, &(s, a)) in col.iter().enumerate() {
-            sum_hw[m * cout + k] = s as f32;
-            abssum_hw[m * cout + k] = a as f32;
+    // Output channel k's slice of every layer's `sum_neurons`.
+    let mut dsts: Vec<Vec<&mut [f32]>> = (0..cout).map(|_| Vec::new()).collect();
+    for (buf, &(h, w)) in sum_neurons.iter_mut().zip(&sizes) {
+        for (d, chunk) in dsts.iter_mut().zip(buf.chunks_exact_mut(h * w)) {
+            d.push(chunk);
         }
     }
-    Ok(LayerSummary {
-        layer: layer.to_string(),
-        neuron_shape: vec![n, cout],
-        height: h,
-        width: w,
-        sum_hw,
-        abssum_hw,
-        sum_neurons,
-    })
+    let per_k: Vec<Vec<Vec<(f64, f64)>>> = dsts
+        .into_par_iter()
+        .enumerate()
+        .map(|(k, mut dst)| output_channel_sums(data, layers, inputs.clone(), k, &mut dst))
+        .collect();
+    let n = inputs.len();
+    Ok(layers
+        .iter()
+        .zip(sum_neurons)
+        .zip(&sizes)
+        .enumerate()
+        .map(|(l, ((&layer, sum_neurons), &(height, width)))| {
+            let (mut sum_hw, mut abssum_hw) = (vec![0.0; n * cout], vec![0.0; n * cout]);
+            for (k, per_layer) in per_k.iter().enumerate() {
+                for (m, &(s, a)) in per_layer[l].iter().enumerate() {
+                    sum_hw[m * cout + k] = s as f32;
+                    abssum_hw[m * cout + k] = a as f32;
+                }
+            }
+            LayerSummary {
+                layer: layer.to_string(),
+                neuron_shape: vec![n, cout],
+                height,
+                width,
+                sum_hw,
+                abssum_hw,
+                sum_neurons,
+            }
+        })
+        .collect())
 }
 
 /// The sum of a layer's maps over all its kernels, `[H, W]`: `summary.sum_neurons`
