@@ -12,7 +12,9 @@
 //! the one h×w plane `P[i, k]`; nothing here ever holds a `[Cin, Cout, H, W]` canvas unless asked
 //! to ([`nerv_layer_maps`]). [`nerv_layer_summary`] streams the kernels in parallel over output
 //! channels; each kernel's map is computed by the fused path of `fused` (low-resolution GELUs,
-//! full-resolution rows expanded one at a time and reduced on the fly). `reference` keeps the
+//! full-resolution rows expanded one at a time and reduced on the fly).
+//! [`nerv_layer_summaries`] does the same for a block's output and pre-GELU layers at once,
+//! computing each kernel's conv plane once for both. `reference` keeps the
 //! literal step-by-step computation that the fused path is tested against; `gelu` has the exact
 //! GELU in f64 (reference) and vectorised f32 (fused). [`NervKernelMaps`] hands a layer's kernels
 //! to the analyses one map at a time.
