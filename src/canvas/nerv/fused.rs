@@ -13,8 +13,7 @@
 //! The reductions ([`output_channel_sums`]) never write a map: a map's (sum, absolute sum) comes
 //! from its rows computed on the fly, or, for `box3 ∘ place` with s = 2, from the plane's
 //! singles, pairs and 2×2 sums, the values the map is made of ([`BoxPlace2Sums`]). A block's
-//! output and pre-GELU layers share each kernel's conv plane when asked for together, and the
-//! last block's layers run in bands of conv rows that stay in L1 ([`banded_channel_sums`]).
+//! output and pre-GELU layers share each kernel's conv plane when asked for together.
 //!
 //! [`super::reference`] holds the literal step-by-step version; tests check the two agree.
 
@@ -417,7 +416,10 @@ fn horizontal_box_place(
             }
         });
     }
-    for (r, dst) in g.chunks_exact(w).zip(grown(rows, h * 2 * w).chunks_exact_mut(2 * w)) {
+    for (r, dst) in g
+        .chunks_exact(w)
+        .zip(grown(rows, h * 2 * w).chunks_exact_mut(2 * w))
+    {
         if dx == 0 {
             // [g0, g0 + g1, g1, g1 + g2, …, g_{w−1}, g_{w−1}]
             let (pairs, last) = dst.split_at_mut(2 * w - 2);
@@ -443,7 +445,10 @@ fn horizontal_box_place(
 /// the 3-tap sum of the upsampled row.
 #[inline(always)]
 fn horizontal_box_up2(g: &[f32], (h, w): (usize, usize), rows: &mut Vec<f32>) {
-    for (r, dst) in g.chunks_exact(w).zip(grown(rows, h * 2 * w).chunks_exact_mut(2 * w)) {
+    for (r, dst) in g
+        .chunks_exact(w)
+        .zip(grown(rows, h * 2 * w).chunks_exact_mut(2 * w))
+    {
         let x0 = r[0];
         dst[0] = x0 + x0;
         dst[2 * w - 1] = r[w - 1] + r[w - 1];
@@ -479,7 +484,10 @@ fn horizontal_box(
 ) {
     let ow = w * factor;
     let mut wide = vec![0.0f32; ow + 2];
-    for (src, dst) in g.chunks_exact(w).zip(grown(rows, h * ow).chunks_exact_mut(ow)) {
+    for (src, dst) in g
+        .chunks_exact(w)
+        .zip(grown(rows, h * ow).chunks_exact_mut(ow))
+    {
         widen(src, &mut wide[1..=ow]);
         for ((d, (&a, &b)), &c) in dst
             .iter_mut()
@@ -593,9 +601,7 @@ simd_fn! {
     /// one block data, e.g. a block's output and its pre-GELU maps: each kernel's conv plane is
     /// computed once for all of them). For layer n, writes the maps' per-pixel sum into
     /// `dsts[n]` and returns each map's (sum, absolute sum) over the pixels. The per-pixel sum
-    /// is taken on the low-resolution planes (in f64) and expanded once. The last block's
-    /// layers run band by band ([`banded_channel_sums`]), the others plane by plane
-    /// ([`planewise_channel_sums`]); both give the same bits.
+    /// is taken on the low-resolution planes (in f64) and expanded once.
     pub(super) fn output_channel_sums(
         data: &NervBlockData,
         layers: &[NervLayer],
@@ -603,194 +609,62 @@ simd_fn! {
         k: usize,
         dsts: &mut [&mut [f32]],
     ) -> Vec<Vec<(f64, f64)>> {
-        if runs_in_bands(data, layers) {
-            banded_channel_sums(data, layers, inputs, k, dsts)
-        } else {
-            planewise_channel_sums(data, layers, inputs, k, dsts)
-        }
-    }
-}
-
-/// [`output_channel_sums`] one kernel at a time: each kernel's whole conv plane, then each
-/// layer's GELU chain and reductions on it.
-#[inline(always)]
-fn planewise_channel_sums(
-    data: &NervBlockData,
-    layers: &[NervLayer],
-    inputs: std::ops::Range<usize>,
-    k: usize,
-    dsts: &mut [&mut [f32]],
-) -> Vec<Vec<(f64, f64)>> {
-    let mut ws = Workspace::default();
-    let mut conv = Vec::new();
-    let mut per = Vec::with_capacity(layers.len());
-    for _ in layers {
-        per.push(ChannelSums {
-            acc: Vec::new(),
-            maps: Vec::with_capacity(inputs.len()),
-            last: ((0, 0), Expansion::Identity),
-        });
-    }
-    // Plain loops, not iterator adaptors: a `map(..).collect()` here was left un-inlined by
-    // LLVM, which compiled this whole body outside the AVX2 context (SSE only, measured).
-    let chains = layers.iter().filter(|&&l| !keeps_plane(l)).count();
-    for i in inputs {
-        data.plane_into(i, k, &mut conv);
-        // The layers that keep the conv plane read it first; then each GELU chain runs on a
-        // copy, the last one on the plane itself.
-        let mut left = chains;
-        for chained in [false, true] {
-            for (&layer, c) in layers.iter().zip(&mut per) {
-                if keeps_plane(layer) == chained {
-                    continue;
-                }
-                let g = if chained {
-                    left -= 1;
-                    if left == 0 {
-                        std::mem::swap(&mut ws.plane, &mut conv);
-                    } else {
-                        ws.plane.clone_from(&conv);
-                    }
-                    c.last = data.chain(layer, k, &mut ws);
-                    &ws.plane
-                } else {
-                    c.last = data.chain(layer, k, &mut ws);
-                    &conv
-                };
-                let (hw, step) = c.last;
-                c.acc.resize(g.len(), 0.0);
-                for (a, &v) in c.acc.iter_mut().zip(g) {
-                    *a += f64::from(v);
-                }
-                c.maps.push(step.sums(g, hw, &mut ws.rows, &mut ws.row));
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(layers.len());
-    for (c, dst) in per.into_iter().zip(dsts.iter_mut()) {
-        let (hw, step) = c.last;
-        if !c.acc.is_empty() {
-            let total: Vec<f32> = c.acc.iter().map(|&v| v as f32).collect();
-            step.expand_into(&total, hw, &mut ws.rows, dst);
-        }
-        out.push(c.maps);
-    }
-    out
-}
-
-/// Conv output rows per band of [`banded_channel_sums`]: 16 rows of the last block's 128-wide
-/// planes are 8 KB of f32 and 16 KB of f64 sums, which stay in L1 while every input channel
-/// passes over them.
-const BAND_ROWS: usize = 16;
-
-/// Whether [`output_channel_sums`] can run `layers` band by band: the layers of the last block
-/// (no downstream expansion), whose reductions are row by row in the conv plane: the head and
-/// the pre-GELU maps (the plane itself), and at most one block output, with s = 2
-/// ([`BoxPlace2Sums`]).
-fn runs_in_bands(data: &NervBlockData, layers: &[NervLayer]) -> bool {
-    let chained = layers.iter().filter(|&&l| !keeps_plane(l)).count();
-    data.downstream == 0 && (chained == 0 || (chained == 1 && data.scale == 2))
-}
-
-/// One kernel's running (sum, absolute sum) in [`banded_channel_sums`].
-enum RowSums {
-    /// The map is the plane's values and zeros: the plane's rows.
-    Plane(LaneAcc),
-    /// The map is `box3(place(GELU(P)))` with s = 2.
-    BoxPlace2(BoxPlace2Sums),
-}
-
-/// [`output_channel_sums`] for the layers of [`runs_in_bands`], band by band: for each band of
-/// [`BAND_ROWS`] conv rows, every input channel's rows of the conv plane, the reductions of
-/// each kernel carried over from band to band. The per-pixel f64 sums of a band stay in L1
-/// while all the input channels are added to them. The same operations in the same order as
-/// [`planewise_channel_sums`], so the same bits.
-#[inline(always)]
-fn banded_channel_sums(
-    data: &NervBlockData,
-    layers: &[NervLayer],
-    inputs: std::ops::Range<usize>,
-    k: usize,
-    dsts: &mut [&mut [f32]],
-) -> Vec<Vec<(f64, f64)>> {
-    let (h, w) = (data.height, data.width);
-    let mut steps = Vec::with_capacity(layers.len());
-    let mut kernels: Vec<Vec<RowSums>> = Vec::with_capacity(layers.len());
-    for &layer in layers {
-        let step = data.first_step(layer, k);
-        let mut per = Vec::with_capacity(inputs.len());
-        for _ in inputs.clone() {
-            per.push(match step {
-                Expansion::BoxPlace { s: 2, dy, dx } => {
-                    RowSums::BoxPlace2(BoxPlace2Sums::new(h, dy, dx))
-                }
-                _ => RowSums::Plane(LaneAcc::default()),
+        let mut ws = Workspace::default();
+        let mut conv = Vec::new();
+        let mut per = Vec::with_capacity(layers.len());
+        for _ in layers {
+            per.push(ChannelSums {
+                acc: Vec::new(),
+                maps: Vec::with_capacity(inputs.len()),
+                last: ((0, 0), Expansion::Identity),
             });
         }
-        steps.push(step);
-        kernels.push(per);
-    }
-    let mut prevs: Vec<Vec<f32>> = Vec::with_capacity(inputs.len());
-    prevs.resize_with(inputs.len(), Vec::new);
-    let mut totals = vec![vec![0.0f32; h * w]; layers.len()];
-    let mut band: Vec<Vec<f64>> = vec![Vec::new(); layers.len()];
-    let (mut conv, mut cur) = (Vec::new(), Vec::new());
-    for y0 in (0..h).step_by(BAND_ROWS) {
-        let rows = y0..(y0 + BAND_ROWS).min(h);
-        for acc in &mut band {
-            acc.clear();
-            acc.resize(rows.len() * w, 0.0);
-        }
-        for (m, i) in inputs.clone().enumerate() {
-            data.plane_rows_into(i, k, rows.clone(), &mut conv);
-            // The layers that keep the conv plane read it first; then the GELU, in place.
+        // Plain loops, not iterator adaptors: a `map(..).collect()` here was left un-inlined by
+        // LLVM, which compiled this whole body outside the AVX2 context (SSE only, measured).
+        let chains = layers.iter().filter(|&&l| !keeps_plane(l)).count();
+        for i in inputs {
+            data.plane_into(i, k, &mut conv);
+            // The layers that keep the conv plane read it first; then each GELU chain runs on a
+            // copy, the last one on the plane itself.
+            let mut left = chains;
             for chained in [false, true] {
-                for (l, &layer) in layers.iter().enumerate() {
+                for (&layer, c) in layers.iter().zip(&mut per) {
                     if keeps_plane(layer) == chained {
                         continue;
                     }
-                    if chained {
-                        gelu_slice(&mut conv);
-                    }
-                    for (a, &v) in band[l].iter_mut().zip(&conv) {
+                    let g = if chained {
+                        left -= 1;
+                        if left == 0 {
+                            std::mem::swap(&mut ws.plane, &mut conv);
+                        } else {
+                            ws.plane.clone_from(&conv);
+                        }
+                        c.last = data.chain(layer, k, &mut ws);
+                        &ws.plane
+                    } else {
+                        c.last = data.chain(layer, k, &mut ws);
+                        &conv
+                    };
+                    let (hw, step) = c.last;
+                    c.acc.resize(g.len(), 0.0);
+                    for (a, &v) in c.acc.iter_mut().zip(g) {
                         *a += f64::from(v);
                     }
-                    match &mut kernels[l][m] {
-                        RowSums::Plane(acc) => {
-                            for r in conv.chunks_exact(w) {
-                                acc.add(r, r, |v, _| v);
-                            }
-                        }
-                        RowSums::BoxPlace2(sums) => {
-                            for (y, r) in rows.clone().zip(conv.chunks_exact(w)) {
-                                sums.push(y, r, &mut cur, &mut prevs[m]);
-                            }
-                        }
-                    }
+                    c.maps.push(step.sums(g, hw, &mut ws.rows, &mut ws.row));
                 }
             }
         }
-        for (total, acc) in totals.iter_mut().zip(&band) {
-            for (t, &v) in total[y0 * w..rows.end * w].iter_mut().zip(acc) {
-                *t = v as f32;
+        let mut out = Vec::with_capacity(layers.len());
+        for (c, dst) in per.into_iter().zip(dsts.iter_mut()) {
+            let (hw, step) = c.last;
+            if !c.acc.is_empty() {
+                let total: Vec<f32> = c.acc.iter().map(|&v| v as f32).collect();
+                step.expand_into(&total, hw, &mut ws.rows, dst);
             }
+            out.push(c.maps);
         }
+        out
     }
-    let mut out = Vec::with_capacity(layers.len());
-    for (((total, step), per), dst) in totals.iter().zip(steps).zip(kernels).zip(dsts.iter_mut()) {
-        if !inputs.is_empty() {
-            step.expand_into(total, (h, w), &mut cur, dst);
-        }
-        let mut maps = Vec::with_capacity(per.len());
-        for sums in per {
-            maps.push(match sums {
-                RowSums::Plane(acc) => acc.total(),
-                RowSums::BoxPlace2(sums) => sums.total(),
-            });
-        }
-        out.push(maps);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -879,48 +753,6 @@ mod tests {
                     "{:?}: {:?} vs {:?}", step, streamed, written
                 );
             }
-        }
-    }
-
-    #[test]
-    fn bands_give_the_bits_of_whole_planes() {
-        // 37 rows: two full bands and a short one; s = 2 for the box sums over band borders.
-        let (h, w, s, cin) = (37, 6, 2, 3);
-        let (input, weight, bias) = block(cin, (h, w), s, 2, 7);
-        let data = NervBlockData {
-            input: &input,
-            in_channels: cin,
-            height: h,
-            width: w,
-            weight: &weight,
-            bias: &bias,
-            scale: s,
-            downstream: 0,
-        };
-        let pre = NervLayer::Block {
-            index: 1,
-            pre_gelu: true,
-        };
-        let both = [NervLayer::block(1), pre];
-        assert!(runs_in_bands(&data, &both));
-        for k in [0, 5] {
-            let run = |banded: bool| {
-                let mut bufs = vec![vec![f32::NAN; h * s * w * s]; 2];
-                let mut dsts: Vec<&mut [f32]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-                let sums = if banded {
-                    banded_channel_sums(&data, &both, 1..cin, k, &mut dsts)
-                } else {
-                    planewise_channel_sums(&data, &both, 1..cin, k, &mut dsts)
-                };
-                (sums, bufs)
-            };
-            let (banded, planewise) = (run(true), run(false));
-            assert_eq!(banded.0, planewise.0);
-            assert!(banded.1.iter().flatten().all(|v| v.is_finite()));
-            let bits = |b: &Vec<Vec<f32>>| -> Vec<u32> {
-                b.iter().flatten().map(|v| v.to_bits()).collect()
-            };
-            assert_eq!(bits(&banded.1), bits(&planewise.1));
         }
     }
 

@@ -240,31 +240,19 @@ impl NervBlockData<'_> {
     /// [`Self::plane`] into `out` (resized to `[h, w]`), reusing its allocation.
     #[inline(always)]
     pub(crate) fn plane_into(&self, i: usize, k: usize, out: &mut Vec<f32>) {
-        self.plane_rows_into(i, k, 0..self.height, out);
-    }
-
-    /// Rows `rows` of [`Self::plane`] into `out` (resized to `[rows.len(), w]`).
-    #[inline(always)]
-    pub(crate) fn plane_rows_into(
-        &self,
-        i: usize,
-        k: usize,
-        rows: Range<usize>,
-        out: &mut Vec<f32>,
-    ) {
         let hw = self.height * self.width;
         let x = &self.input[i * hw..(i + 1) * hw];
         let off = (k * self.in_channels + i) * 9;
         let kernel: &[f32; 9] = self.weight[off..off + 9].try_into().expect("9 taps");
         let share = self.bias[k] / self.in_channels as f32;
-        out.resize(rows.len() * self.width, 0.0);
-        conv3x3_rows_into(x, (self.height, self.width), kernel, share, rows.start, out);
+        out.resize(hw, 0.0);
+        conv3x3_plane_into(x, (self.height, self.width), kernel, share, out);
     }
 }
 
 /// 3×3 cross-correlation of the `[h, w]` plane `x` with `kernel` (row-major `[3, 3]`), zero
 /// padding 1, plus `bias`: `out[y][x] = Σ_{ky,kx} kernel[ky][kx]·x[y+ky−1][x+kx−1] + bias`
-/// ([`conv3x3_rows_into`]).
+/// ([`conv3x3_plane_into`]).
 #[cfg(test)]
 pub(crate) fn conv3x3_plane(
     x: &[f32],
@@ -274,54 +262,51 @@ pub(crate) fn conv3x3_plane(
     bias: f32,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; h * w];
-    conv3x3_rows_into(x, (h, w), kernel, bias, 0, &mut out);
+    conv3x3_plane_into(x, (h, w), kernel, bias, &mut out);
     out
 }
 
-/// Output rows of [`conv3x3_plane`] written into `out` (`[n, w]`, the rows from `first` on).
+/// [`conv3x3_plane`] written into `out` (`[h, w]`).
 /// Each output value sums the three taps of each kernel row in a register (three independent
 /// chains, so their latencies overlap), then the three row sums in order, then the bias. With
 /// AVX2 and FMA each tap is a fused multiply-add; elsewhere a multiply and an add. Rows outside
 /// the plane read a zero row, and a border column's missing taps read zero (a zero tap adds
 /// ±0, which changes no sum).
-pub(crate) fn conv3x3_rows_into(
+pub(crate) fn conv3x3_plane_into(
     x: &[f32],
     hw: (usize, usize),
     kernel: &[f32; 9],
     bias: f32,
-    first: usize,
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-        return unsafe { conv3x3_rows_fma(x, hw, kernel, bias, first, out) };
+        return unsafe { conv3x3_plane_fma(x, hw, kernel, bias, out) };
     }
-    conv3x3_rows_with(x, hw, kernel, bias, first, out, |a, b, c| a * b + c)
+    conv3x3_plane_with(x, hw, kernel, bias, out, |a, b, c| a * b + c)
 }
 
-/// [`conv3x3_rows_into`] with fused multiply-adds (`mul_add` is one instruction here).
+/// [`conv3x3_plane_into`] with fused multiply-adds (`mul_add` is one instruction here).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn conv3x3_rows_fma(
+unsafe fn conv3x3_plane_fma(
     x: &[f32],
     hw: (usize, usize),
     kernel: &[f32; 9],
     bias: f32,
-    first: usize,
     out: &mut [f32],
 ) {
-    conv3x3_rows_with(x, hw, kernel, bias, first, out, f32::mul_add)
+    conv3x3_plane_with(x, hw, kernel, bias, out, f32::mul_add)
 }
 
-/// [`conv3x3_rows_into`] with each tap `k·x + a` taken by `madd(k, x, a)`.
+/// [`conv3x3_plane_into`] with each tap `k·x + a` taken by `madd(k, x, a)`.
 #[inline(always)]
-fn conv3x3_rows_with(
+fn conv3x3_plane_with(
     x: &[f32],
     (h, w): (usize, usize),
     kernel: &[f32; 9],
     bias: f32,
-    first: usize,
     out: &mut [f32],
     madd: impl Fn(f32, f32, f32) -> f32,
 ) {
@@ -338,7 +323,7 @@ fn conv3x3_rows_with(
         Some(r) if r < h => &x[r * w..][..w],
         _ => &zeros[..],
     };
-    for (y, o) in (first..).zip(out.chunks_exact_mut(w)) {
+    for (y, o) in out.chunks_exact_mut(w).enumerate() {
         // Rows y−1, y, y+1 of the plane (`plane_row` is shifted by one).
         let rows = [plane_row(y), plane_row(y + 1), plane_row(y + 2)];
         if w >= 3 {
