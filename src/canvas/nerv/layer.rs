@@ -266,8 +266,8 @@ pub(crate) fn conv3x3_plane(
     out
 }
 
-/// [`conv3x3_plane`] written into `out` (`[h, w]`).
-/// Each output value sums the three taps of each kernel row in a register (three independent
+/// The 3×3 cross-correlation of the `[h, w]` plane `x` with `kernel` (row-major `[3, 3]`),
+/// zero padding 1, plus `bias`, written into `out` (`[h, w]`). Each output value sums the three taps of each kernel row in a register (three independent
 /// chains, so their latencies overlap), then the three row sums in order, then the bias. With
 /// AVX2 and FMA each tap is a fused multiply-add; elsewhere a multiply and an add. Rows outside
 /// the plane read a zero row, and a border column's missing taps read zero (a zero tap adds
