@@ -12,7 +12,7 @@
 //!
 //! The reductions ([`output_channel_sums`]) never write a map: a map's (sum, absolute sum) comes
 //! from its rows computed on the fly, or, for `box3 ∘ place` with s = 2, from the plane's
-//! singles, pairs and 2×2 sums, the values the map is made of ([`BoxPlace2Sums`]). A block's
+//! singles, pairs and 2×2 sums, the values the map is made of ([`box_place2_sums`]). A block's
 //! output and pre-GELU layers share each kernel's conv plane when asked for together.
 //!
 //! [`super::reference`] holds the literal step-by-step version; tests check the two agree.
@@ -245,7 +245,13 @@ fn ninths((s, a): (f64, f64)) -> (f64, f64) {
 }
 
 /// The (sum, absolute sum) of `box3(place(g))` for s = 2, phase (`dy`, `dx`), from the plane
-/// `g` (`[h, w]`), with [`BoxPlace2Sums`]. `cur` and `prev` are scratch buffers.
+/// `g` (`[h, w]`). A 3-wide window of the placed plane holds one lattice column (at a lattice
+/// column) or two (between two), so along each axis a map value takes one plane value, the sum
+/// of two neighbours, or, at the one border column or row whose far neighbour is outside, one
+/// value again. The map is the product of the two axes: each plane row becomes `cur`, its w
+/// singles, w − 1 pairs and the border single; the map's rows are each `cur`, the sum of each
+/// two neighbouring `cur`s, and the border row's `cur` once more. `cur` and `prev` are scratch
+/// buffers.
 #[inline(always)]
 fn box_place2_sums(
     g: &[f32],
@@ -254,61 +260,27 @@ fn box_place2_sums(
     cur: &mut Vec<f32>,
     prev: &mut Vec<f32>,
 ) -> (f64, f64) {
-    let mut sums = BoxPlace2Sums::new(h, dy, dx);
+    let mut acc = LaneAcc::default();
+    let border_row = if dy == 0 { h - 1 } else { 0 };
     for (y, r) in g.chunks_exact(w).enumerate() {
-        sums.push(y, r, cur, prev);
-    }
-    sums.total()
-}
-
-/// The running (sum, absolute sum) of `box3(place(g))` for s = 2, fed one plane row at a time.
-/// A 3-wide window of the placed plane holds one lattice column (at a lattice column) or two
-/// (between two), so along each axis a map value takes one plane value, the sum of two
-/// neighbours, or, at the one border column or row whose far neighbour is outside, one value
-/// again. The map is the product of the two axes: each plane row becomes `cur`, its w singles,
-/// w − 1 pairs and the border single; the map's rows are each `cur`, the sum of each two
-/// neighbouring `cur`s, and the border row's `cur` once more.
-struct BoxPlace2Sums {
-    acc: LaneAcc,
-    border_row: usize,
-    dx: usize,
-}
-
-impl BoxPlace2Sums {
-    fn new(h: usize, dy: usize, dx: usize) -> Self {
-        BoxPlace2Sums {
-            acc: LaneAcc::default(),
-            border_row: if dy == 0 { h - 1 } else { 0 },
-            dx,
-        }
-    }
-
-    /// Adds plane row `y` (`r`); `prev` holds row y − 1's `cur` and gets row y's.
-    #[inline(always)]
-    fn push(&mut self, y: usize, r: &[f32], cur: &mut Vec<f32>, prev: &mut Vec<f32>) {
-        let w = r.len();
-        cur.resize(2 * w, 0.0);
-        prev.resize(2 * w, 0.0);
-        let (singles, rest) = cur.split_at_mut(w);
+        let row = grown(cur, 2 * w);
+        let (singles, rest) = row.split_at_mut(w);
         singles.copy_from_slice(r);
         let (pairs, border) = rest.split_at_mut(w - 1);
         for ((p, &a), &b) in pairs.iter_mut().zip(r).zip(&r[1..]) {
             *p = a + b;
         }
-        border[0] = if self.dx == 0 { r[w - 1] } else { r[0] };
-        self.acc.add(cur, cur, |v, _| v);
-        if y == self.border_row {
-            self.acc.add(cur, cur, |v, _| v);
+        border[0] = if dx == 0 { r[w - 1] } else { r[0] };
+        acc.add(row, row, |v, _| v);
+        if y == border_row {
+            acc.add(row, row, |v, _| v);
         }
         if y > 0 {
-            self.acc.add(prev, cur, |a, b| a + b);
+            acc.add(&prev[..2 * w], row, |a, b| a + b);
         }
         std::mem::swap(cur, prev);
     }
-
-    fn total(&self) -> (f64, f64) {
-        ninths(self.acc.total())
-    }
+    ninths(acc.total())
 }
 
 /// The (sum, absolute sum) of `box3(place(g))` for s ≥ 3: a 3-wide window holds at most one
