@@ -154,13 +154,22 @@ impl LayerRule {
     }
 
     /// Fills one run's segments (`segs[m]`: map m, the run's pixels) from `x`, which starts at
-    /// the run's first pixel, micro-run by micro-run.
+    /// the run's first pixel, micro-run by micro-run. The micro-runs start on the 64-byte lines
+    /// of the first segment (after a shorter first one), so that a map row receives whole lines,
+    /// streamed past the caches ([`stream_line`]): the maps are written once and not read here,
+    /// and a plain store would first read every line in.
     #[inline(always)]
     fn fill_run(&self, x: &[f32], segs: &mut [&mut [f32]], xt: &mut [f32]) {
         let rows = self.rows();
         let len = segs[0].len();
-        for q0 in (0..len).step_by(MICRO_RUN) {
-            let n = MICRO_RUN.min(len - q0);
+        let lead = (segs[0].as_ptr() as usize).wrapping_neg() % LINE / size_of::<f32>();
+        let mut q0 = 0;
+        while q0 < len {
+            let n = match q0 {
+                0 if lead > 0 => lead,
+                _ => MICRO_RUN,
+            }
+            .min(len - q0);
             for (p, xrow) in x[q0 * self.fan_in..(q0 + n) * self.fan_in]
                 .chunks_exact(self.fan_in)
                 .enumerate()
@@ -174,23 +183,62 @@ impl LayerRule {
                 let xs = &xt[i * MICRO_RUN..i * MICRO_RUN + n];
                 let (scale, offset) = (self.scales[r][i], self.offsets[r]);
                 let dst = &mut seg[q0..q0 + n];
-                match self.act {
-                    InnerAct::Relu => dst
-                        .iter_mut()
-                        .zip(xs)
-                        .for_each(|(d, &v)| *d = (v * scale + offset).max(0.0)),
-                    InnerAct::None => dst
-                        .iter_mut()
-                        .zip(xs)
-                        .for_each(|(d, &v)| *d = v * scale + offset),
-                    act => dst
-                        .iter_mut()
-                        .zip(xs)
-                        .for_each(|(d, &v)| *d = act.apply(v * scale + offset)),
+                if n == MICRO_RUN && dst.as_ptr() as usize % LINE == 0 {
+                    let mut line = [0.0f32; MICRO_RUN];
+                    self.act.map_into(xs, scale, offset, &mut line);
+                    stream_line(dst, &line);
+                } else {
+                    self.act.map_into(xs, scale, offset, dst);
                 }
+            }
+            q0 += n;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE is part of x86_64. The fence orders the streamed stores before whatever
+        // the run does next (rayon's completion signal).
+        unsafe {
+            std::arch::x86_64::_mm_sfence()
+        };
+    }
+}
+
+impl InnerAct {
+    /// `dst[p] = act(xs[p]·scale + offset)`.
+    #[inline(always)]
+    fn map_into(self, xs: &[f32], scale: f32, offset: f32, dst: &mut [f32]) {
+        let pairs = dst.iter_mut().zip(xs);
+        match self {
+            InnerAct::Relu => pairs.for_each(|(d, &v)| *d = (v * scale + offset).max(0.0)),
+            InnerAct::None => pairs.for_each(|(d, &v)| *d = v * scale + offset),
+            act => pairs.for_each(|(d, &v)| *d = act.apply(v * scale + offset)),
+        }
+    }
+}
+
+/// Bytes per cache line: a micro-run's values of one map row fill one.
+const LINE: usize = 64;
+const _: () = assert!(MICRO_RUN * size_of::<f32>() == LINE);
+
+/// Writes one 64-byte line `dst` (`dst` starts at a line) from `line` with non-temporal stores
+/// on x86_64, so that the line is not first read into the cache; plainly elsewhere.
+#[inline(always)]
+fn stream_line(dst: &mut [f32], line: &[f32; MICRO_RUN]) {
+    let dst: &mut [f32; MICRO_RUN] = dst.try_into().expect("one line");
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        debug_assert_eq!(dst.as_ptr() as usize % LINE, 0);
+        for k in (0..MICRO_RUN).step_by(4) {
+            // SAFETY: SSE is part of x86_64; `dst[k..k + 4]` and `line[k..k + 4]` are in bounds
+            // (both hold MICRO_RUN values), and `dst + k` is 16-byte aligned since `dst` starts
+            // at a 64-byte line, as the caller checked.
+            unsafe {
+                _mm_stream_ps(dst.as_mut_ptr().add(k), _mm_loadu_ps(line.as_ptr().add(k)));
             }
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(line);
 }
 
 /// A [`LayerRule`]'s coefficients on a device: `scales` `[fan_in, rows, 1]`, `offsets` `[1, rows, 1]`.

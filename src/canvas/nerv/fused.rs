@@ -23,9 +23,10 @@ use crate::tensor::simd_fn;
 
 /// The last, linear step that turns a kernel's final low-resolution plane (`[h, w]`) into its
 /// full-resolution map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) enum Expansion {
     /// The plane is the map (head maps).
+    #[default]
     Identity,
     /// PixelShuffle placement, factor `s`, phase (`dy`, `dx`): `out[s·y+dy][s·x+dx] = g[y][x]`,
     /// zero elsewhere (pre-GELU maps).
@@ -197,7 +198,7 @@ impl Expansion {
         let mut acc = LaneAcc::default();
         match self {
             Expansion::BoxPlace { s: 2, dy, dx } => {
-                return box_place2_sums(g, (h, w), (dy, dx), rows, row);
+                return box_place2_sums(g, (h, w), (dy, dx), rows);
             }
             Expansion::BoxPlace { s, dy, dx } if s >= 3 => {
                 return box_place_sparse_sums(g, (h, w), s, (dy, dx));
@@ -216,9 +217,9 @@ impl Expansion {
                 }
                 return ninths(acc.total());
             }
-            Expansion::Place { .. } | Expansion::Identity => {
-                g.chunks_exact(w).for_each(|r| acc.add(r, r, |v, _| v))
-            }
+            // The plane as one row (a `for_each` over its rows was compiled outside the AVX2
+            // context, SSE only: measured).
+            Expansion::Place { .. } | Expansion::Identity => acc.add(g, g, |v, _| v),
             Expansion::BoxPlace { .. } => {
                 self.for_each_row(g, (h, w), rows, row, |r| acc.add(r, r, |v, _| v))
             }
@@ -245,42 +246,52 @@ fn ninths((s, a): (f64, f64)) -> (f64, f64) {
 }
 
 /// The (sum, absolute sum) of `box3(place(g))` for s = 2, phase (`dy`, `dx`), from the plane
-/// `g` (`[h, w]`). A 3-wide window of the placed plane holds one lattice column (at a lattice
-/// column) or two (between two), so along each axis a map value takes one plane value, the sum
-/// of two neighbours, or, at the one border column or row whose far neighbour is outside, one
-/// value again. The map is the product of the two axes: each plane row becomes `cur`, its w
-/// singles, w − 1 pairs and the border single; the map's rows are each `cur`, the sum of each
-/// two neighbouring `cur`s, and the border row's `cur` once more. `cur` and `prev` are scratch
-/// buffers.
+/// `g` (`[h, w]`), without writing the map. A 3-wide window of the placed plane holds one
+/// lattice column (at a lattice column) or two (between two), so along x a map column is a
+/// plane column or the sum of two neighbouring ones, where the border column's far neighbour
+/// is outside (zero): with the row padded by one zero on the border's side, each plane value
+/// `a` and its neighbour `b` give the map columns `a` and `a + b`. Rows alike, with neighbour
+/// row `c`, `d`: each plane value stands for the four map values `a`, `a + b`, `a + c`,
+/// `a + b + c + d`, summed in one pass over the plane. The signed sum is linear in the plane:
+/// each value counts 3 × 3 times except in the one row and column without a far neighbour
+/// (2 times). `rows` is scratch.
 #[inline(always)]
 fn box_place2_sums(
     g: &[f32],
     (h, w): (usize, usize),
     (dy, dx): (usize, usize),
-    cur: &mut Vec<f32>,
-    prev: &mut Vec<f32>,
+    rows: &mut Vec<f32>,
 ) -> (f64, f64) {
-    let mut acc = LaneAcc::default();
-    let border_row = if dy == 0 { h - 1 } else { 0 };
-    for (y, r) in g.chunks_exact(w).enumerate() {
-        let row = grown(cur, 2 * w);
-        let (singles, rest) = row.split_at_mut(w);
-        singles.copy_from_slice(r);
-        let (pairs, border) = rest.split_at_mut(w - 1);
-        for ((p, &a), &b) in pairs.iter_mut().zip(r).zip(&r[1..]) {
-            *p = a + b;
-        }
-        border[0] = if dx == 0 { r[w - 1] } else { r[0] };
-        acc.add(row, row, |v, _| v);
-        if y == border_row {
-            acc.add(row, row, |v, _| v);
-        }
-        if y > 0 {
-            acc.add(&prev[..2 * w], row, |a, b| a + b);
-        }
-        std::mem::swap(cur, prev);
+    let n = w + 1;
+    let (ring, zero) = grown(rows, 3 * n).split_at_mut(2 * n);
+    zero.fill(0.0);
+    let (mut cur, mut nb) = ring.split_at_mut(n);
+    // The row and column that count twice, not three times.
+    let (y2, x2) = (
+        if dy == 0 { 0 } else { h - 1 },
+        if dx == 0 { 0 } else { w - 1 },
+    );
+    let (mut acc, mut corner) = (LaneAcc::default(), 0.0f64);
+    // The neighbour row comes before (dy = 1) or after (dy = 0): visit rows in that order.
+    for t in 0..h {
+        let y = if dy == 0 { h - 1 - t } else { t };
+        let r = &g[y * w..][..w];
+        cur[dx..dx + w].copy_from_slice(r);
+        cur[w * (1 - dx)] = 0.0;
+        let other: &[f32] = if t == 0 { zero } else { nb };
+        let times = if y == y2 { 2.0 } else { 3.0 };
+        corner += f64::from(times * r[x2]);
+        let (a, b) = (&cur[dx..][..w], &cur[1 - dx..][..w]);
+        let (c, d) = (&other[dx..][..w], &other[1 - dx..][..w]);
+        acc.add_rows([a, b, c, d], |[a, b, c, d]| {
+            let (ab, ac) = (a + b, a + c);
+            let abcd = ab + (c + d);
+            (times * a, (a.abs() + ab.abs()) + (ac.abs() + abcd.abs()))
+        });
+        std::mem::swap(&mut cur, &mut nb);
     }
-    ninths(acc.total())
+    let (weighted, abs) = acc.total();
+    ninths((3.0 * weighted - corner, abs))
 }
 
 /// The (sum, absolute sum) of `box3(place(g))` for s ≥ 3: a 3-wide window holds at most one
@@ -339,22 +350,39 @@ impl LaneAcc {
     /// Adds the row `f(a[x], b[x])` without writing it.
     #[inline(always)]
     pub(super) fn add(&mut self, a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+        self.add_rows([a, b], |[a, b]| {
+            let v = f(a, b);
+            (v, v.abs())
+        });
+    }
+
+    /// Adds `f` of the rows' values at each x, a (value, absolute value) pair, without writing
+    /// it. The rows have the first row's length or more.
+    #[inline(always)]
+    pub(super) fn add_rows<const N: usize>(
+        &mut self,
+        rows: [&[f32]; N],
+        f: impl Fn([f32; N]) -> (f32, f32),
+    ) {
+        let n = rows[0].len();
+        let rows = rows.map(|r| &r[..n]);
         let (mut s, mut ab) = ([0.0f32; LANES], [0.0f32; LANES]);
-        let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        for (x, y) in (&mut ca).zip(&mut cb) {
+        let full = n - n % LANES;
+        for x0 in (0..full).step_by(LANES) {
+            let chunks: [&[f32; LANES]; N] = rows.map(|r| r[x0..x0 + LANES].try_into().unwrap());
             for j in 0..LANES {
-                let v = f(x[j], y[j]);
+                let (v, a) = f(chunks.map(|c| c[j]));
                 s[j] += v;
-                ab[j] += v.abs();
+                ab[j] += a;
             }
         }
         for j in 0..LANES {
             self.sum[j] += f64::from(s[j]);
             self.abs[j] += f64::from(ab[j]);
         }
-        for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
-            let v = f(x, y);
-            self.tail = (self.tail.0 + f64::from(v), self.tail.1 + f64::from(v.abs()));
+        for x in full..n {
+            let (v, a) = f(rows.map(|r| r[x]));
+            self.tail = (self.tail.0 + f64::from(v), self.tail.1 + f64::from(a));
         }
     }
 
@@ -559,13 +587,50 @@ fn keeps_plane(layer: NervLayer) -> bool {
     )
 }
 
+/// Kernels whose last planes are summed in f32 before the sum goes into the f64 per-pixel sums.
+const F32_GROUP: usize = 8;
+
 /// One layer's running reductions over the kernels of one output channel: the per-pixel sum
-/// of the last low-resolution planes (f64), each map's (sum, absolute sum), and the last
-/// plane's size and expansion.
+/// of the last low-resolution planes (f64, fed by f32 sums of up to [`F32_GROUP`] planes), each
+/// map's (sum, absolute sum), and the last plane's size and expansion.
+#[derive(Default)]
 struct ChannelSums {
     acc: Vec<f64>,
+    group: Vec<f32>,
+    grouped: usize,
     maps: Vec<(f64, f64)>,
     last: ((usize, usize), Expansion),
+}
+
+impl ChannelSums {
+    /// Adds a kernel's last plane to the per-pixel sums.
+    #[inline(always)]
+    fn add_plane(&mut self, g: &[f32]) {
+        if self.grouped == 0 {
+            self.group.clear();
+            self.group.extend_from_slice(g);
+        } else {
+            for (s, &v) in self.group.iter_mut().zip(g) {
+                *s += v;
+            }
+        }
+        self.grouped += 1;
+        if self.grouped == F32_GROUP {
+            self.flush();
+        }
+    }
+
+    /// Adds the group's f32 sum into the f64 sums.
+    #[inline(always)]
+    fn flush(&mut self) {
+        if self.grouped > 0 {
+            self.acc.resize(self.group.len(), 0.0);
+            for (a, &v) in self.acc.iter_mut().zip(&self.group) {
+                *a += f64::from(v);
+            }
+            self.grouped = 0;
+        }
+    }
 }
 
 simd_fn! {
@@ -585,11 +650,7 @@ simd_fn! {
         let mut conv = Vec::new();
         let mut per = Vec::with_capacity(layers.len());
         for _ in layers {
-            per.push(ChannelSums {
-                acc: Vec::new(),
-                maps: Vec::with_capacity(inputs.len()),
-                last: ((0, 0), Expansion::Identity),
-            });
+            per.push(ChannelSums::default());
         }
         // Plain loops, not iterator adaptors: a `map(..).collect()` here was left un-inlined by
         // LLVM, which compiled this whole body outside the AVX2 context (SSE only, measured).
@@ -618,16 +679,14 @@ simd_fn! {
                         &conv
                     };
                     let (hw, step) = c.last;
-                    c.acc.resize(g.len(), 0.0);
-                    for (a, &v) in c.acc.iter_mut().zip(g) {
-                        *a += f64::from(v);
-                    }
+                    c.add_plane(g);
                     c.maps.push(step.sums(g, hw, &mut ws.rows, &mut ws.row));
                 }
             }
         }
         let mut out = Vec::with_capacity(layers.len());
-        for (c, dst) in per.into_iter().zip(dsts.iter_mut()) {
+        for (mut c, dst) in per.into_iter().zip(dsts.iter_mut()) {
+            c.flush();
             let (hw, step) = c.last;
             if !c.acc.is_empty() {
                 let total: Vec<f32> = c.acc.iter().map(|&v| v as f32).collect();
