@@ -11,9 +11,10 @@
 //!   low-resolution plane, and expanded once per output channel.
 //!
 //! The reductions ([`output_channel_sums`]) never write a map: a map's (sum, absolute sum) comes
-//! from its rows computed on the fly, or, for `box3 ∘ place` with s = 2, from the plane's
-//! singles, pairs and 2×2 sums, the values the map is made of ([`box_place2_sums`]). A block's
-//! output and pre-GELU layers share each kernel's conv plane when asked for together.
+//! from one pass over its last plane, where each plane value stands for the few map values it
+//! makes (`box3 ∘ place` with s = 2: [`box_place2_sums`]; `box3 ∘ up2`: [`box_up2_sums`]), or
+//! from its rows computed on the fly. A block's output and pre-GELU layers share each kernel's
+//! conv plane when asked for together.
 //!
 //! [`super::reference`] holds the literal step-by-step version; tests check the two agree.
 
@@ -176,13 +177,12 @@ impl Expansion {
 }
 
 impl Expansion {
-    /// The (sum, absolute sum) of the expansion of `g`, without writing it: the values of each
-    /// full-resolution row, or of a group of them, go through a [`LaneAcc`].
+    /// The (sum, absolute sum) of the expansion of `g`, without writing it: the map's values,
+    /// computed from the plane, go through a [`LaneAcc`].
     /// - `BoxPlace` with s = 2 sums the plane's singles, pairs and 2×2 blocks, the values the
     ///   map is made of ([`box_place2_sums`]); with s ≥ 3 every map value is one plane value
     ///   over 9, or zero ([`box_place_sparse_sums`]);
-    /// - `BoxUp2` computes each full-resolution row from its two horizontally expanded low rows
-    ///   on the fly;
+    /// - `BoxUp2` sums the four map values each plane value stands for ([`box_up2_sums`]);
     /// - a placement only adds zeros, so its sums are the plane's.
     ///
     /// The box expansions factor their 1/9 out, so the sums equal the sums of the written map
@@ -203,20 +203,7 @@ impl Expansion {
             Expansion::BoxPlace { s, dy, dx } if s >= 3 => {
                 return box_place_sparse_sums(g, (h, w), s, (dy, dx));
             }
-            Expansion::BoxUp2 => {
-                horizontal_box_up2(g, (h, w), rows);
-                let ow = 2 * w;
-                let r = |y: usize| &rows[y * ow..][..ow];
-                for y in 0..2 * h {
-                    let (b, a) = up2_sources(y, h);
-                    let b = r(b);
-                    match a {
-                        Some(a) => acc.add(b, r(a), |vb, va| 2.0 * vb + va),
-                        None => acc.add(b, b, |vb, _| 2.0 * vb),
-                    }
-                }
-                return ninths(acc.total());
-            }
+            Expansion::BoxUp2 => return box_up2_sums(g, (h, w), rows),
             // The plane as one row (a `for_each` over its rows was compiled outside the AVX2
             // context, SSE only: measured).
             Expansion::Place { .. } | Expansion::Identity => acc.add(g, g, |v, _| v),
@@ -292,6 +279,51 @@ fn box_place2_sums(
     }
     let (weighted, abs) = acc.total();
     ninths((3.0 * weighted - corner, abs))
+}
+
+/// The (sum, absolute sum) of `box3(up2(g))` from the plane `g` (`[h, w]`), without writing
+/// the map. Along x, up2 then the 3-tap sum make map column 2x `e = g[x−1] + 2·g[x]` and
+/// column 2x + 1 `o = 2·g[x] + g[x+1]` (zero outside); along y the same of those rows: map rows
+/// 2y and 2y + 1 are `2·r[y] + r[y−1]` and `2·r[y] + r[y+1]`. So each plane value stands for
+/// four map values, from the `e`, `o` of its row and of its two neighbour rows, kept in a ring
+/// of three. Signed: Σ_x (e + o) weighs a row as the map's columns do, and row y counts 6
+/// times, less one per missing neighbour row. `rows` is scratch.
+#[inline(always)]
+fn box_up2_sums(g: &[f32], (h, w): (usize, usize), rows: &mut Vec<f32>) -> (f64, f64) {
+    let n = 2 * w;
+    let (ring, zero) = grown(rows, 4 * n).split_at_mut(3 * n);
+    zero.fill(0.0);
+    let widen = |y: usize, ring: &mut [f32]| {
+        let r = &g[y * w..][..w];
+        let (e, o) = ring[y % 3 * n..][..n].split_at_mut(w);
+        e[0] = r[0] + r[0];
+        for ((d, &a), &b) in e[1..].iter_mut().zip(&r[1..]).zip(r) {
+            *d = (a + a) + b;
+        }
+        for ((d, &a), &b) in o.iter_mut().zip(r).zip(&r[1..]) {
+            *d = (a + a) + b;
+        }
+        o[w - 1] = r[w - 1] + r[w - 1];
+    };
+    widen(0, ring);
+    let mut acc = LaneAcc::default();
+    for y in 0..h {
+        if y + 1 < h {
+            widen(y + 1, ring);
+        }
+        let slot = |j: usize| ring[j % 3 * n..][..n].split_at(w);
+        let zeros = zero.split_at(w);
+        let (e, o) = slot(y);
+        let (eu, ou) = if y > 0 { slot(y - 1) } else { zeros };
+        let (ed, od) = if y + 1 < h { slot(y + 1) } else { zeros };
+        let times = (6 - usize::from(y == 0) - usize::from(y + 1 == h)) as f32;
+        acc.add_rows([e, o, eu, ou, ed, od], |[e, o, eu, ou, ed, od]| {
+            let (e2, o2) = (e + e, o + o);
+            let up = (e2 + eu).abs() + (o2 + ou).abs();
+            (times * (e + o), up + ((e2 + ed).abs() + (o2 + od).abs()))
+        });
+    }
+    ninths(acc.total())
 }
 
 /// The (sum, absolute sum) of `box3(place(g))` for s ≥ 3: a 3-wide window holds at most one
