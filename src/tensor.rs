@@ -169,11 +169,28 @@ fn gemm_into(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, par: gemm:
 /// A zero-filled f32 buffer for large outputs. On Linux the buffer is marked for transparent
 /// huge pages before it is first touched, which halves the cost of faulting in a fresh canvas
 /// (hundreds of MB) where THP is in `madvise` mode. Elsewhere it is a plain `vec![0.0; n]`.
+/// A large buffer is then faulted in by all of rayon's threads ([`fault_in`]).
 pub fn zeroed_buffer(n: usize) -> Vec<f32> {
-    let v = vec![0.0f32; n];
+    let mut v = vec![0.0f32; n];
     #[cfg(target_os = "linux")]
     advise_huge_pages(&v);
+    fault_in(&mut v);
     v
+}
+
+/// Touches every page of a large fresh buffer (one zero written per 4 KiB page, a value it
+/// already has), each thread of rayon's pool on its own 2 MiB spans. The kernel's zeroing of
+/// fresh pages then runs on every thread at once: the workers that fill a buffer touch its
+/// pages in an interleaved order, so their faults queue on the same huge pages (measured: the
+/// FFN maps' fresh output).
+fn fault_in(v: &mut [f32]) {
+    use rayon::prelude::*;
+    const PAGE: usize = 4096 / size_of::<f32>();
+    const SPAN: usize = (2 << 20) / size_of::<f32>();
+    if v.len() >= 2 * SPAN && rayon::current_num_threads() > 1 {
+        v.par_chunks_mut(SPAN)
+            .for_each(|span| span.iter_mut().step_by(PAGE).for_each(|x| *x = 0.0));
+    }
 }
 
 #[cfg(target_os = "linux")]
