@@ -1,5 +1,7 @@
 //! Small helpers between candle tensors and plain slices, shared by every layer of the crate.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{DType, Device, Storage, Tensor};
 
 use crate::error::{Result, XincError};
@@ -138,7 +140,8 @@ impl<'a> MatRef<'a> {
 /// `gemm` per block of columns, the blocks in parallel: each thread then packs its own part of
 /// `b`, where `gemm`'s own parallel mode packed it on the calling thread while the others
 /// waited. A deep, narrow one goes to [`matmul_deep`] for the same reason (measured: the NeRV
-/// training step, 50.6 → 37.4 ms). The blocks are the same for any thread count.
+/// training step, 50.6 → 37.4 ms; with the deep blocks alone, 43.8 and 44.5 ms). The blocks are
+/// the same for any thread count.
 pub(crate) fn matmul(out: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     let n = b.cols;
     if a.cols >= 2 * MATMUL_DEPTH && n < 2 * MATMUL_COLUMNS {
@@ -285,8 +288,66 @@ pub fn zeroed_buffer(n: usize) -> Vec<f32> {
     let mut v = vec![0.0f32; n];
     #[cfg(target_os = "linux")]
     advise_huge_pages(&v);
-    fault_in(&mut v);
+    fault_in(&mut v, 0.0);
     v
+}
+
+/// An empty f32 buffer with room for `n` values, for a large output that is written in full
+/// before it is read: its memory is not zeroed by a `memset` on the calling thread, and is
+/// prepared as [`zeroed_buffer`]'s (huge pages, faulted in by all threads). The caller writes
+/// the values through [`Vec::spare_capacity_mut`], then sets the length.
+pub(crate) fn unwritten_buffer(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    let spare = &mut v.spare_capacity_mut()[..n];
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(spare);
+    fault_in(spare, MaybeUninit::new(0.0));
+    v
+}
+
+/// Copies `src` into `dst` (of the same length), on x86_64 with non-temporal stores where `dst`
+/// is 16-byte aligned: an output that is written once and not read back here is then not read
+/// into the cache first. Call [`stream_fence`] before the values are handed to another thread.
+#[inline(always)]
+pub(crate) fn stream_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "a streamed copy between slices of different lengths"
+    );
+    let plain = |d: &mut [MaybeUninit<f32>], s: &[f32]| {
+        d.iter_mut().zip(s).for_each(|(d, &v)| {
+            d.write(v);
+        })
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        let head = dst.as_ptr().align_offset(16).min(dst.len());
+        let body = (dst.len() - head) / 4 * 4;
+        let (lead, rest) = dst.split_at_mut(head);
+        let (mid, tail) = rest.split_at_mut(body);
+        plain(lead, &src[..head]);
+        for (d, s) in mid.chunks_exact_mut(4).zip(src[head..].chunks_exact(4)) {
+            // SAFETY: SSE is part of x86_64; `d` and `s` hold 4 values each, and `d` is 16-byte
+            // aligned (it starts `head` values on, a multiple of 4 from the aligned start).
+            unsafe { _mm_stream_ps(d.as_mut_ptr().cast(), _mm_loadu_ps(s.as_ptr())) };
+        }
+        plain(tail, &src[head + body..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    plain(dst, src);
+}
+
+/// Orders the non-temporal stores of [`stream_copy`] before what the thread does next (e.g.
+/// rayon's completion signal); nothing where there are none.
+#[inline(always)]
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 /// Touches every page of a large fresh buffer (one zero written per 4 KiB page, a value it
@@ -294,18 +355,17 @@ pub fn zeroed_buffer(n: usize) -> Vec<f32> {
 /// fresh pages then runs on every thread at once: the workers that fill a buffer touch its
 /// pages in an interleaved order, so their faults queue on the same huge pages (measured: the
 /// FFN maps' fresh output).
-fn fault_in(v: &mut [f32]) {
+fn fault_in<T: Copy + Send + Sync>(v: &mut [T], value: T) {
     use rayon::prelude::*;
-    const PAGE: usize = 4096 / size_of::<f32>();
-    const SPAN: usize = (2 << 20) / size_of::<f32>();
-    if v.len() >= 2 * SPAN && rayon::current_num_threads() > 1 {
-        v.par_chunks_mut(SPAN)
-            .for_each(|span| span.iter_mut().step_by(PAGE).for_each(|x| *x = 0.0));
+    let (page, span) = (4096 / size_of::<T>(), (2 << 20) / size_of::<T>());
+    if v.len() >= 2 * span && rayon::current_num_threads() > 1 {
+        v.par_chunks_mut(span)
+            .for_each(|span| span.iter_mut().step_by(page).for_each(|x| *x = value));
     }
 }
 
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(v: &[f32]) {
+fn advise_huge_pages<T>(v: &[T]) {
     const HUGE: usize = 2 << 20;
     let start = v.as_ptr() as usize;
     let end = start + std::mem::size_of_val(v);

@@ -18,9 +18,11 @@
 //!
 //! [`super::reference`] holds the literal step-by-step version; tests check the two agree.
 
+use std::mem::MaybeUninit;
+
 use super::layer::{NervBlockData, NervLayer};
 use crate::models::nerv::gelu::gelu_slice;
-use crate::tensor::simd_fn;
+use crate::tensor::{simd_fn, stream_copy, stream_fence};
 
 /// The last, linear step that turns a kernel's final low-resolution plane (`[h, w]`) into its
 /// full-resolution map.
@@ -107,6 +109,31 @@ impl Expansion {
         }
     }
 
+    /// [`Self::expand_into`] into memory not written yet: writes every value of `out`, which
+    /// must hold exactly the expansion's pixels, with [`stream_copy`] (the caller fences).
+    /// `rows` and `row` are scratch buffers.
+    #[inline(always)]
+    pub(super) fn expand_into_uninit(
+        self,
+        g: &[f32],
+        (h, w): (usize, usize),
+        rows: &mut Vec<f32>,
+        row: &mut Vec<f32>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let (oh, ow) = self.out_size(h, w);
+        assert_eq!(
+            out.len(),
+            oh * ow,
+            "an expansion's output of the wrong size"
+        );
+        let mut dst = out.chunks_exact_mut(ow);
+        self.for_each_row(g, (h, w), rows, row, |r| {
+            stream_copy(dst.next().expect("one output row per emitted row"), r);
+        });
+        assert!(dst.next().is_none(), "every output row emitted");
+    }
+
     /// The horizontally expanded low rows of the box expansions, into `rows` (`[h, ow]`).
     #[inline(always)]
     fn prepare(self, g: &[f32], hw: (usize, usize), rows: &mut Vec<f32>) {
@@ -125,6 +152,21 @@ impl Expansion {
         let r = |y: usize| &rows[y * ow..][..ow];
         match self {
             Expansion::Identity => dst.copy_from_slice(&g[y * w..][..w]),
+            // s = 2 as interleaved pairs, which vectorise (the strided writes did not).
+            Expansion::Place { s: 2, dy, dx } => {
+                let pairs = dst.chunks_exact_mut(2);
+                if y % 2 != dy {
+                    dst.fill(0.0);
+                } else if dx == 0 {
+                    for (p, &v) in pairs.zip(&g[(y / 2) * w..][..w]) {
+                        p.copy_from_slice(&[v, 0.0]);
+                    }
+                } else {
+                    for (p, &v) in pairs.zip(&g[(y / 2) * w..][..w]) {
+                        p.copy_from_slice(&[0.0, v]);
+                    }
+                }
+            }
             Expansion::Place { s, dy, dx } => {
                 dst.fill(0.0);
                 if y % s == dy {
@@ -669,14 +711,15 @@ simd_fn! {
     /// Streams the maps of output channel `k` over `inputs` for each of `layers` (layers of the
     /// one block data, e.g. a block's output and its pre-GELU maps: each kernel's conv plane is
     /// computed once for all of them). For layer n, writes the maps' per-pixel sum into
-    /// `dsts[n]` and returns each map's (sum, absolute sum) over the pixels. The per-pixel sum
-    /// is taken on the low-resolution planes (in f64) and expanded once.
+    /// `dsts[n]` (every value of it: the memory may be fresh) and returns each map's (sum,
+    /// absolute sum) over the pixels. The per-pixel sum is taken on the low-resolution planes
+    /// (in f64) and expanded once.
     pub(super) fn output_channel_sums(
         data: &NervBlockData,
         layers: &[NervLayer],
         inputs: std::ops::Range<usize>,
         k: usize,
-        dsts: &mut [&mut [f32]],
+        dsts: &mut [&mut [MaybeUninit<f32>]],
     ) -> Vec<Vec<(f64, f64)>> {
         let mut ws = Workspace::default();
         let mut conv = Vec::new();
@@ -720,12 +763,18 @@ simd_fn! {
         for (mut c, dst) in per.into_iter().zip(dsts.iter_mut()) {
             c.flush();
             let (hw, step) = c.last;
-            if !c.acc.is_empty() {
+            if c.acc.is_empty() {
+                // No inputs: the sum over none.
+                dst.iter_mut().for_each(|d| {
+                    d.write(0.0);
+                });
+            } else {
                 let total: Vec<f32> = c.acc.iter().map(|&v| v as f32).collect();
-                step.expand_into(&total, hw, &mut ws.rows, dst);
+                step.expand_into_uninit(&total, hw, &mut ws.rows, &mut ws.row, dst);
             }
             out.push(c.maps);
         }
+        stream_fence();
         out
     }
 }

@@ -147,8 +147,18 @@ fn poly(c: &[f64], z: f64) -> f64 {
 ///
 /// With AVX2 and FMA, each step of the rational approximation is one fused multiply-add (one
 /// rounding instead of two): both stay within the error bound above, and within 1e-6·max(1, |x|)
-/// of each other.
+/// of each other. With AVX-512F the same steps run 16 lanes wide (NeRV block 2's summary on one
+/// thread: 45.2/47.1 → 41.7/42.6 ms, criterion A/B).
 pub(crate) fn gelu_slice(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked just above.
+        unsafe { gelu_slice_avx512(v) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
@@ -156,6 +166,37 @@ pub(crate) fn gelu_slice(v: &mut [f32]) {
         return;
     }
     v.iter_mut().for_each(|x| *x = gelu_f32(*x));
+}
+
+/// [`gelu_slice_fma`] 16 lanes wide, for the whole vectors; the rest as there. The CPU must
+/// have AVX2 and FMA as well.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gelu_slice_avx512(v: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let splat = |c: f32| _mm512_set1_ps(c);
+    let mut chunks = v.chunks_exact_mut(16);
+    for c in &mut chunks {
+        // SAFETY: `c` holds exactly 16 f32, read and written unaligned.
+        let x = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        let z = _mm512_mul_ps(x, splat(std::f32::consts::FRAC_1_SQRT_2));
+        let z = _mm512_min_ps(_mm512_max_ps(z, splat(-4.0)), splat(4.0));
+        let z2 = _mm512_mul_ps(z, z);
+        let horner = |coef: &[f32]| {
+            coef[1..]
+                .iter()
+                .fold(splat(coef[0]), |acc, &k| _mm512_fmadd_ps(z2, acc, splat(k)))
+        };
+        let (p, q) = (horner(&ERF_P), horner(&ERF_Q));
+        let r0 = _mm512_rcp14_ps(q);
+        let r = _mm512_mul_ps(r0, _mm512_fnmadd_ps(q, r0, splat(2.0)));
+        let erf = _mm512_mul_ps(_mm512_mul_ps(z, p), r);
+        let half = _mm512_mul_ps(x, splat(0.5));
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), _mm512_fmadd_ps(half, erf, half)) };
+    }
+    // SAFETY: the caller checked that the CPU has AVX2 and FMA.
+    unsafe { gelu_slice_fma(chunks.into_remainder()) };
 }
 
 /// [`gelu_slice`] on AVX2 with FMA: the polynomials as fused multiply-adds, and the division
@@ -306,13 +347,25 @@ mod tests {
         let xs: Vec<f32> = (-400_000..=400_000).map(|i| i as f32 * 2.5e-5).collect();
         let mut fast = xs.clone();
         gelu_slice(&mut fast);
-        let mut worst = 0.0f64;
-        for (&x, &f) in xs.iter().zip(&fast) {
-            let err = (f64::from(f) - f64::from(gelu_erf(x))).abs() / f64::from(x.abs()).max(1.0);
-            worst = worst.max(err);
-        }
+        let worst_error = |fast: &[f32]| {
+            let scaled = |(&x, &f): (&f32, &f32)| {
+                (f64::from(f) - f64::from(gelu_erf(x))).abs() / f64::from(x.abs()).max(1.0)
+            };
+            xs.iter().zip(fast).map(scaled).fold(0.0f64, f64::max)
+        };
+        let worst = worst_error(&fast);
         println!("fast GELU: worst scaled error {worst:.2e}");
         assert!(worst < 1e-6, "fast GELU error {worst}");
+        // The AVX2 path too, where `gelu_slice` took the AVX-512 one.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            let mut narrow = xs.clone();
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            unsafe { gelu_slice_fma(&mut narrow) };
+            let worst = worst_error(&narrow);
+            assert!(worst < 1e-6, "AVX2 GELU error {worst}");
+        }
         let mut odd = [0.0, f32::NAN, 100.0, -100.0, 1e-30];
         gelu_slice(&mut odd);
         assert_eq!(odd[0], 0.0);
