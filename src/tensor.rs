@@ -330,7 +330,8 @@ pub(crate) fn stream_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
         plain(lead, &src[..head]);
         for (d, s) in mid.chunks_exact_mut(4).zip(src[head..].chunks_exact(4)) {
             // SAFETY: SSE is part of x86_64; `d` and `s` hold 4 values each, and `d` is 16-byte
-            // aligned (it starts `head` values on, a multiple of 4 from the aligned start).
+            // aligned: `mid` starts at the first 16-byte boundary of `dst`, and each chunk 16
+            // bytes after the last.
             unsafe { _mm_stream_ps(d.as_mut_ptr().cast(), _mm_loadu_ps(s.as_ptr())) };
         }
         plain(tail, &src[head + body..]);
@@ -350,8 +351,9 @@ pub(crate) fn stream_fence() {
     };
 }
 
-/// Touches every page of a large fresh buffer (one zero written per 4 KiB page, a value it
-/// already has), each thread of rayon's pool on its own 2 MiB spans. The kernel's zeroing of
+/// Touches every page of a large fresh buffer (`value`, a zero, written once per 4 KiB page:
+/// a zeroed buffer already holds it, an unwritten one is overwritten later), each thread of
+/// rayon's pool on its own 2 MiB spans. The kernel's zeroing of
 /// fresh pages then runs on every thread at once: the workers that fill a buffer touch its
 /// pages in an interleaved order, so their faults queue on the same huge pages (measured: the
 /// FFN maps' fresh output).
